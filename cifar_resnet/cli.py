@@ -1,0 +1,98 @@
+"""The `cifar-resnet` command: thin subcommands over the functions the notebooks call.
+
+Errors the user can fix (a bad configuration, a model over the budget, missing or damaged data or
+checkpoints) end with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_config, override
+from .data import DataError
+from .engine import TrainingDiverged
+from .models import PARAMETER_BUDGET, OverBudgetError
+from .runs import CheckpointError
+
+USER_ERRORS = (ConfigError, OverBudgetError, DataError, CheckpointError, FileNotFoundError)
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from torchsummary import summary
+
+    from .models import count_parameters, create_model
+
+    cfg = load_config(args.config)
+    model = create_model(cfg.model).eval()  # eval: the summary's forward pass leaves BatchNorm statistics alone
+    summary(model, (3, 32, 32), device="cpu")
+    print(f"{cfg.name}: {count_parameters(model):,} trainable parameters (budget {PARAMETER_BUDGET:,})")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .engine import train
+
+    out = Path(args.out or f"runs/{Path(args.config).stem if args.config else 'run'}")
+    if args.config:
+        cfg = load_config(args.config)
+    elif args.resume and (out / "config.yaml").is_file():
+        cfg = load_config(out / "config.yaml")
+    else:
+        raise ConfigError("give --config FILE (or --resume with an --out folder that holds config.yaml)")
+    changes = {k: v for k, v in {"train.epochs": args.epochs, "train.seed": args.seed}.items() if v is not None}
+    cfg = override(cfg, **changes) if changes else cfg
+    metrics = train(cfg, out, data_root=args.data_root, resume=args.resume, time_limit=args.time_limit,
+                    device=args.device)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .engine import evaluate_run
+
+    print(json.dumps(evaluate_run(args.run_dir, tta=args.tta, data_root=args.data_root, device=args.device), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cifar-resnet", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("summary", help="layer table and exact trainable-parameter count of a configuration")
+    p.add_argument("--config", required=True, help="YAML configuration, e.g. configs/wide_resnet.yaml")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("train", help="train a configuration into a run folder (checkpointed every epoch)")
+    p.add_argument("--config", help="YAML configuration (optional with --resume: the run's own is used)")
+    p.add_argument("--out", help="run folder (default runs/<config name>)")
+    p.add_argument("--data-root", help="folder holding cifar-10-batches-py (default $CIFAR10_ROOT, else ./data)")
+    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--seed", type=int, help="override train.seed")
+    p.add_argument("--time-limit", type=float, help="stop cleanly (checkpoint kept) before exceeding S seconds")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="re-evaluate a run's saved weights on the test set; prints JSON")
+    p.add_argument("run_dir", help="a run folder written by `cifar-resnet train`")
+    p.add_argument("--tta", action="store_true", help="also evaluate with the run's test-time augmentation")
+    p.add_argument("--data-root", help="folder holding cifar-10-batches-py")
+    p.add_argument("--device", help="cuda, cpu (default: cuda if available)")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        message = err.args[0] if isinstance(err, FileNotFoundError) and err.args else err
+        print(f"cifar-resnet: error: {message}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as err:
+        print(f"cifar-resnet: stopped: {err}", file=sys.stderr)
+        return 1

@@ -1,0 +1,188 @@
+"""Run configuration: dataclasses that map one-to-one onto the YAML files in `configs/`.
+
+A configuration file has three sections, `model`, `data` and `train`, plus a `name`. Every key must be
+a field of the matching dataclass and have its type: unknown keys and wrong types are errors that name
+the key's dotted path, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or value that cannot be used; the message says which key and why."""
+
+
+@dataclass
+class ModelConfig:
+    """The ResNet design variables. Lists have one entry per stage i."""
+
+    block: str = "basic"  # "basic": conv-BN-act-conv-BN, out = act(S(x) + F(x)); "preact": BN-act-conv twice
+    stem_channels: int = 64  # channels of the stem conv that maps the 3-channel image
+    stem_kernel: int = 3  # stem conv kernel; the stem never downsamples (32x32 inputs)
+    channels: list[int] = field(default_factory=lambda: [64, 128, 256])  # C_i, channels of stage i
+    blocks: list[int] = field(default_factory=lambda: [2, 2, 2])  # B_i, residual blocks in stage i
+    kernels: list[int] = field(default_factory=lambda: [3, 3, 3])  # F_i, conv kernel size (odd) in stage i
+    skip_kernels: list[int] = field(default_factory=lambda: [1, 1, 1])  # K_i, projection-skip kernel (odd)
+    strides: list[int] = field(default_factory=lambda: [1, 2, 2])  # stride of stage i's first block
+    pool: int = 0  # P, average-pool kernel before the classifier; 0 = global average pooling
+    activation: str = "relu"  # relu | gelu | silu
+    dropout: float = 0.0  # dropout before the classifier
+    zero_init_residual: bool = True  # last BN of each residual branch starts at 0 (Goyal et al. 2017)
+    num_classes: int = 10
+
+
+@dataclass
+class DataConfig:
+    """Where CIFAR-10 comes from and how training batches are augmented (on the GPU)."""
+
+    root: str = ""  # folder holding cifar-10-batches-py; "" = $CIFAR10_ROOT, else ./data
+    download: bool = True  # fetch the official archive when the files are absent
+    holdout: int = 0  # last N training images held out as a validation set (for tuning); 0 = none
+    train_subset: int = 0  # use only the first N training images (quick tests); 0 = all
+    test_subset: int = 0  # evaluate on the first N test images (quick tests); 0 = all
+    crop_padding: int = 4  # random crop after reflect-padding by this many pixels (= translate); 0 = off
+    flip: bool = True  # random horizontal flip
+    cutout: int = 0  # side of the square zeroed at a random place in each image; 0 = off
+    policy: str = "none"  # torchvision.transforms.v2 policy: none | trivialaugment | randaugment | autoaugment
+    policy_group: int = 16  # images that share one sampled policy operation (per-image cost vs speed)
+
+
+@dataclass
+class TrainConfig:
+    """The training recipe."""
+
+    epochs: int = 30
+    batch_size: int = 512
+    optimizer: str = "sgd"  # sgd | adamw | any torch.optim class name
+    lr: float = 0.2  # peak learning rate
+    momentum: float = 0.9  # SGD momentum (beta1 for Adam-type optimizers)
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    decay_norm_and_bias: bool = False  # False: no weight decay on BatchNorm and bias parameters
+    schedule: str = "onecycle"  # onecycle | cosine | step | linear | constant
+    warmup_epochs: float = 0.0  # linear warm-up (cosine, step, linear); onecycle uses pct_start
+    pct_start: float = 0.25  # onecycle: share of training spent rising to the peak
+    milestones: list[float] = field(default_factory=list)  # step: epochs where lr is multiplied by gamma
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0  # 0 = off
+    cutmix_alpha: float = 0.0  # 0 = off; with both on, each batch uses one of the two
+    ema_decay: float = 0.0  # exponential moving average of the weights, per step; 0 = off
+    precision: str = "bf16"  # bf16 | fp16 | fp32 (autocast on CUDA; the CPU always computes in fp32)
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model (CUDA only)
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    tta: str = "flip"  # test-time augmentation at the final evaluation: none | flip | flip_translate
+    eval_every: int = 1  # evaluate every N epochs (the last epoch is always evaluated)
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    """A whole run: the network, the data and the recipe."""
+
+    name: str = "run"
+    selected_on_test: bool = False  # was any choice in this recipe made by looking at test accuracy?
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _check_type(value: Any, hint: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_check_type(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _check_type(value, option, path)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{path}: {value!r} is none of {hint}")
+    if hint is type(None):
+        if value is not None:
+            raise ConfigError(f"{path}: expected null, got {value!r}")
+        return None
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{path}: expected {hint.__name__}, got {value!r}")
+    if hint in (int, float, str, bool):
+        if not isinstance(value, hint):
+            raise ConfigError(f"{path}: expected {hint.__name__}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return _from_dict(hint, value, path)
+    raise ConfigError(f"{path}: unsupported type {hint}")  # pragma: no cover - a bug in a dataclass
+
+
+def _from_dict(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{path}.{key}" if path else str(key)
+        if key not in known:
+            raise ConfigError(f"unknown key '{dotted}'; known keys here: {', '.join(known)}")
+        kwargs[key] = _check_type(value, hints[key], dotted)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict) -> Config:
+    """Build a `Config` from a plain mapping, rejecting unknown keys and wrong types."""
+    return _from_dict(Config, data, "")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a YAML configuration file into a `Config`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"configuration file not found: {path} (presets live in configs/)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    try:
+        return config_from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """The configuration as plain data, ready for YAML or JSON."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the configuration as YAML that `load_config` reads back unchanged."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def override(cfg: Config, **dotted: Any) -> Config:
+    """A copy of `cfg` with values replaced by dotted key, e.g. `override(cfg, **{"train.epochs": 5})`."""
+    data = config_to_dict(cfg)
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"unknown key '{key}'")
+            node = node[part]
+        if leaf not in node:
+            raise ConfigError(f"unknown key '{key}'")
+        node[leaf] = value
+    return config_from_dict(data)

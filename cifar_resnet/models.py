@@ -1,0 +1,193 @@
+"""The ResNet family, built from a `ModelConfig`, and the 5,000,000-parameter budget.
+
+Reads top-down: conv helper, skip connection, the two residual blocks, the stage builder, the network,
+then `create_model`, the only way the rest of the library builds a model (it checks the budget).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import ConfigError, ModelConfig
+
+PARAMETER_BUDGET = 5_000_000
+INPUT_SIZE = 32  # CIFAR-10 images are 32x32
+
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+_BLOCKS = ("basic", "preact")
+
+
+class OverBudgetError(ValueError):
+    """A model with more trainable parameters than the budget allows."""
+
+
+def conv(in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> nn.Conv2d:
+    """A bias-free 'same' convolution (BatchNorm follows, so a bias would be redundant)."""
+    return nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, bias=False)
+
+
+def skip_connection(in_channels: int, out_channels: int, stride: int, kernel: int, *, norm: bool) -> nn.Module:
+    """S(x): the identity where shapes allow, otherwise a K x K strided projection (with BN if `norm`)."""
+    if stride == 1 and in_channels == out_channels:
+        return nn.Identity()
+    projection = conv(in_channels, out_channels, kernel, stride)
+    return nn.Sequential(projection, nn.BatchNorm2d(out_channels)) if norm else projection
+
+
+class BasicBlock(nn.Module):
+    """The original block (He et al. 2016): F(x) = BN(conv(act(BN(conv(x))))), out = act(S(x) + F(x))."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, kernel: int, skip_kernel: int,
+                 activation: type[nn.Module]) -> None:
+        super().__init__()
+        self.conv1 = conv(in_channels, out_channels, kernel, stride)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = conv(out_channels, out_channels, kernel)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.act = activation()
+        self.skip = skip_connection(in_channels, out_channels, stride, skip_kernel, norm=True)
+
+    def zero_init_residual(self) -> None:
+        """Make F(x) start at zero, so the block starts as its skip connection."""
+        nn.init.zeros_(self.bn2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act(self.skip(x) + out)
+
+
+class PreActBlock(nn.Module):
+    """The pre-activation block (He et al. 2016b): out = S(x) + conv(act(BN(conv(act(BN(x))))))."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, kernel: int, skip_kernel: int,
+                 activation: type[nn.Module]) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_channels)
+        self.conv1 = conv(in_channels, out_channels, kernel, stride)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.conv2 = conv(out_channels, out_channels, kernel)
+        self.act = activation()
+        self.skip = skip_connection(in_channels, out_channels, stride, skip_kernel, norm=False)
+        self.projects = not isinstance(self.skip, nn.Identity)
+
+    def zero_init_residual(self) -> None:
+        """Make F(x) start at zero. The last conv, not a BN: a zero BN weight feeds ReLU'(0) = 0, no gradient."""
+        nn.init.zeros_(self.conv2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.act(self.bn1(x))
+        # A projection skip takes the normalised input, as in the paper; the identity takes x itself.
+        shortcut = self.skip(pre) if self.projects else x
+        out = self.conv1(pre)
+        out = self.conv2(self.act(self.bn2(out)))
+        return shortcut + out
+
+
+class ResNet(nn.Module):
+    """Stem, stages of residual blocks, average pool of size P, linear classifier."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        validate_model_config(cfg)
+        activation = _ACTIVATIONS[cfg.activation]
+        block = BasicBlock if cfg.block == "basic" else PreActBlock
+        preact = cfg.block == "preact"
+
+        # A pre-activation network's stem is a bare conv: the first block normalises and activates.
+        stem = [conv(3, cfg.stem_channels, cfg.stem_kernel)]
+        if not preact:
+            stem += [nn.BatchNorm2d(cfg.stem_channels), activation()]
+        self.stem = nn.Sequential(*stem)
+
+        stages, in_channels = [], cfg.stem_channels
+        for i, out_channels in enumerate(cfg.channels):
+            stages.append(self._make_stage(block, in_channels, out_channels, cfg.blocks[i], cfg.strides[i],
+                                           cfg.kernels[i], cfg.skip_kernels[i], activation))
+            in_channels = out_channels
+        self.stages = nn.Sequential(*stages)
+
+        # Pre-activation blocks end un-normalised: one BN + activation before pooling.
+        self.final_norm = nn.Sequential(nn.BatchNorm2d(in_channels), activation()) if preact else nn.Identity()
+        side = final_feature_size(cfg)
+        self.pool = nn.AdaptiveAvgPool2d(1) if cfg.pool == 0 else nn.AvgPool2d(cfg.pool)
+        pooled = 1 if cfg.pool == 0 else side // cfg.pool
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.fc = nn.Linear(in_channels * pooled * pooled, cfg.num_classes)
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if cfg.zero_init_residual:
+            # Each block starts as its skip connection: +0.2-0.3% for ResNets (Goyal et al. 2017, sec. 5.1).
+            for m in self.modules():
+                if isinstance(m, (BasicBlock, PreActBlock)):
+                    m.zero_init_residual()
+
+    @staticmethod
+    def _make_stage(block: type[nn.Module], in_channels: int, out_channels: int, blocks: int, stride: int,
+                    kernel: int, skip_kernel: int, activation: type[nn.Module]) -> nn.Sequential:
+        layers = [block(in_channels, out_channels, stride, kernel, skip_kernel, activation)]
+        layers += [block(out_channels, out_channels, 1, kernel, skip_kernel, activation) for _ in range(blocks - 1)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.stages(x)
+        x = self.final_norm(x)
+        x = self.pool(x).flatten(1)
+        return self.fc(self.dropout(x))
+
+
+def final_feature_size(cfg: ModelConfig) -> int:
+    """Side of the last stage's feature map for 32x32 inputs."""
+    return INPUT_SIZE // math.prod(cfg.strides)
+
+
+def validate_model_config(cfg: ModelConfig) -> None:
+    """Raise `ConfigError` naming the first inconsistent design variable."""
+    if cfg.block not in _BLOCKS:
+        raise ConfigError(f"model.block: unknown block type {cfg.block!r}; choose one of {', '.join(_BLOCKS)}")
+    if cfg.activation not in _ACTIVATIONS:
+        raise ConfigError(f"model.activation: unknown {cfg.activation!r}; choose one of {', '.join(_ACTIVATIONS)}")
+    n = len(cfg.channels)
+    if n == 0:
+        raise ConfigError("model.channels: at least one stage is needed")
+    for key in ("blocks", "kernels", "skip_kernels", "strides"):
+        if len(getattr(cfg, key)) != n:
+            raise ConfigError(f"model.{key}: has {len(getattr(cfg, key))} entries but model.channels has {n}; "
+                              "give one value per stage")
+    for key in ("channels", "blocks", "strides"):
+        if any(v < 1 for v in getattr(cfg, key)):
+            raise ConfigError(f"model.{key}: every entry must be at least 1, got {getattr(cfg, key)}")
+    for key, values in (("kernels", cfg.kernels), ("skip_kernels", cfg.skip_kernels),
+                        ("stem_kernel", [cfg.stem_kernel])):
+        if any(k < 1 or k % 2 == 0 for k in values):
+            raise ConfigError(f"model.{key}: kernel sizes must be odd and positive (to keep 'same' padding), "
+                              f"got {values}")
+    if INPUT_SIZE % math.prod(cfg.strides):
+        raise ConfigError(f"model.strides: their product must divide {INPUT_SIZE}, got {cfg.strides}")
+    side = final_feature_size(cfg)
+    if cfg.pool < 0 or (cfg.pool and side % cfg.pool):
+        raise ConfigError(f"model.pool: P={cfg.pool} must divide the final {side}x{side} feature map "
+                          "(or be 0 for global average pooling)")
+    if not 0 <= cfg.dropout < 1:
+        raise ConfigError(f"model.dropout: must be in [0, 1), got {cfg.dropout}")
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters (those with requires_grad)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def create_model(cfg: ModelConfig, budget: int | None = PARAMETER_BUDGET) -> ResNet:
+    """Build the network for `cfg`; raise `OverBudgetError` if it exceeds `budget` trainable parameters."""
+    with torch.device("meta"):  # count first without allocating: an oversized config fails instantly
+        n = count_parameters(ResNet(cfg))
+    if budget is not None and n > budget:
+        raise OverBudgetError(f"the model has {n:,} trainable parameters, over the budget of {budget:,}: "
+                              "reduce model.channels or model.blocks")
+    return ResNet(cfg)

@@ -1,0 +1,138 @@
+"""The run folder: what a training run writes and what evaluation and resume read back.
+
+    config.yaml        the resolved configuration
+    history.csv        one row per epoch
+    metrics.json       final (or partial) results and the environment they came from
+    model.safetensors  final weights in half precision
+    checkpoint.pt      everything needed to resume; rewritten atomically every epoch
+
+Every file is written to a temporary name and renamed, so an interruption never leaves a half-written
+file. The checkpoint carries a SHA-256 of its payload: a damaged one is refused, never half-loaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import torch
+
+CHECKPOINT = "checkpoint.pt"
+WEIGHTS = "model.safetensors"
+HISTORY = "history.csv"
+METRICS = "metrics.json"
+CONFIG = "config.yaml"
+_MAGIC = b"cifar_resnet-checkpoint-v1\n"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or weights file that cannot be trusted; the message says which and what to do."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and a rename (all or nothing)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Serialise `state` with torch.save, prefix a SHA-256 of the payload, write atomically."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    atomic_write_bytes(path, _MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint written by `save_checkpoint`; raise `CheckpointError` if it is damaged."""
+    fix = f"delete {path} to restart the run from scratch, or restore it from a copy"
+    raw = path.read_bytes()
+    header_end = len(_MAGIC) + 65
+    if not raw.startswith(_MAGIC) or len(raw) < header_end:
+        raise CheckpointError(f"{path} is not a cifar_resnet checkpoint or is truncated; {fix}")
+    digest, payload = raw[len(_MAGIC):header_end - 1].decode(errors="replace"), raw[header_end:]
+    if hashlib.sha256(payload).hexdigest() != digest:
+        raise CheckpointError(f"{path} is damaged (its checksum does not match); {fix}")
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"{path} cannot be read ({type(err).__name__}); {fix}") from None
+
+
+def save_weights(state_dict: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Save a state dict as safetensors, floating-point tensors in half precision (a 5M model is 10 MB)."""
+    from safetensors.torch import save as save_safetensors
+
+    tensors = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu()).contiguous()
+               for k, v in state_dict.items()}
+    atomic_write_bytes(path, save_safetensors(tensors, metadata=metadata))
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file (never a pickle); floating-point tensors come back as float32."""
+    from safetensors.torch import load as load_safetensors
+
+    if not path.is_file():
+        raise CheckpointError(f"no weights at {path}: the run has not finished; train it (or --resume it) first")
+    try:
+        tensors = load_safetensors(path.read_bytes())
+    except Exception as err:
+        raise CheckpointError(f"{path} is damaged ({type(err).__name__}: {err}); retrain or restore it") from None
+    return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+
+
+def write_history(rows: list[dict], path: Path) -> None:
+    """Write the per-epoch rows as CSV (the whole file each time, atomically)."""
+    if not rows:
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def write_metrics(metrics: dict, path: Path) -> None:
+    atomic_write_text(path, json.dumps(metrics, indent=2) + "\n")
+
+
+def read_metrics(run_dir: str | Path) -> dict:
+    """The metrics.json of a run folder."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        raise FileNotFoundError(f"no {METRICS} in {run_dir}: is it a run folder written by `cifar-resnet train`?")
+    return json.loads(path.read_text())
+
+
+def git_commit() -> str:
+    """The commit of the code that runs ($GIT_COMMIT if set), with '-dirty' for uncommitted changes."""
+    if os.environ.get("GIT_COMMIT"):
+        return os.environ["GIT_COMMIT"]
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
+def environment(device: torch.device) -> dict:
+    """Where a result came from: device name, torch version, commit."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return {"device": name, "torch_version": torch.__version__, "git_commit": git_commit()}

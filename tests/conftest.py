@@ -1,0 +1,27 @@
+"""Shared fixtures: a tiny synthetic CIFAR-10 (always) and the real one (where CIFAR10_ROOT points at it)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cifar_resnet.data import BATCH_DIR, write_synthetic_cifar10
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    return write_synthetic_cifar10(tmp_path_factory.mktemp("synthetic"), train_per_class=40, test_per_class=10)
+
+
+@pytest.fixture(scope="session")
+def real_root() -> Path:
+    """The real CIFAR-10; skipped where absent, unless REQUIRE_REAL_CIFAR=1 (as in CI), where that fails."""
+    root = os.environ.get("CIFAR10_ROOT")
+    if root and (Path(root) / BATCH_DIR).is_dir():
+        return Path(root)
+    if os.environ.get("REQUIRE_REAL_CIFAR") == "1":
+        pytest.fail(f"REQUIRE_REAL_CIFAR=1 but CIFAR10_ROOT={root!r} holds no {BATCH_DIR}")
+    pytest.skip(f"real CIFAR-10 not available: set CIFAR10_ROOT to a folder holding {BATCH_DIR}")

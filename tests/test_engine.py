@@ -1,0 +1,138 @@
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cifar_resnet.config import load_config, override
+from cifar_resnet.engine import Trainer, TrainingDiverged, evaluate_run, load_run, lr_factor, train
+from cifar_resnet.runs import CheckpointError, load_weights
+
+from conftest import CONFIGS, ROOT
+
+
+def smoke(synthetic_root, **changes):
+    base = {"data.root": str(synthetic_root), "data.download": False, "data.train_subset": 0, "data.test_subset": 0,
+            "train.batch_size": 64, "train.epochs": 3}
+    return override(load_config(CONFIGS / "smoke.yaml"), **{**base, **changes})
+
+
+def test_training_lowers_the_loss_and_writes_the_record(synthetic_root, tmp_path):
+    cfg = smoke(synthetic_root, **{"train.epochs": 4})
+    metrics = train(cfg, tmp_path / "run", log=None)
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert history[0] == "epoch,lr,train_loss,train_acc,test_loss,test_acc,seconds" and len(history) == 5
+    losses = [float(row.split(",")[2]) for row in history[1:]]
+    assert losses[-1] < losses[0]
+    for key in ("test_acc", "test_acc_tta", "best_epoch", "params", "epochs", "train_seconds", "wall_seconds",
+                "images_per_second", "time_to_acc", "device", "torch_version", "seed", "git_commit"):
+        assert key in metrics, key
+    assert metrics["status"] == "finished" and metrics["device"] == "cpu" and metrics["params"] == 5266
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
+    weights = load_weights(tmp_path / "run" / "model.safetensors")
+    from safetensors import safe_open
+    with safe_open(tmp_path / "run" / "model.safetensors", "pt") as f:
+        assert f.get_tensor("fc.weight").dtype == torch.float16  # stored in half precision
+    assert load_config(tmp_path / "run" / "config.yaml") == cfg and "fc.weight" in weights
+
+
+def test_evaluate_reproduces_the_recorded_accuracy_exactly(synthetic_root, tmp_path):
+    metrics = train(smoke(synthetic_root), tmp_path / "run", log=None)
+    again = evaluate_run(tmp_path / "run", tta=True, device="cpu")
+    assert again["test_acc"] == metrics["test_acc"] and again["test_acc_tta"] == metrics["test_acc_tta"]
+
+
+def _weights(run_dir):
+    return load_run(run_dir, "cpu")[1].state_dict()
+
+
+def _history_without_times(run_dir):
+    return [row.rsplit(",", 1)[0] for row in (run_dir / "history.csv").read_text().splitlines()]
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(synthetic_root, tmp_path):
+    cfg = smoke(synthetic_root, **{"data.policy": "trivialaugment", "train.mixup_alpha": 0.2, "model.dropout": 0.1})
+    train(cfg, tmp_path / "straight", log=None)
+    trainer = Trainer(cfg, tmp_path / "resumed", log=None)
+    for stats in trainer.epochs():
+        if stats.epoch == 1:
+            break  # the process "dies" after epoch 1's checkpoint
+    del trainer
+    train(cfg, tmp_path / "resumed", resume=True, log=None)
+    assert _history_without_times(tmp_path / "straight") == _history_without_times(tmp_path / "resumed")
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_time_limit_stops_cleanly_and_resume_finishes(synthetic_root, tmp_path):
+    cfg = smoke(synthetic_root, **{"train.epochs": 3})
+    partial = train(cfg, tmp_path / "run", time_limit=1e-9, log=None)
+    assert partial["status"] == "time_limit" and partial["epochs_completed"] == 0
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    done = train(cfg, tmp_path / "run", resume=True, log=None)
+    assert done["status"] == "finished" and done["epochs_completed"] == 3
+
+
+def test_damaged_checkpoint_is_refused(synthetic_root, tmp_path):
+    cfg = smoke(synthetic_root, **{"train.epochs": 1})
+    train(cfg, tmp_path / "run", log=None)
+    path = tmp_path / "run" / "checkpoint.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="damaged"):
+        Trainer(cfg, tmp_path / "run", resume=True, log=None)
+    path.write_bytes(bytes(data[:100]))
+    with pytest.raises(CheckpointError, match="truncated|damaged"):
+        Trainer(cfg, tmp_path / "run", resume=True, log=None)
+
+
+def test_resume_refuses_another_configuration(synthetic_root, tmp_path):
+    cfg = smoke(synthetic_root, **{"train.epochs": 1})
+    train(cfg, tmp_path / "run", log=None)
+    with pytest.raises(CheckpointError, match=r"another configuration \(differs in: train.lr\)"):
+        Trainer(override(cfg, **{"train.lr": 0.5}), tmp_path / "run", resume=True, log=None)
+
+
+def test_non_finite_loss_stops_with_epoch_and_step(synthetic_root, tmp_path):
+    cfg = smoke(synthetic_root, **{"train.lr": 1e30, "train.schedule": "constant", "train.ema_decay": 0.0})
+    with pytest.raises(TrainingDiverged, match=r"at epoch \d+, step \d+"):
+        train(cfg, tmp_path / "run", log=None)
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine", "linear", "step", "constant"])
+def test_schedules_peak_at_one_and_stay_bounded(schedule):
+    cfg = override(load_config(CONFIGS / "smoke.yaml"), **{"train.schedule": schedule, "train.warmup_epochs": 1.0,
+                                                           "train.milestones": [2.0, 3.0]}).train
+    factor = lr_factor(cfg, 100)
+    values = [factor(s) for s in range(100)]
+    assert all(0 <= v <= 1 for v in values) and math.isclose(max(values), 1.0, abs_tol=0.02)
+    if schedule in ("onecycle", "cosine", "linear"):
+        assert values[-1] < 0.05
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw", "RMSprop"])
+def test_optimizers_by_name(synthetic_root, tmp_path, optimizer):
+    cfg = smoke(synthetic_root, **{"train.optimizer": optimizer, "train.epochs": 1, "train.lr": 0.01})
+    assert type(Trainer(cfg, tmp_path / "run", log=None).optimizer).__name__.lower() == optimizer.lower()
+
+
+def test_command_line_train_and_evaluate(synthetic_root, tmp_path):
+    env_root = {"CIFAR10_ROOT": str(synthetic_root)}
+    import os
+    env = {**os.environ, **env_root}
+    run = subprocess.run([sys.executable, "-m", "cifar_resnet", "train", "--config", str(CONFIGS / "smoke.yaml"),
+                          "--out", str(tmp_path / "cli"), "--epochs", "2", "--seed", "3"],
+                         capture_output=True, text=True, cwd=ROOT, env=env)
+    assert run.returncode == 0, run.stderr
+    recorded = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert recorded["seed"] == 3 and recorded["epochs"] == 2
+    out = subprocess.run([sys.executable, "-m", "cifar_resnet", "evaluate", str(tmp_path / "cli"), "--device", "cpu"],
+                         capture_output=True, text=True, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["test_acc"] == recorded["test_acc"]
+    bad = subprocess.run([sys.executable, "-m", "cifar_resnet", "train", "--config", str(tmp_path / "none.yaml")],
+                         capture_output=True, text=True, cwd=ROOT, env=env)
+    assert bad.returncode == 2 and bad.stderr.startswith("cifar-resnet: error: configuration file not found")
