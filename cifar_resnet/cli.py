@@ -57,6 +57,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    try:
+        print(build_report(Path(args.root)))
+    except RuntimeError as err:  # latexmk missing or the LaTeX build failed: say which, in one line
+        print(f"cifar-resnet: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cifar-resnet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="folder holding cifar-10-batches-py")
     p.add_argument("--device", help="cuda, cpu (default: cuda if available)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="regenerate the report's numbers from results/ and build report/report.pdf")
+    p.add_argument("--root", default=".", help="repository root holding report/ and results/ (default: .)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

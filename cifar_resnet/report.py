@@ -1,0 +1,300 @@
+"""The LaTeX report in `report/`: number macros generated from `results/`, and the PDF build.
+
+Every number the report states about this project comes from `report/generated/numbers.tex`, which
+`write_numbers` derives from the recorded runs, so the text can never drift from the results. A flag
+such as `\\ifHaveBestRun` is false where a result does not exist yet, and the text then says so.
+Only the standard library is imported (and PyYAML, when a run's config.yaml is read): building the
+report needs neither torch nor matplotlib.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import statistics
+import subprocess
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BUILD_FILES = (".aux", ".bbl", ".blg", ".fls", ".log", ".out", ".fdb_latexmk")
+TEX_INSTALL_HINT = "install texlive-latex-extra texlive-fonts-recommended latexmk"
+THRESHOLDS = {"0.93": "NinetyThree", "0.94": "NinetyFour", "0.95": "NinetyFive", "0.96": "NinetySix"}
+REQUIRED = ("params", "train_seconds", "epochs_completed")  # besides test_acc, for a run to count
+TTA_NAMES = {"flip": "horizontal-flip", "flip_translate": "flip-and-translate"}
+SEED_RUN = re.compile(r"best(-seed\d+)?")
+_TEX_SPECIALS = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
+                 "^": r"\^{}", "_": r"\_", "%": r"\%", "~": r"\~{}"}
+
+
+@dataclass
+class Run:
+    """One recorded run: its folder and the contents of its `metrics.json`."""
+
+    path: Path
+    metrics: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def test_acc(self) -> float:
+        return float(self.metrics["test_acc"])
+
+    @property
+    def on_gpu(self) -> bool:
+        """False for CPU smoke runs (and runs that do not say where they ran): those are not results."""
+        device = self.metrics.get("device")
+        return isinstance(device, str) and device.strip() != "" and device.strip().lower() != "cpu"
+
+
+def tex_escape(text: str) -> str:
+    """`text` with LaTeX's special characters escaped, for use in running text."""
+    return "".join(_TEX_SPECIALS.get(c, c) for c in text)
+
+
+def percent(fraction: float) -> str:
+    """An accuracy in [0, 1] as a percentage with two decimals, without the % sign: 0.9412 -> '94.12'."""
+    return f"{100 * fraction:.2f}"
+
+
+def _number(value: Any) -> float | None:
+    """`value` as a finite float, or None for null, strings, booleans and NaN."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _thousands(n: float) -> str:
+    return f"{round(n):,}".replace(",", "{,}")
+
+
+def load_runs(results_dir: Path) -> list[Run]:
+    """The runs under `results_dir/runs/*/metrics.json` that record a test accuracy, sorted by name.
+
+    Unfinished and validation-only runs (no `test_acc`) are left out; unreadable files and runs that
+    lack `params`, `train_seconds` or their epochs are left out with a warning.
+    """
+    runs = []
+    for path in sorted(Path(results_dir).glob("runs/*/metrics.json")):
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            warnings.warn(f"skipping {path}: {err}", stacklevel=2)
+            continue
+        if not isinstance(metrics, dict) or _number(metrics.get("test_acc")) is None:
+            continue
+        missing = [k for k in REQUIRED if _number(metrics.get(k)) is None]
+        if not 0 <= metrics["test_acc"] <= 1 or missing:
+            warnings.warn(f"skipping {path}: test_acc outside [0, 1] or no {', '.join(missing)}", stacklevel=2)
+            continue
+        runs.append(Run(path.parent, metrics))
+    return runs
+
+
+def best_run(runs: list[Run]) -> Run | None:
+    """The run named `best` if it ran on a GPU, else the GPU run with the highest test accuracy."""
+    gpu_runs = [r for r in runs if r.on_gpu]
+    named = [r for r in gpu_runs if r.name == "best"]
+    return named[0] if named else max(gpu_runs, key=lambda r: r.test_acc, default=None)
+
+
+# Every flag is declared in numbers.tex, false unless set: TeX must know all of them to skip the
+# branches of the ones that are false.
+FLAGS = ("HaveBestRun", "HaveBestTTA", "HaveBestThroughput", "BestSelectedOnTest", "BestPickedOnTest",
+         *(f"HaveBestTimeTo{word}" for word in THRESHOLDS.values()), "HaveBestArch",
+         "HaveSeedSpread", "HaveSeedSpreadTTA", "HaveSpeedBench")
+
+
+class _Macros:
+    """Collects the `\\ifName` flags and `\\Name` values for numbers.tex."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str | bool] = dict.fromkeys(FLAGS, False)
+
+    def flag(self, name: str, value: bool) -> None:
+        assert name in FLAGS, name
+        self.values[name] = bool(value)
+
+    def text(self, name: str, value: str) -> None:
+        self.values[name] = value
+
+    def render(self) -> str:
+        lines = ["% Generated by cifar_resnet.report.write_numbers from results/: do not edit.",
+                 "% Rebuild with `cifar-resnet report`."]
+        for name, value in self.values.items():
+            if isinstance(value, bool):
+                lines.append(f"\\newif\\if{name}\\{name}{'true' if value else 'false'}")
+            else:
+                lines.append(f"\\newcommand{{\\{name}}}{{{value}}}")
+        return "\n".join(lines) + "\n"
+
+
+def _architecture(run: Run, m: _Macros) -> None:
+    """Design variables of the best run, from the `config.yaml` saved in its folder."""
+    path = run.path / "config.yaml"
+    model = None
+    if path.is_file():
+        import yaml  # light, and only needed here
+
+        try:
+            model = (yaml.safe_load(path.read_text()) or {}).get("model")
+        except (yaml.YAMLError, AttributeError) as err:
+            warnings.warn(f"ignoring {path}: {err}", stacklevel=3)
+    keys = ("channels", "blocks", "kernels", "skip_kernels", "pool", "block", "stem_channels")
+    ok = isinstance(model, dict) and all(k in model for k in keys) and all(
+        isinstance(model[k], list) and model[k] and all(isinstance(v, int) for v in model[k])
+        for k in ("channels", "blocks", "kernels", "skip_kernels"))
+    m.flag("HaveBestArch", ok)
+    if not ok:
+        return
+    for macro, key in (("Channels", "channels"), ("Blocks", "blocks"), ("Kernels", "kernels"),
+                       ("SkipKernels", "skip_kernels")):
+        m.text(f"Best{macro}", ", ".join(str(v) for v in model[key]))
+    m.text("BestStages", str(len(model["channels"])))
+    m.text("BestStemChannels", str(model["stem_channels"]))
+    m.text("BestBlockType", "pre-activation" if model["block"] == "preact" else "basic")
+    pool = model["pool"]
+    m.text("BestPool", "global average pooling" if pool == 0 else f"${pool}\\times{pool}$ average pooling")
+    # Weighted layers on the main path, counted as for ResNet-18: stem, two convs per block, classifier.
+    m.text("BestDepth", str(2 + 2 * sum(model["blocks"])))
+
+
+def _best(runs: list[Run], m: _Macros) -> None:
+    best = best_run(runs)
+    m.flag("HaveBestRun", best is not None)
+    if best is None:
+        return
+    # Without a run named `best`, picking the most accurate of several runs is a choice made on the test set.
+    m.flag("BestPickedOnTest", best.name != "best" and sum(r.on_gpu for r in runs) > 1)
+    x = best.metrics
+    m.text("BestRunName", tex_escape(best.name))
+    m.text("BestTestAcc", percent(best.test_acc))
+    tta = _number(x.get("test_acc_tta"))
+    have_tta = tta is not None and x.get("tta") in TTA_NAMES
+    m.flag("HaveBestTTA", have_tta)
+    if have_tta:
+        m.text("BestTestAccTTA", percent(tta))
+        m.text("BestTTAName", TTA_NAMES[x["tta"]])
+    m.text("BestParams", _thousands(x["params"]))
+    m.text("BestParamsM", f"{x['params'] / 1e6:.2f}")
+    m.text("BestMinutes", f"{x['train_seconds'] / 60:.1f}")
+    m.text("BestSeconds", f"{x['train_seconds']:.0f}")
+    m.text("BestEpochs", str(int(x["epochs_completed"])))
+    ips = _number(x.get("images_per_second"))
+    m.flag("HaveBestThroughput", ips is not None)
+    if ips is not None:
+        m.text("BestImagesPerSecond", _thousands(ips))
+    m.text("BestDevice", tex_escape(str(x["device"])))
+    m.text("BestTorch", tex_escape(str(x.get("torch_version", "unknown"))))
+    m.text("BestCommit", tex_escape(str(x.get("git_commit") or "unknown")[:7]))
+    m.text("BestPreset", tex_escape(str(x.get("preset") or x.get("name") or "unknown")))
+    seed = _number(x.get("seed"))
+    m.text("BestSeed", str(int(seed)) if seed is not None else "unknown")
+    m.flag("BestSelectedOnTest", x.get("selected_on_test") is True)
+    reached = x.get("time_to_acc") if isinstance(x.get("time_to_acc"), dict) else {}
+    for key, word in THRESHOLDS.items():
+        t = _number(reached.get(key))
+        m.flag(f"HaveBestTimeTo{word}", t is not None)
+        if t is not None:
+            m.text(f"BestTimeTo{word}", f"{t:.1f}")
+    _architecture(best, m)
+
+
+def _seeds(runs: list[Run], m: _Macros) -> None:
+    """Mean and sample standard deviation over the `best`, `best-seed1`, ... GPU runs."""
+    seeds = [r for r in runs if r.on_gpu and SEED_RUN.fullmatch(r.name)]
+    m.flag("HaveSeedSpread", len(seeds) >= 2)
+    if len(seeds) < 2:
+        return
+    accs = [r.test_acc for r in seeds]
+    m.text("SeedCount", str(len(seeds)))
+    m.text("SeedMeanAcc", percent(statistics.mean(accs)))
+    m.text("SeedStdAcc", percent(statistics.stdev(accs)))
+    m.text("SeedMinAcc", percent(min(accs)))
+    m.text("SeedMaxAcc", percent(max(accs)))
+    tta = [_number(r.metrics.get("test_acc_tta")) for r in seeds]
+    have_tta = all(t is not None for t in tta)
+    m.flag("HaveSeedSpreadTTA", have_tta)
+    if have_tta:
+        m.text("SeedMeanAccTTA", percent(statistics.mean(tta)))
+        m.text("SeedStdAccTTA", percent(statistics.stdev(tta)))
+
+
+def _speed(results_dir: Path, m: _Macros) -> None:
+    """The time-to-94% benchmark against airbench94, from results/bench/speed94.json."""
+    path = results_dir / "bench" / "speed94.json"
+    data: Any = None
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            warnings.warn(f"ignoring {path}: {err}", stacklevel=3)
+    sides = {}
+    for side in ("ours", "airbench"):
+        entry = data.get(side) if isinstance(data, dict) else None
+        values = {k: _number(entry.get(k)) if isinstance(entry, dict) else None
+                  for k in ("acc_mean", "acc_std", "seconds_mean", "seconds_std")}
+        sides[side] = values if all(v is not None for v in values.values()) else None
+    ok = isinstance(data, dict) and all(sides.values()) and sides["airbench"]["seconds_mean"] > 0
+    m.flag("HaveSpeedBench", ok)
+    if not ok:
+        return
+    m.text("SpeedDevice", tex_escape(str(data.get("device", "unknown"))))
+    runs = _number(data.get("n_runs"))
+    m.text("SpeedRuns", str(int(runs)) if runs is not None else "unknown")
+    for side, prefix in (("ours", "SpeedOurs"), ("airbench", "SpeedAirbench")):
+        v = sides[side]
+        m.text(f"{prefix}Acc", percent(v["acc_mean"]))
+        m.text(f"{prefix}AccStd", percent(v["acc_std"]))
+        m.text(f"{prefix}Seconds", f"{v['seconds_mean']:.2f}")
+        m.text(f"{prefix}SecondsStd", f"{v['seconds_std']:.2f}")
+        params = _number(data[side].get("params"))
+        m.text(f"{prefix}ParamsM", f"{params / 1e6:.2f}" if params is not None else "unknown")
+    ratio = _number(data.get("ratio"))
+    if ratio is None:
+        ratio = sides["ours"]["seconds_mean"] / sides["airbench"]["seconds_mean"]
+    m.text("SpeedRatio", f"{ratio:.2f}")
+
+
+def write_numbers(results_dir: Path, out_path: Path) -> dict[str, str | bool]:
+    """Write the report's number macros, derived from `results_dir`, to `out_path` (numbers.tex).
+
+    Returns the macros by name (without backslash): strings for values, booleans for the
+    `\\ifName` flags. A CPU-only run never counts as a result.
+    """
+    results_dir, out_path = Path(results_dir), Path(out_path)
+    runs = load_runs(results_dir)
+    m = _Macros()
+    m.text("NumRuns", str(len(runs)))
+    m.text("NumGPURuns", str(sum(r.on_gpu for r in runs)))
+    _best(runs, m)
+    _seeds(runs, m)
+    _speed(results_dir, m)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(m.render())
+    return m.values
+
+
+def build_report(repo_root: Path) -> Path:
+    """Regenerate the number macros from `repo_root/results` and build `report/report.pdf` with latexmk."""
+    report_dir = Path(repo_root) / "report"
+    write_numbers(Path(repo_root) / "results", report_dir / "generated" / "numbers.tex")
+    latexmk = shutil.which("latexmk")
+    if latexmk is None:
+        raise RuntimeError(f"latexmk not found: {TEX_INSTALL_HINT} (e.g. with apt-get)")
+    # Build from scratch (about a second): latexmk cannot see a figure or table appear, since report.tex
+    # only tests for it, and a partial set of old auxiliary files can make it run bibtex first and fail.
+    for suffix in BUILD_FILES:
+        (report_dir / f"report{suffix}").unlink(missing_ok=True)
+    cmd = [latexmk, "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error", "report.tex"]
+    proc = subprocess.run(cmd, cwd=report_dir, capture_output=True, text=True)
+    if proc.returncode != 0:
+        errors = [line for line in proc.stdout.splitlines() if line.startswith(("./", "!"))]
+        detail = "\n".join(errors[-5:] or proc.stdout.splitlines()[-15:])
+        raise RuntimeError(f"latexmk failed (exit {proc.returncode}); see {report_dir / 'report.log'}\n{detail}")
+    return report_dir / "report.pdf"
