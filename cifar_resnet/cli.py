@@ -57,6 +57,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search import export_results, run_search
+
+    study = run_search(args.space, args.study, args.trials, storage=args.storage, timeout=args.timeout,
+                       data_root=args.data_root, device=args.device, out_dir=Path(args.out),
+                       work_dir=Path(args.work_dir))
+    for path in export_results(study, args.out).values():
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    from .plots import rebuild_all
+
+    for path in rebuild_all(args.root, data_root=args.data_root, study=args.study):
+        print(path)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
 
@@ -93,6 +112,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="folder holding cifar-10-batches-py")
     p.add_argument("--device", help="cuda, cpu (default: cuda if available)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("search", help="architecture search under the budget (Optuna: resumable, multi-worker)")
+    p.add_argument("--space", required=True, help="search space YAML, e.g. configs/search_space.yaml")
+    p.add_argument("--study", required=True, help="study name; the same name resumes or joins it")
+    p.add_argument("--trials", type=int, required=True, help="finished trials the study should reach in total")
+    p.add_argument("--storage", help="database URL (default sqlite:///<out>/<study>.db); "
+                                     "postgresql://... for workers on several machines")
+    p.add_argument("--timeout", type=float, help="start no new trial after S seconds")
+    p.add_argument("--data-root", help="folder holding cifar-10-batches-py (default $CIFAR10_ROOT, else ./data)")
+    p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--out", default="results/search", help="results folder (default results/search)")
+    p.add_argument("--work-dir", default="runs/search", help="trial run folders (default runs/search)")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("figures", help="redraw figures/ and the tables in results/ from the recorded results (no training)")
+    p.add_argument("--root", default=".", help="repository root holding configs/ and results/ (default: .)")
+    p.add_argument("--data-root", help="folder holding cifar-10-batches-py (default $CIFAR10_ROOT, else ./data); "
+                   "without it the data-set and prediction figures are skipped")
+    p.add_argument("--study", default="main", help="search study to draw from results/search/<study>.csv")
+    p.set_defaults(func=cmd_figures)
 
     p = sub.add_parser("report", help="regenerate the report's numbers from results/ and build report/report.pdf")
     p.add_argument("--root", default=".", help="repository root holding report/ and results/ (default: .)")

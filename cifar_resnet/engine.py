@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -287,7 +288,9 @@ class Trainer:
         start = time.perf_counter()
         bar = None
         if self.progress:
-            from tqdm.auto import tqdm
+            with warnings.catch_warnings():  # without ipywidgets, tqdm.auto warns and falls back to text: fine
+                warnings.simplefilter("ignore")
+                from tqdm.auto import tqdm
 
             bar = tqdm(total=t.epochs * self.steps_per_epoch, initial=self.epoch * self.steps_per_epoch,
                        desc=self.cfg.name, unit="step", dynamic_ncols=True)

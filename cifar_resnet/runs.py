@@ -36,7 +36,7 @@ class CheckpointError(RuntimeError):
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file and a rename (all or nothing)."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: concurrent writers never collide
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()

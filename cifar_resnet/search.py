@@ -1,0 +1,488 @@
+"""Architecture search under the parameter budget: an Optuna study over the design space of a YAML file.
+
+Each trial samples a whole `Config` first (`sample_config`), counts its parameters on the meta device and
+records over-budget candidates without training them; the rest train with the engine's `Trainer`, reporting
+validation accuracy (the last `holdout` training images, never the test set) after every epoch so the pruner
+can stop them early: epochs are the fidelity. The study lives in SQLite (or any database URL), so a search
+resumes where it stopped and several workers, on one machine or many, can share it. A heartbeat marks a
+killed worker's trial failed and queues it again; the retry continues from the dead trial's checkpoint.
+
+    python -m cifar_resnet.search --space configs/search_space.yaml --study s1 --trials 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import optuna
+import sqlalchemy
+import torch
+import yaml
+from optuna.trial import TrialState
+
+from . import runs
+from .config import Config, ConfigError, ModelConfig, _from_dict, config_from_dict, load_config, override, save_config
+from .data import CIFAR10Split, DataError
+from .engine import Trainer, TrainingDiverged, load_splits
+from .models import PARAMETER_BUDGET, count_parameters, create_model, validate_model_config
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # the trials `--trials N` counts
+CHANNEL_MULTIPLE = 8  # widths are rounded to multiples of 8, the granularity tensor cores work in
+MAX_STAGES = 6  # stage 1 keeps 32x32 and each later stage halves it: six stages reach 1x1
+
+
+# ---- the design space ------------------------------------------------------------------------------
+@dataclass
+class IntRange:
+    """Integers from `low` to `high`, both included, every `step`-th; `log` samples on a log scale."""
+
+    low: int | None = None
+    high: int | None = None
+    step: int = 1
+    log: bool = False
+
+
+@dataclass
+class FloatRange:
+    """Reals from `low` to `high`; `log` samples on a log scale."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+
+
+@dataclass
+class ModelSpace:
+    """Choices (lists) and ranges for the `ModelConfig` design variables; per-stage ones are drawn per stage."""
+
+    block: list[str] = field(default_factory=lambda: ["basic", "preact"])
+    activation: list[str] = field(default_factory=lambda: ["relu"])
+    stem_channels: list[int] = field(default_factory=lambda: [16, 32, 64])  # before the width multiplier
+    stages: IntRange = field(default_factory=lambda: IntRange(2, 4))  # N, number of stages (1..6)
+    base_width: IntRange = field(default_factory=lambda: IntRange(16, 96, 8))  # C_1 before the width multiplier
+    growth: list[float] = field(default_factory=lambda: [1.5, 2.0])  # stage multiplier: C_{i+1} = growth * C_i
+    width_multiplier: list[float] = field(default_factory=lambda: [1.0])  # scales the stem and every C_i
+    blocks: IntRange = field(default_factory=lambda: IntRange(1, 4))  # B_i
+    kernels: list[int] = field(default_factory=lambda: [3, 5])  # F_i, odd
+    skip_kernels: list[int] = field(default_factory=lambda: [1, 3])  # K_i, odd; used by projection skips only
+    pool: list[int] = field(default_factory=lambda: [0])  # P; a P that does not divide the final map is invalid
+
+
+@dataclass
+class TrainSpace:
+    """The training knobs searched with the architecture; everything else comes from the base config."""
+
+    lr: FloatRange = field(default_factory=lambda: FloatRange(0.05, 0.4, log=True))
+    weight_decay: FloatRange = field(default_factory=lambda: FloatRange(1e-4, 1e-3, log=True))
+    # A weight average with decay d lags ~1/(1-d) steps behind: at the first rungs a 0.999 average would
+    # judge the initial weights, so the search trains without one unless told otherwise.
+    ema_decay: list[float] = field(default_factory=lambda: [0.0])
+
+
+@dataclass
+class Fidelity:
+    """Epochs are the fidelity: every trial's schedule spans max_epochs, and the pruner stops poor ones early."""
+
+    min_epochs: int = 2  # the first epoch at which a trial can be pruned
+    max_epochs: int = 18
+    reduction_factor: int = 3  # successive halving / hyperband promote 1 in this many trials per rung
+
+
+@dataclass
+class SearchSpace:
+    """A search space file: the base config trials start from, the space, and how the study runs."""
+
+    base: Config = field(default_factory=Config)  # in the file: a config path, relative to the space file
+    holdout: int = 5000  # validation = the last N training images; the test set is never looked at
+    budget: int = PARAMETER_BUDGET  # over-budget candidates are recorded, never trained
+    sampler: str = "tpe"  # tpe, or any optuna.samplers class by name: random, gp, cmaes, qmc, nsgaii, ...
+    pruner: str = "successive_halving"  # successive_halving | hyperband | median | threshold | none
+    prune_below: float = 0.0  # threshold pruner: validation accuracy a trial must keep from min_epochs on
+    seed: int | None = None  # sampler seed; leave null with several workers, or they propose the same startups
+    heartbeat: int = 60  # seconds between a trial's signs of life; silent for twice this, it is failed and retried
+    fidelity: Fidelity = field(default_factory=Fidelity)
+    model: ModelSpace = field(default_factory=ModelSpace)
+    train: TrainSpace = field(default_factory=TrainSpace)
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read a search space YAML file, rejecting unknown keys, wrong types and empty or inverted ranges."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"search space file not found: {path} (spaces live in configs/)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values, got {data!r}")
+    try:
+        if not isinstance(data.get("base"), str):
+            raise ConfigError("base: name the config file whose data and train sections the trials start from "
+                              f"(relative to the space file), e.g. 'base: fast.yaml'; got {data.get('base')!r}")
+        base = dataclasses.asdict(load_config(path.parent / data["base"]))
+        space = _from_dict(SearchSpace, {**data, "base": base}, "")
+        _check_space(space)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return space
+
+
+def _check_space(space: SearchSpace) -> None:
+    for section in ("model", "train"):
+        for f in dataclasses.fields(getattr(space, section)):
+            key, value = f"{section}.{f.name}", getattr(getattr(space, section), f.name)
+            if isinstance(value, list) and not value:
+                raise ConfigError(f"{key}: give at least one choice")
+            if isinstance(value, (IntRange, FloatRange)):
+                if value.low is None or value.high is None or value.low > value.high:
+                    raise ConfigError(f"{key}: a range needs low <= high, got {dataclasses.asdict(value)}")
+                if value.log and (value.low <= 0 or getattr(value, "step", 1) != 1):
+                    raise ConfigError(f"{key}: a log range needs low > 0 (and step 1), got {dataclasses.asdict(value)}")
+    m, fid = space.model, space.fidelity
+    if m.stages.low < 1 or m.stages.high > MAX_STAGES:
+        raise ConfigError(f"model.stages: must lie in 1..{MAX_STAGES} (each stage after the first halves the "
+                          f"32x32 map), got {m.stages.low}..{m.stages.high}")
+    stage = {"channels": [8], "strides": [1], "blocks": [m.blocks.low]}  # widths round up to 8: never below
+    for probe in ([{"block": b} for b in m.block] + [{"activation": a} for a in m.activation]
+                  + [{**stage, "kernels": [k], "skip_kernels": [s]} for k in m.kernels for s in m.skip_kernels]):
+        validate_model_config(ModelConfig(**probe))  # its messages name the same keys: model.block, ...
+    if not 1 <= fid.min_epochs <= fid.max_epochs or fid.reduction_factor < 2:
+        raise ConfigError(f"fidelity: need 1 <= min_epochs <= max_epochs and reduction_factor >= 2, "
+                          f"got {dataclasses.asdict(fid)}")
+    if space.holdout < 1:
+        raise ConfigError(f"holdout: must be at least 1 (the search validates on held-out training images, "
+                          f"never on the test set), got {space.holdout}")
+    if space.heartbeat < 1:
+        raise ConfigError(f"heartbeat: must be at least 1 second, got {space.heartbeat}")
+    if not 1 <= space.budget <= PARAMETER_BUDGET:
+        raise ConfigError(f"budget: must lie in 1..{PARAMETER_BUDGET:,} (the library's limit), got {space.budget}")
+    make_pruner(space)  # a bad name fails here, not in the first trial
+    make_sampler(space)
+
+
+# ---- one candidate ---------------------------------------------------------------------------------
+def _suggest(trial: optuna.trial.BaseTrial, name: str, r: IntRange | FloatRange) -> int | float:
+    if isinstance(r, IntRange):
+        return trial.suggest_int(name, r.low, r.high, step=r.step, log=r.log)
+    return trial.suggest_float(name, r.low, r.high, log=r.log)
+
+
+def _round_channels(width: float) -> int:
+    return max(CHANNEL_MULTIPLE, round(width / CHANNEL_MULTIPLE) * CHANNEL_MULTIPLE)
+
+
+def sample_config(trial: optuna.trial.BaseTrial, space: SearchSpace) -> Config:
+    """Draw a candidate: the base config with every design variable and knob taken from `trial`.
+
+    C_i = round8(base_width * growth^(i-1) * width_multiplier); stage 1 has stride 1, later stages 2. The
+    config validates on the holdout every epoch and trains for `fidelity.max_epochs`. With
+    `optuna.trial.FixedTrial(params)` it rebuilds any recorded trial's config.
+    """
+    m, t = space.model, space.train
+    stages = _suggest(trial, "stages", m.stages)
+    multiplier = trial.suggest_categorical("width_multiplier", m.width_multiplier)
+    width = _suggest(trial, "base_width", m.base_width)
+    growth = trial.suggest_categorical("growth", m.growth)
+    model = {
+        "block": trial.suggest_categorical("block", m.block),
+        "activation": trial.suggest_categorical("activation", m.activation),
+        "stem_channels": _round_channels(trial.suggest_categorical("stem_channels", m.stem_channels) * multiplier),
+        "channels": [_round_channels(width * growth**i * multiplier) for i in range(stages)],
+        "blocks": [_suggest(trial, f"blocks_{i + 1}", m.blocks) for i in range(stages)],
+        "kernels": [trial.suggest_categorical(f"kernel_{i + 1}", m.kernels) for i in range(stages)],
+        "skip_kernels": [trial.suggest_categorical(f"skip_kernel_{i + 1}", m.skip_kernels) for i in range(stages)],
+        "strides": [1] + [2] * (stages - 1),
+        "pool": trial.suggest_categorical("pool", m.pool),
+    }
+    train = {"lr": _suggest(trial, "lr", t.lr), "weight_decay": _suggest(trial, "weight_decay", t.weight_decay),
+             "ema_decay": trial.suggest_categorical("ema_decay", t.ema_decay),
+             "epochs": space.fidelity.max_epochs, "eval_every": 1}
+    return override(space.base, **{f"model.{k}": v for k, v in model.items()},
+                    **{f"train.{k}": v for k, v in train.items()}, **{"data.holdout": space.holdout})
+
+
+def _dash(values: list) -> str:
+    return "-".join(map(str, values))
+
+
+def describe(cfg: Config) -> str:
+    """The searched variables of a config on one line."""
+    m, t = cfg.model, cfg.train
+    return (f"{m.block} stem {m.stem_channels} C {_dash(m.channels)} B {_dash(m.blocks)} F {_dash(m.kernels)} "
+            f"K {_dash(m.skip_kernels)} P {m.pool} lr {t.lr:.3g} wd {t.weight_decay:.2g}")
+
+
+# ---- the study -------------------------------------------------------------------------------------
+def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """The optuna sampler named in the space: "tpe", "random", "TPESampler", ..."""
+    samplers = {cls.__name__.lower().removesuffix("sampler"): cls for cls in vars(optuna.samplers).values()
+                if isinstance(cls, type) and issubclass(cls, optuna.samplers.BaseSampler)}
+    cls = samplers.get(space.sampler.lower().removesuffix("sampler"))
+    if cls is None:
+        raise ConfigError(f"sampler: unknown {space.sampler!r}; choose one of {', '.join(sorted(samplers))}")
+    # Multivariate TPE with groups models the parameters that exist only for some stage counts jointly.
+    options = {"multivariate": True, "group": True, "constant_liar": True} if cls is optuna.samplers.TPESampler else {}
+    try:
+        with warnings.catch_warnings():  # chosen in the space file: "experimental" is no news here
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return cls(seed=space.seed, **options)
+    except TypeError:
+        raise ConfigError(f"sampler: {space.sampler!r} needs arguments a space file cannot give; "
+                          "use tpe, random, gp, cmaes, qmc or nsgaii") from None
+
+
+def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
+    """The pruner named in the space, its rungs set by the fidelity."""
+    f, p = space.fidelity, optuna.pruners
+    pruners = {
+        "successive_halving": lambda: p.SuccessiveHalvingPruner(min_resource=f.min_epochs,
+                                                                 reduction_factor=f.reduction_factor),
+        "hyperband": lambda: p.HyperbandPruner(min_resource=f.min_epochs, max_resource=f.max_epochs,
+                                               reduction_factor=f.reduction_factor),
+        "median": lambda: p.MedianPruner(n_warmup_steps=f.min_epochs),
+        "threshold": lambda: p.ThresholdPruner(lower=space.prune_below, n_warmup_steps=f.min_epochs),
+        "none": p.NopPruner,
+    }
+    if space.pruner not in pruners:
+        raise ConfigError(f"pruner: unknown {space.pruner!r}; choose one of {', '.join(pruners)}")
+    return pruners[space.pruner]()
+
+
+def open_study(space: SearchSpace, study_name: str, storage: str) -> optuna.Study:
+    """Create the study in `storage` (a database URL), or load it if it exists; refuse another space."""
+    engine_kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}  # wait out locks
+    for attempt in range(3):
+        try:
+            rdb = optuna.storages.RDBStorage(
+                storage, engine_kwargs=engine_kwargs, heartbeat_interval=space.heartbeat,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=2, inherit_intermediate_values=True))
+            break
+        except sqlalchemy.exc.DBAPIError:  # workers starting at once race to create the same tables
+            if attempt == 2:
+                raise
+            time.sleep(1)
+    study = optuna.create_study(study_name=study_name, storage=rdb, sampler=make_sampler(space),
+                                pruner=make_pruner(space), direction="maximize", load_if_exists=True)
+    given = dataclasses.asdict(space)
+    if "space" not in study.user_attrs:
+        study.set_user_attr("space", given)
+    elif study.user_attrs["space"] != given:
+        diff = [key for key, value in given.items() if study.user_attrs["space"].get(key) != value]
+        raise ConfigError(f"study {study_name!r} was created with another search space (differs in: "
+                          f"{', '.join(diff)}); search with its own space file or give a new --study name")
+    return study
+
+
+class _StudyFull(Exception):
+    """The study reached its number of trials while this one waited to start."""
+
+
+def _take_slot(trial: optuna.Trial, n_trials: int, poll: float) -> bool:
+    """Whether `trial` may run: the finished trials plus the earlier ones still running stay below n_trials.
+
+    Without this, workers that start trials at the same moment overshoot the total. A trial that finds every
+    slot taken waits, because an earlier running trial may yet die (its heartbeat stops) and need replacing.
+    """
+    while True:
+        optuna.storages.fail_stale_trials(trial.study)
+        trials = trial.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        finished = sum(t.state in FINISHED for t in trials)
+        ahead = sum(t.state == TrialState.RUNNING and t.number < trial.number for t in trials)
+        if finished >= n_trials or finished + ahead < n_trials:
+            return finished < n_trials
+        time.sleep(poll)
+
+
+def _end(trial: optuna.Trial, state: str, trainer: Trainer | None = None) -> None:
+    trial.set_user_attr("state", state)
+    if trainer is not None:
+        trial.set_user_attr("epochs", trainer.epoch)
+        trial.set_user_attr("seconds", round(trainer.train_seconds, 2))
+        (trainer.out / runs.CHECKPOINT).unlink(missing_ok=True)  # ~3x the weights per trial; only a retry needs it
+
+
+def objective(trial: optuna.Trial, space: SearchSpace, n_trials: int,
+              splits: tuple[CIFAR10Split, CIFAR10Split, str], work_dir: Path, device: str | None) -> float:
+    """Sample, count, then train one candidate, reporting validation accuracy after every epoch."""
+    if not _take_slot(trial, n_trials, poll=space.heartbeat):
+        trial.set_user_attr("state", "surplus")
+        trial.study.stop()
+        raise _StudyFull(f"the study already has {n_trials} finished trials")
+    retry = "run" in trial.user_attrs  # copied, with the params, from the killed trial this one retries
+    run = trial.user_attrs.get("run", f"trial_{trial.number}")
+    trial.set_user_attr("run", run)
+    cfg = override(sample_config(trial, space), name=f"{trial.study.study_name}-{run}")
+    trial.set_user_attr("config", dataclasses.asdict(cfg))
+    try:
+        with torch.device("meta"):  # counts without allocating
+            params = count_parameters(create_model(cfg.model, budget=None))
+    except ConfigError as err:
+        _end(trial, "invalid")
+        raise optuna.TrialPruned(str(err)) from None
+    trial.set_user_attr("params", params)
+    if params > space.budget:
+        _end(trial, "over_budget")
+        raise optuna.TrialPruned(f"{params:,} parameters, over the budget of {space.budget:,}")
+    trainer = Trainer(cfg, work_dir / run, device=device, resume=retry, progress=False, log=None, splits=splits)
+    try:
+        for stats in trainer.epochs():
+            trial.report(stats.eval_acc, stats.epoch)
+            if stats.epoch < cfg.train.epochs and trial.should_prune():  # a finished trial is complete
+                _end(trial, "pruned", trainer)
+                raise optuna.TrialPruned(f"validation accuracy {stats.eval_acc:.4f} after epoch {stats.epoch}")
+    except TrainingDiverged as err:
+        _end(trial, "diverged", trainer)
+        raise optuna.TrialPruned(str(err)) from None
+    except KeyboardInterrupt:  # Ctrl-C fails the trial: queue it again, so the next run continues it
+        trial.study.enqueue_trial(trial.params, user_attrs={"run": run})
+        raise
+    _end(trial, "complete", trainer)
+    return trainer.history[-1]["val_acc"]
+
+
+def _progress(log: Callable[[str], None], study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    a = trial.user_attrs
+    state = a.get("state", trial.state.name.lower())
+    if state == "surplus":
+        log(f"trial {trial.number}: the study has all its trials; this worker stops")
+        return
+    line = f"trial {trial.number:>4} {state:<11} {describe(config_from_dict(a['config']))}"
+    line += f" | {a['params']:,} params" if "params" in a else ""
+    if a.get("epochs"):
+        values = trial.intermediate_values
+        line += f" | {a['epochs']} epochs val {values[max(values)]:.4f} {a['seconds']:.0f}s"
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = max(complete, key=lambda t: t.value, default=None)
+    log(line + (f" | best {best.value:.4f} (trial {best.number})" if best else " | best -"))
+
+
+def run_search(space_path: str | Path, study_name: str, n_trials: int, storage: str | None = None,
+               timeout: float | None = None, data_root: str | None = None, device: str | None = None,
+               out_dir: Path = Path("results/search"), work_dir: Path = Path("runs/search"),
+               log: Callable[[str], None] = print) -> optuna.Study:
+    """Run trials until the study has `n_trials` finished ones (or `timeout` seconds pass); returns the study.
+
+    Resumable and shareable: finished trials are never repeated, and any number of workers may call this
+    on the same study and storage at once. Trial run folders go to `work_dir/<study>/trial_<n>`.
+    """
+    space = load_space(space_path)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    storage = storage or f"sqlite:///{Path(out_dir) / f'{study_name}.db'}"
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial comes from _progress instead
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study = open_study(space, study_name, storage)
+            done = len(study.get_trials(deepcopy=False, states=FINISHED))
+            log(f"study {study_name!r} in {sqlalchemy.make_url(storage).render_as_string(hide_password=True)}: "
+                f"{done} of {n_trials} trials finished; budget {space.budget:,} parameters, "
+                f"validation on the last {space.holdout:,} training images")
+            if done >= n_trials:
+                return study
+            splits = load_splits(override(space.base, **{"data.holdout": space.holdout}), data_root)
+            study.optimize(partial(objective, space=space, n_trials=n_trials, splits=splits,
+                                   work_dir=Path(work_dir) / study_name, device=device),
+                           n_trials=n_trials - done, timeout=timeout, catch=(_StudyFull,),
+                           callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED),
+                                      partial(_progress, log)])
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    return study
+
+
+# ---- results ---------------------------------------------------------------------------------------
+def trial_rows(study: optuna.Study) -> list[dict]:
+    """One row per candidate: state, architecture, parameters, fidelity reached, validation accuracy, time."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        if a.get("state") == "surplus" or "config" not in a:
+            continue
+        model, values = a["config"]["model"], t.intermediate_values
+        rows.append({
+            "number": t.number, "state": a.get("state", t.state.name.lower()),
+            "val_acc": values[max(values)] if values else None, "epochs": a.get("epochs", 0),
+            "trainable_params": a.get("params"), "seconds": a.get("seconds", 0.0),
+            **{k: _dash(model[k]) for k in ("channels", "blocks", "kernels", "skip_kernels")},
+            "retry_of": t.system_attrs.get("failed_trial"),
+            **{f"params_{name}": value for name, value in t.params.items()},
+        })
+    return rows
+
+
+def _publish(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write through a temporary file named for this process, then rename: workers may export at once."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def export_results(study: optuna.Study, out_dir: str | Path) -> dict[str, Path]:
+    """Write `<study>.csv`, `<study>_best.yaml` and `<study>_importance.csv` (what exists) to `out_dir`."""
+    import pandas as pd
+
+    out_dir, name = Path(out_dir), study.study_name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = trial_rows(study)
+    trials = pd.DataFrame(rows, columns=None if rows else ["number", "state"])
+    written = {"csv": _publish(out_dir / f"{name}.csv", partial(trials.to_csv, index=False))}
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if complete:
+        best = max(complete, key=lambda t: t.value)
+        # Ready to train: the whole training set (no holdout), for the full fidelity the trials aimed at.
+        cfg = override(config_from_dict(best.user_attrs["config"]), name=f"{name}_best", **{"data.holdout": 0})
+        written["best"] = _publish(out_dir / f"{name}_best.yaml", partial(save_config, cfg))
+    if len(complete) >= 2:  # importances of fewer trials are meaningless (optuna returns them all equal)
+        with warnings.catch_warnings():  # per-stage parameters of rare stage counts: noted, not news
+            warnings.simplefilter("ignore", UserWarning)
+            importances = optuna.importance.get_param_importances(study)
+        table = pd.DataFrame({"param": list(importances), "importance": list(importances.values())})
+        written["importance"] = _publish(out_dir / f"{name}_importance.csv", partial(table.to_csv, index=False))
+    return written
+
+
+# ---- command line ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cifar_resnet.search", description=__doc__.splitlines()[0])
+    parser.add_argument("--space", required=True, help="search space YAML, e.g. configs/search_space.yaml")
+    parser.add_argument("--study", required=True, help="study name; the same name resumes or joins it")
+    parser.add_argument("--trials", type=int, required=True, help="finished trials the study should reach in total")
+    parser.add_argument("--storage", help="database URL (default sqlite:///<out>/<study>.db); "
+                                          "postgresql://... for workers on several machines")
+    parser.add_argument("--timeout", type=float, help="start no new trial after S seconds")
+    parser.add_argument("--data-root", help="folder holding cifar-10-batches-py (default $CIFAR10_ROOT, else ./data)")
+    parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
+    parser.add_argument("--out", default="results/search", help="results folder (default results/search)")
+    parser.add_argument("--work-dir", default="runs/search", help="trial run folders (default runs/search)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        study = run_search(args.space, args.study, args.trials, storage=args.storage, timeout=args.timeout,
+                           data_root=args.data_root, device=args.device, out_dir=Path(args.out),
+                           work_dir=Path(args.work_dir))
+        for path in export_results(study, args.out).values():
+            print(f"wrote {path}")
+    except (ConfigError, DataError) as err:
+        print(f"cifar-resnet search: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
