@@ -15,5 +15,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 train: setup
 	$(VENV)/bin/cifar-resnet train --config $(CONFIG) --out $(OUT)
 
+# The unit tests, then the notebooks with their outputs compared.
 test: setup
 	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks/

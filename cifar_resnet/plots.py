@@ -1,0 +1,520 @@
+"""Figures for the notebooks and the report, in one style, saved as deterministic PDF and PNG.
+
+Each figure function takes what `analysis.py` computed and returns a matplotlib figure (created with
+pyplot, so a notebook shows it); `save` writes `<stem>.pdf` (vector, for the report) and `<stem>.png`
+(for the README and the notebooks). `rebuild_all` redraws every figure and table from the recorded
+results, without training, calling the same functions in the same order as the notebooks.
+Sizes are for the report's AAAI layout: 3.3 in for one column, 6.9 in for the full width.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from cycler import cycler
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+from . import analysis
+from .data import CLASSES, MEAN, STD, CIFAR10Split, DataError, load_cifar10
+from .models import PARAMETER_BUDGET
+
+COLUMN, FULL = 3.3, 6.9  # figure widths in inches
+PALETTE = sns.color_palette("colorblind").as_hex()
+RGB = ("#c0392b", "#27ae60", "#2e6fba")
+STYLE = {
+    "figure.dpi": 100, "savefig.dpi": 100, "savefig.bbox": "tight", "savefig.pad_inches": 0.03,
+    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
+    "xtick.labelsize": 7, "ytick.labelsize": 7, "legend.frameon": False,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
+    "grid.linewidth": 0.5, "axes.linewidth": 0.6, "lines.linewidth": 1.2, "lines.markersize": 4,
+    "axes.prop_cycle": cycler(color=PALETTE), "image.cmap": "viridis",
+    "pdf.fonttype": 42, "ps.fonttype": 42,  # TrueType, not Type 3: AAAI's PDF check rejects Type 3 fonts
+}
+
+
+def use_style() -> None:
+    """Make the project's style the default for every later figure (the figure functions apply it anyway)."""
+    matplotlib.rcParams.update(STYLE)
+
+
+@contextmanager
+def style() -> Iterator[None]:
+    """The project's style for the duration of a `with` block.
+
+    Unlike `plt.rc_context`, it restores only the settings it changed: the notebook backend switches on
+    interactive mode when the first figure is made, and restoring that too would hide every later figure.
+    """
+    saved = {key: matplotlib.rcParams[key] for key in STYLE}
+    matplotlib.rcParams.update(STYLE)
+    try:
+        yield
+    finally:
+        matplotlib.rcParams.update(saved)
+
+
+def _styled(draw):
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with style():
+            return draw(*args, **kwargs)
+    return wrapper
+
+
+def save(fig: Figure, stem: str | Path) -> list[Path]:
+    """Write `stem`.pdf and `stem`.png; both are byte-for-byte reproducible (no dates, no software tag)."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    pdf, png = stem.parent / f"{stem.name}.pdf", stem.parent / f"{stem.name}.png"
+    with style():
+        fig.savefig(pdf, metadata={"CreationDate": None, "ModDate": None})
+        fig.savefig(png, metadata={"Software": None})
+    return [pdf, png]
+
+
+def _budget_line(ax, *, vertical: bool = False, unit: float = 1e6) -> None:
+    """The 5M-parameter budget on an axis counting parameters in `unit`s."""
+    draw = ax.axvline if vertical else ax.axhline
+    draw(PARAMETER_BUDGET / unit, color="black", linestyle="--", linewidth=0.8, label="5M budget")
+
+
+# ==== the data set ===================================================================================
+
+
+def _mosaic(images: np.ndarray, rows: int, cols: int, gap: int = 2) -> np.ndarray:
+    """uint8 (rows * cols, H, W, 3) images tiled into one image, white between them."""
+    h, w = images.shape[1:3]
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, 3), 255, np.uint8)
+    for i, image in enumerate(images[: rows * cols]):
+        r, c = divmod(i, cols)
+        out[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = image
+    return out
+
+
+def _image(ax, image: np.ndarray) -> None:
+    """An image without ticks, grid or frame (an axis label can still go beside it)."""
+    ax.imshow(image, interpolation="none")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for side in ax.spines.values():
+        side.set_visible(False)
+
+
+def _nhwc(images: torch.Tensor) -> np.ndarray:
+    return (images if images.shape[-1] == 3 else images.permute(0, 2, 3, 1)).numpy()
+
+
+@_styled
+def class_samples(split: CIFAR10Split, per_class: int = 10) -> Figure:
+    """The first `per_class` images of each class, one row per class."""
+    index = analysis.first_of_each_class(split, per_class)
+    per_class = index.shape[1]
+    fig, ax = plt.subplots(figsize=(COLUMN, COLUMN * 1.02))
+    _image(ax, _mosaic(_nhwc(split.images[index.flatten()]), len(split.classes), per_class))
+    ax.set_yticks([(i + 0.5) * 34 - 1 for i in range(len(split.classes))], split.classes)
+    ax.tick_params(length=0)
+    return fig
+
+
+@_styled
+def pixel_histograms(histograms: np.ndarray, stats: pd.DataFrame | None = None) -> Figure:
+    """Share of pixels at each intensity, per channel, with the channel means as dashed lines."""
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.0))
+    share = histograms / histograms.sum(1, keepdims=True)
+    for c, (name, colour) in enumerate(zip(("red", "green", "blue"), RGB)):
+        ax.plot(np.arange(256), 100 * share[c], color=colour, label=name, linewidth=0.9)
+        if stats is not None:
+            ax.axvline(stats["mean"][c], color=colour, linestyle="--", linewidth=0.7)
+    ax.set(xlabel="pixel intensity", ylabel="pixels (%)", xlim=(0, 255), ylim=(0, None))
+    ax.legend(loc="upper left")
+    return fig
+
+
+@_styled
+def augmentations(split: CIFAR10Split, classes: Sequence[int] = (0, 3, 7, 8), seed: int = 7) -> Figure:
+    """What each training augmentation makes of the first image of some classes: the loader's crop and
+    cutout, a TrivialAugment policy from `loader.make_policy`, and torchvision's MixUp and CutMix (which
+    mix each image with the next one of the batch). The seed is fixed, so the figure is too."""
+    from torchvision.transforms import v2
+
+    from .loader import crop_flip, cutout, make_policy
+
+    generator = torch.Generator().manual_seed(seed)
+    index = analysis.first_of_each_class(split, 1)[list(classes), 0]
+    images = split.images[index]
+    images = images.permute(0, 3, 1, 2).contiguous() if images.shape[-1] == 3 else images  # uint8 NCHW
+    labels = split.labels[index]
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    columns = {"original": images,
+               "crop (pad 4)": crop_flip(images, 4, False, generator),
+               "horizontal flip": images.flip(-1),
+               "cutout 16": (cutout((images.float() - mean) / std, 16, generator) * std + mean).round().to(torch.uint8)}
+    policy = make_policy("trivialaugment")
+    notes: dict[str, list[str]] = {}
+    with torch.random.fork_rng(devices=[]):  # v2 transforms draw from torch's global generator
+        torch.manual_seed(seed)
+        columns["TrivialAugment"] = torch.stack([policy(image) for image in images])
+        for name, mix in (("MixUp", v2.MixUp(alpha=1.0, num_classes=10)), ("CutMix", v2.CutMix(alpha=1.0, num_classes=10))):
+            mixed, soft = mix(images.float() / 255, labels)
+            columns[name] = (mixed * 255).round().to(torch.uint8)
+            notes[name] = [" + ".join(f"{w:.2f} {CLASSES[c]}" for w, c in zip(*row.topk(2)) if w > 0.005)
+                           for row in soft]
+    rows, cols = len(images), len(columns)
+    fig, axes = plt.subplots(rows, cols, figsize=(FULL, rows * 1.25 + 0.2), squeeze=False)
+    for c, (name, batch) in enumerate(columns.items()):
+        for r in range(rows):
+            ax = axes[r, c]
+            _image(ax, batch[r].permute(1, 2, 0).numpy())
+            if r == 0:
+                ax.set_title(name)
+            if c == 0:
+                ax.set_ylabel(CLASSES[labels[r]])
+            if name in notes:
+                ax.set_xlabel(notes[name][r].replace(" + ", "\n"), fontsize=6, labelpad=1)
+    fig.tight_layout(pad=0.2, h_pad=0.3, w_pad=0.2)
+    return fig
+
+
+# ==== the design space ===============================================================================
+
+
+def _label_ends(ax, lines: list, labels: list[str]) -> None:
+    """Name each line at its last point inside the axes instead of in a legend."""
+    top = ax.get_ylim()[1]
+    for line, label in zip(lines, labels):
+        x, y = line.get_xdata(), line.get_ydata()
+        inside = np.flatnonzero(y <= top)
+        i = inside[-1]
+        end = i == len(x) - 1  # the whole line fits: name it on the right; else left of where it leaves the top
+        ax.annotate(label, (x[i], y[i]), xytext=(4 if end else -4, 0), textcoords="offset points",
+                    color=line.get_color(), fontsize=7, va="center", ha="left" if end else "right")
+
+
+def _millions(ax) -> None:
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}M"))
+
+
+@_styled
+def params_vs_width(sweep: pd.DataFrame) -> Figure:
+    """Parameters against the first stage's width, one line per blocks-per-stage B (stages C, 2C, 4C)."""
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.2))
+    ax.set_ylim(0, 2.2 * PARAMETER_BUDGET / 1e6)
+    groups = list(sweep.groupby("blocks"))
+    lines = [ax.plot(part["width"], part["params"] / 1e6, marker="o", markersize=2)[0] for _, part in groups]
+    _label_ends(ax, lines, [f"B = {b}" for b, _ in groups])
+    _budget_line(ax)
+    ax.set(xlabel="channels C of the first stage (then 2C, 4C)", ylabel="trainable parameters",
+           xlim=(0, sweep["width"].max() * 1.12))
+    _millions(ax)
+    ax.legend(loc="upper left")
+    return fig
+
+
+@_styled
+def params_vs_depth(sweep: pd.DataFrame) -> Figure:
+    """Parameters against blocks per stage, one line per first-stage width C."""
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.2))
+    ax.set_ylim(0, 2.2 * PARAMETER_BUDGET / 1e6)
+    groups = list(sweep.groupby("width"))
+    lines = [ax.plot(part["blocks"], part["params"] / 1e6, marker="o", markersize=2)[0] for _, part in groups]
+    _label_ends(ax, lines, [f"C = {c}" for c, _ in groups])
+    _budget_line(ax)
+    top = sweep["blocks"].max()
+    ax.set(xlabel="residual blocks per stage B (depth 6B + 2 layers)", ylabel="trainable parameters",
+           xticks=range(1, top + 1), xlim=(0.5, top + 1.6))
+    _millions(ax)
+    ax.legend(loc="upper left")
+    return fig
+
+
+@_styled
+def params_vs_kernels(sweep: pd.DataFrame, width: int = 64, blocks: int = 2) -> Figure:
+    """Parameters as the conv kernel F, the skip kernel K or the pool P changes (the others fixed)."""
+    titles = {"F": "conv kernel F", "K": "projection-skip kernel K", "P": "average pool P before the classifier"}
+    fig, axes = plt.subplots(1, 3, figsize=(FULL, 2.0), sharey=True)
+    for ax, (variable, title) in zip(axes, titles.items()):
+        part = sweep[sweep["variable"] == variable]
+        labels = [("global" if v == 0 else f"{v}x{v}") if variable == "P" else f"{v}x{v}" for v in part["value"]]
+        bars = ax.bar(labels, part["params"] / 1e6, color=PALETTE[0], width=0.6)
+        ax.bar_label(bars, labels=[f"{p / 1e6:.2f}" for p in part["params"]], fontsize=6, padding=1)
+        _budget_line(ax)
+        ax.set_title(title)
+        ax.grid(axis="x", visible=False)
+    axes[0].set_ylabel("trainable parameters")
+    _millions(axes[0])
+    top = max(sweep["params"].max() / 1e6, PARAMETER_BUDGET / 1e6) * 1.15
+    axes[0].set_ylim(0, top)
+    fig.suptitle(f"stages of {width}, {2 * width}, {4 * width} channels, {blocks} blocks each; "
+                 "the others at F = 3, K = 1, P = global", fontsize=7, y=1.0)
+    fig.tight_layout(pad=0.2)
+    return fig
+
+
+# ==== the recorded runs ==============================================================================
+
+
+@_styled
+def learning_curves(histories: Mapping[str, pd.DataFrame], *, lr: bool = False) -> Figure:
+    """Loss and accuracy per epoch (training dashed, evaluation solid) of each run; with `lr`, its learning rate."""
+    panels = ["loss", "acc"] + (["lr"] if lr else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(COLUMN if not lr else FULL, 1.9))
+    for (name, history), colour in zip(histories.items(), PALETTE):
+        for ax, panel in zip(axes, panels):
+            if panel == "lr":
+                ax.plot(history["epoch"], history["lr"], color=colour, label=name)
+                continue
+            scale = 100 if panel == "acc" else 1
+            ax.plot(history["epoch"], scale * history[f"train_{panel}"], color=colour, linestyle="--", linewidth=0.9)
+            evaluated = history.dropna(subset=[f"eval_{panel}"])
+            ax.plot(evaluated["epoch"], scale * evaluated[f"eval_{panel}"], color=colour, label=name)
+    for ax, panel in zip(axes, panels):
+        ax.set(xlabel="epoch", ylabel={"loss": "cross-entropy", "acc": "accuracy (%)", "lr": "learning rate"}[panel])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    style = [Line2D([], [], color="grey", linestyle="--", linewidth=0.9, label="train"),
+             Line2D([], [], color="grey", label="test")]
+    names = [Line2D([], [], color=c, label=n) for n, c in zip(histories, PALETTE)]
+    axes[0].legend(handles=style + (names if len(histories) > 1 else []), loc="upper right")
+    fig.tight_layout(pad=0.2)
+    return fig
+
+
+@_styled
+def params_vs_accuracy(table: pd.DataFrame) -> Figure:
+    """Test accuracy against trainable parameters of the recorded runs (CPU smoke runs hollow and grey)."""
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.1))
+    table = table.dropna(subset=["test_acc"])
+    cpu = table["device"].astype(str).str.lower().eq("cpu")
+    for mask, kwargs in ((~cpu, {"color": PALETTE[0], "label": "GPU run"}),
+                         (cpu, {"facecolors": "none", "edgecolors": "grey", "label": "CPU smoke run (no result)"})):
+        part = table[mask]
+        if len(part):
+            ax.scatter(part["params"], 100 * part["test_acc"], zorder=3, s=18, **kwargs)
+    tta = table.dropna(subset=["test_acc_tta"])
+    if len(tta):
+        ax.scatter(tta["params"], 100 * tta["test_acc_tta"], marker="_", color="black", s=30, zorder=3,
+                   label="with TTA")
+    for _, row in table.iterrows():
+        ax.annotate(row["run"], (row["params"], 100 * row["test_acc"]), fontsize=6, xytext=(3, 3),
+                    textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlim(1e3, 1e7)
+    _budget_line(ax, vertical=True, unit=1)
+    ax.set(xlabel="trainable parameters", ylabel="test accuracy (%)", ylim=(0, 100))
+    ax.legend(loc="lower right")
+    return fig
+
+
+# ==== one run's test predictions =====================================================================
+
+
+@_styled
+def confusion_matrix(matrix: np.ndarray, classes: Sequence[str] = CLASSES) -> Figure:
+    """Counts per (true, predicted) class, coloured by the share of the true class."""
+    fig, ax = plt.subplots(figsize=(COLUMN, COLUMN * 0.92))
+    share = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    sns.heatmap(share, annot=matrix, fmt="d", cmap="Blues", vmin=0, vmax=1, square=True, cbar=False, ax=ax,
+                xticklabels=classes, yticklabels=classes, annot_kws={"fontsize": 5.5}, linewidths=0.3,
+                linecolor="white")
+    ax.set(xlabel="predicted class", ylabel="true class")
+    ax.tick_params(length=0, labelsize=6.5)
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
+    return fig
+
+
+@_styled
+def per_class_accuracy(table: pd.DataFrame) -> Figure:
+    """Accuracy of each true class, with the overall accuracy as a dashed line."""
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.2))
+    acc = 100 * table["accuracy"]
+    ax.barh(table["class"], acc, color=PALETTE[0], height=0.65)
+    overall = 100 * table["correct"].sum() / table["total"].sum()
+    ax.axvline(overall, color="black", linestyle="--", linewidth=0.8, label=f"all classes: {overall:.1f}%")
+    for y, value in enumerate(acc):
+        ax.text(value + 1, y, f"{value:.1f}", va="center", fontsize=6)
+    ax.set(xlabel="test accuracy (%)", xlim=(0, 105))
+    ax.invert_yaxis()
+    ax.grid(axis="y", visible=False)
+    ax.legend(loc="lower right", framealpha=0.9, frameon=True)
+    return fig
+
+
+@_styled
+def reliability_diagram(bins: pd.DataFrame, ece: float) -> Figure:
+    """Accuracy against confidence per bin (a calibrated network follows the diagonal); below, how many
+    test images fall in each bin."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(COLUMN, 2.9), sharex=True, height_ratios=(3, 1))
+    width = bins["upper"] - bins["lower"]
+    used = bins["count"] > 0
+    top.bar(bins["lower"][used], bins["accuracy"][used], width=width[used], align="edge", color=PALETTE[0],
+            edgecolor="white", linewidth=0.5, label="accuracy")
+    top.bar(bins["lower"][used], (bins["confidence"] - bins["accuracy"])[used], bottom=bins["accuracy"][used],
+            width=width[used], align="edge", fill=False, hatch="////", edgecolor=PALETTE[3], linewidth=0.5,
+            label="gap to mean confidence")
+    top.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=0.8, label="perfect calibration")
+    top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=f"expected calibration error {100 * ece:.2f}%")
+    top.legend(loc="upper left")
+    bottom.bar(bins["lower"], bins["count"] / bins["count"].sum() * 100, width=width, align="edge",
+               color="grey", edgecolor="white", linewidth=0.5)
+    bottom.set(xlabel="confidence (highest softmax probability)", ylabel="images (%)")
+    fig.align_ylabels()
+    fig.tight_layout(pad=0.2, h_pad=0.3)
+    return fig
+
+
+@_styled
+def confident_mistakes(pred: analysis.Predictions, mistakes: pd.DataFrame, cols: int = 6) -> Figure:
+    """The test images the network got wrong with the highest confidence."""
+    n = len(mistakes)
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(FULL, rows * 1.45), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (_, m) in zip(axes.flat, mistakes.iterrows()):
+        ax.imshow(pred.images[m["index"]], interpolation="none")
+        ax.set_title(f"{m['predicted']} {100 * m['confidence']:.0f}%\n(is {m['true']}, #{m['index']})", fontsize=6.5)
+    fig.tight_layout(pad=0.2, h_pad=0.4)
+    return fig
+
+
+# ==== the architecture search ========================================================================
+
+
+def _completed(trials: pd.DataFrame) -> pd.Series:
+    return trials["state"].astype(str).str.lower().eq(analysis.COMPLETE)
+
+
+@_styled
+def search_pareto(trials: pd.DataFrame) -> Figure:
+    """Held-out accuracy against parameters of each trial, with the Pareto front of the completed ones."""
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.1))
+    done = _completed(trials)
+    ax.scatter(trials.loc[~done, "params"] / 1e6, 100 * trials.loc[~done, "val_acc"], s=8, color="grey",
+               alpha=0.5, label="pruned (fewer epochs)")
+    ax.scatter(trials.loc[done, "params"] / 1e6, 100 * trials.loc[done, "val_acc"], s=10, color=PALETTE[0],
+               label="completed")
+    front = analysis.pareto_front(trials[done])
+    ax.step(front["params"] / 1e6, 100 * front["val_acc"], where="post", color=PALETTE[3], linewidth=1,
+            label="Pareto front")
+    ax.scatter(front["params"] / 1e6, 100 * front["val_acc"], s=14, color=PALETTE[3], zorder=3)
+    _budget_line(ax, vertical=True)
+    ax.set(xlabel="trainable parameters (millions)", ylabel="held-out accuracy (%)")
+    ax.legend(loc="lower right")
+    return fig
+
+
+@_styled
+def search_importance(importance: pd.DataFrame) -> Figure:
+    """How much of the variation in held-out accuracy each searched parameter explains (fANOVA)."""
+    importance = importance.sort_values("importance", ascending=True, kind="stable")
+    fig, ax = plt.subplots(figsize=(COLUMN, 0.35 + 0.2 * len(importance)))
+    ax.barh(importance["parameter"], importance["importance"], color=PALETTE[0], height=0.65)
+    ax.set(xlabel="importance (share of variance)")
+    ax.grid(axis="y", visible=False)
+    return fig
+
+
+@_styled
+def search_history(trials: pd.DataFrame) -> Figure:
+    """Held-out accuracy of each trial in order, and the best so far."""
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.0))
+    done = _completed(trials)
+    ax.scatter(trials.loc[~done, "number"], 100 * trials.loc[~done, "val_acc"], s=8, color="grey", alpha=0.5,
+               label="pruned")
+    ax.scatter(trials.loc[done, "number"], 100 * trials.loc[done, "val_acc"], s=10, color=PALETTE[0],
+               label="completed")
+    ordered = trials[done].sort_values("number")
+    ax.step(ordered["number"], 100 * ordered["val_acc"].cummax(), where="post", color=PALETTE[3], label="best so far")
+    ax.set(xlabel="trial", ylabel="held-out accuracy (%)")
+    ax.legend(loc="lower right")
+    return fig
+
+
+# ==== everything at once =============================================================================
+
+
+
+def _save_closed(fig: Figure, stem: Path) -> list[Path]:
+    paths = save(fig, stem)
+    plt.close(fig)
+    return paths
+
+
+def rebuild_all(repo_root: str | Path, *, data_root: str | None = None, study: str = "main") -> list[Path]:
+    """Redraw every figure in figures/ and every table in results/ from configs/ and the recorded
+    results, without training; returns the files written. Figures that need CIFAR-10 (the data set,
+    the best run's test predictions) are skipped with a warning where it is not on disk (no download)."""
+    root = Path(repo_root)
+    figures, results = root / "figures", root / "results"
+    written: list[Path] = []
+
+    # Notebook 02: the design space and the presets.
+    written += _save_closed(params_vs_width(analysis.width_sweep()), figures / "params_vs_width")
+    written += _save_closed(params_vs_depth(analysis.depth_sweep()), figures / "params_vs_depth")
+    written += _save_closed(params_vs_kernels(analysis.kernel_sweep()), figures / "params_vs_kernels")
+    written += analysis.write_table(analysis.presets_table(root / "configs"), results / "presets_table",
+                                    analysis.PRESETS_COLUMNS)
+    trials, importance = analysis.load_search(results, study), analysis.load_importance(results, study)
+    if trials is not None:
+        written += _save_closed(search_pareto(trials), figures / "search_pareto")
+        written += _save_closed(search_history(trials), figures / "search_history")
+    if importance is not None:
+        written += _save_closed(search_importance(importance), figures / "search_importance")
+
+    # Notebook 04, from the records alone.
+    runs = analysis.load_runs(results)
+    table = analysis.runs_table(runs)
+    written += analysis.write_table(table, results / "runs_table", analysis.RUNS_COLUMNS)
+    written += _save_closed(params_vs_accuracy(table), figures / "params_vs_accuracy")
+    best = analysis.pick_best_run(runs)[0] if runs else None
+    if best is not None:
+        history = {best.name: analysis.load_history(best.path)}
+        written += _save_closed(learning_curves(history), figures / "learning_curves")
+
+    try:
+        train = load_cifar10(data_root, "train", download=False)
+        test = load_cifar10(data_root, "test", download=False)
+    except DataError as err:
+        warnings.warn(f"figures of the data set and of the best run's predictions skipped: {err}", stacklevel=2)
+        return written
+
+    # Notebook 01: the data set.
+    written += analysis.write_table(analysis.class_counts(train, test), results / "dataset_stats")
+    histograms = analysis.channel_histograms(train.images)
+    stats = analysis.channel_stats(histograms)
+    written += analysis.write_table(stats, results / "channel_stats")
+    written += _save_closed(class_samples(train), figures / "class_samples")
+    written += _save_closed(pixel_histograms(histograms, stats), figures / "pixel_histograms")
+    written += _save_closed(augmentations(train), figures / "augmentations")
+
+    # Notebook 04: the best run's test predictions.
+    if best is not None:
+        written += best_run_outputs(best.path, test, figures, results)
+    return written
+
+
+def best_run_outputs(run_dir: Path, test: CIFAR10Split, figures: Path, results: Path) -> list[Path]:
+    """Confusion matrix, per-class accuracy, confident mistakes and reliability diagram of one run."""
+    pred = analysis.predict_run(run_dir, test)
+    matrix = analysis.confusion_matrix(pred.labels, pred.predicted)
+    per_class = analysis.per_class_accuracy(matrix)
+    bins = analysis.reliability_bins(pred.confidence, pred.predicted == pred.labels)
+    ece = analysis.expected_calibration_error(pred.confidence, pred.predicted == pred.labels)
+    written = analysis.write_table(per_class, results / "per_class_accuracy", analysis.PER_CLASS_COLUMNS)
+    written += _save_closed(confusion_matrix(matrix), figures / "confusion_matrix")
+    written += _save_closed(per_class_accuracy(per_class), figures / "per_class_accuracy")
+    mistakes = analysis.confident_mistakes(pred)
+    written += _save_closed(confident_mistakes(pred, mistakes), figures / "confident_mistakes")
+    written += _save_closed(reliability_diagram(bins, ece), figures / "reliability_diagram")
+    return written
