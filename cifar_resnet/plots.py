@@ -476,6 +476,7 @@ def rebuild_all(repo_root: str | Path, *, data_root: str | None = None, study: s
     runs = analysis.load_runs(results)
     table = analysis.runs_table(runs)
     written += analysis.write_table(table, results / "runs_table", analysis.RUNS_COLUMNS)
+    written.append(analysis.write_runs_readme(table, results / "README.md"))
     written += _save_closed(params_vs_accuracy(table), figures / "params_vs_accuracy")
     best = analysis.pick_best_run(runs)[0] if runs else None
     if best is not None:
