@@ -124,11 +124,12 @@ def _check_type(value: Any, hint: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected {hint.__name__}, got {value!r}")
         return value
     if dataclasses.is_dataclass(hint):
-        return _from_dict(hint, value, path)
+        return dataclass_from_dict(hint, value, path)
     raise ConfigError(f"{path}: unsupported type {hint}")  # pragma: no cover - a bug in a dataclass
 
 
-def _from_dict(cls: type, data: Any, path: str) -> Any:
+def dataclass_from_dict(cls: type, data: Any, path: str = "") -> Any:
+    """Build dataclass `cls` from a mapping, checking keys and types; errors name the key under `path`."""
     if not isinstance(data, dict):
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
@@ -144,7 +145,7 @@ def _from_dict(cls: type, data: Any, path: str) -> Any:
 
 def config_from_dict(data: dict) -> Config:
     """Build a `Config` from a plain mapping, rejecting unknown keys and wrong types."""
-    return _from_dict(Config, data, "")
+    return dataclass_from_dict(Config, data, "")
 
 
 def load_config(path: str | Path) -> Config:

@@ -30,7 +30,7 @@ import yaml
 from optuna.trial import TrialState
 
 from . import runs
-from .config import Config, ConfigError, ModelConfig, _from_dict, config_from_dict, load_config, override, save_config
+from .config import Config, ConfigError, ModelConfig, dataclass_from_dict, config_from_dict, load_config, override, save_config
 from .data import CIFAR10Split, DataError
 from .engine import Trainer, TrainingDiverged, load_splits
 from .models import PARAMETER_BUDGET, count_parameters, create_model, validate_model_config
@@ -130,7 +130,7 @@ def load_space(path: str | Path) -> SearchSpace:
             raise ConfigError("base: name the config file whose data and train sections the trials start from "
                               f"(relative to the space file), e.g. 'base: fast.yaml'; got {data.get('base')!r}")
         base = dataclasses.asdict(load_config(path.parent / data["base"]))
-        space = _from_dict(SearchSpace, {**data, "base": base}, "")
+        space = dataclass_from_dict(SearchSpace, {**data, "base": base}, "")
         _check_space(space)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None

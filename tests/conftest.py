@@ -4,11 +4,16 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
+from cifar_resnet.config import Config
 from cifar_resnet.data import BATCH_DIR, write_synthetic_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
+# ResNet presets: the run configurations (model/data/train); search spaces and speedrun recipes differ.
+PRESETS = sorted(p for p in CONFIGS.glob("*.yaml")
+                 if "model" in (keys := set(yaml.safe_load(p.read_text()) or {})) and keys <= set(Config.__dataclass_fields__))
 
 
 @pytest.fixture(scope="session")

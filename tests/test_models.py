@@ -8,9 +8,7 @@ from torch import nn
 from cifar_resnet.config import ConfigError, ModelConfig, load_config
 from cifar_resnet.models import PARAMETER_BUDGET, OverBudgetError, count_parameters, create_model
 
-from conftest import CONFIGS, ROOT
-
-PRESETS = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("search_space"))
+from conftest import CONFIGS, PRESETS, ROOT
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
