@@ -7,15 +7,13 @@ can stop them early: epochs are the fidelity. The study lives in SQLite (or any 
 resumes where it stopped and several workers, on one machine or many, can share it. A heartbeat marks a
 killed worker's trial failed and queues it again; the retry continues from the dead trial's checkpoint.
 
-    python -m cifar_resnet.search --space configs/search_space.yaml --study s1 --trials 200
+    cifar-resnet search --space configs/search_space.yaml --study s1 --trials 200
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -30,8 +28,9 @@ import yaml
 from optuna.trial import TrialState
 
 from . import runs
-from .config import Config, ConfigError, ModelConfig, dataclass_from_dict, config_from_dict, load_config, override, save_config
-from .data import CIFAR10Split, DataError
+from .config import (Config, ConfigError, ModelConfig, config_from_dict, dataclass_from_dict, load_config, override,
+                     save_config)
+from .data import CIFAR10Split
 from .engine import Trainer, TrainingDiverged, load_splits
 from .models import PARAMETER_BUDGET, count_parameters, create_model, validate_model_config
 
@@ -452,37 +451,3 @@ def export_results(study: optuna.Study, out_dir: str | Path) -> dict[str, Path]:
         table = pd.DataFrame({"param": list(importances), "importance": list(importances.values())})
         written["importance"] = _publish(out_dir / f"{name}_importance.csv", partial(table.to_csv, index=False))
     return written
-
-
-# ---- command line ----------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cifar_resnet.search", description=__doc__.splitlines()[0])
-    parser.add_argument("--space", required=True, help="search space YAML, e.g. configs/search_space.yaml")
-    parser.add_argument("--study", required=True, help="study name; the same name resumes or joins it")
-    parser.add_argument("--trials", type=int, required=True, help="finished trials the study should reach in total")
-    parser.add_argument("--storage", help="database URL (default sqlite:///<out>/<study>.db); "
-                                          "postgresql://... for workers on several machines")
-    parser.add_argument("--timeout", type=float, help="start no new trial after S seconds")
-    parser.add_argument("--data-root", help="folder holding cifar-10-batches-py (default $CIFAR10_ROOT, else ./data)")
-    parser.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
-    parser.add_argument("--out", default="results/search", help="results folder (default results/search)")
-    parser.add_argument("--work-dir", default="runs/search", help="trial run folders (default runs/search)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        study = run_search(args.space, args.study, args.trials, storage=args.storage, timeout=args.timeout,
-                           data_root=args.data_root, device=args.device, out_dir=Path(args.out),
-                           work_dir=Path(args.work_dir))
-        for path in export_results(study, args.out).values():
-            print(f"wrote {path}")
-    except (ConfigError, DataError) as err:
-        print(f"cifar-resnet search: error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

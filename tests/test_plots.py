@@ -12,7 +12,7 @@ FROM_RECORDS = ["params_vs_width", "params_vs_depth", "params_vs_kernels", "para
 FROM_SEARCH = ["search_pareto", "search_history", "search_importance"]
 FROM_DATA = ["class_samples", "pixel_histograms", "augmentations", "confusion_matrix", "per_class_accuracy",
              "confident_mistakes", "reliability_diagram"]
-TABLES = ["presets_table.csv", "presets_table.tex", "runs_table.csv", "runs_table.tex"]
+TABLES = ["presets_table.csv", "presets_table.tex", "runs_table.csv", "runs_table.tex", "README.md"]
 DATA_TABLES = ["dataset_stats.csv", "channel_stats.csv", "per_class_accuracy.csv", "per_class_accuracy.tex"]
 
 SEARCH_CSV = """number,state,val_acc,epochs,trainable_params,seconds,channels,params_width
@@ -81,6 +81,8 @@ def test_runs_table_tex_lists_the_smoke_run(two_builds):
     root, _ = two_builds[0]
     tex = (root / "results" / "runs_table.tex").read_text()
     assert tex.startswith("\\begin{tabular}") and "\\toprule" in tex and "smoke-cpu & smoke & 5{,}266 & 4 &" in tex
+    readme = (root / "results" / "README.md").read_text()
+    assert "| smoke-cpu | smoke | 5,266 | 4 |" in readme and "| cpu | 29.80% | 30.00% (flip) | 0 |" in readme
 
 
 def test_importing_the_package_loads_no_plotting_library():

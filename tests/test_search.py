@@ -13,7 +13,8 @@ from optuna.trial import TrialState
 from cifar_resnet.config import ConfigError, load_config
 from cifar_resnet.engine import Trainer
 from cifar_resnet.models import validate_model_config
-from cifar_resnet.search import export_results, load_space, main, make_pruner, make_sampler, run_search, sample_config
+from cifar_resnet.cli import main
+from cifar_resnet.search import export_results, load_space, make_pruner, make_sampler, run_search, sample_config
 
 from conftest import CONFIGS, ROOT
 
@@ -161,9 +162,9 @@ def test_interrupted_trial_is_queued_again_and_continued(synthetic_root, tmp_pat
 
 
 def _search(space, study, trials, out, root, log):
-    """`python -m cifar_resnet.search` in the background, its output going to the file `log`."""
+    """`python -m cifar_resnet search` in the background, its output going to the file `log`."""
     with open(log, "w") as output:
-        return subprocess.Popen([sys.executable, "-m", "cifar_resnet.search", "--space", str(space),
+        return subprocess.Popen([sys.executable, "-m", "cifar_resnet", "search", "--space", str(space),
                                  "--study", study, "--trials", str(trials), "--out", str(out),
                                  "--work-dir", str(out / "runs"), "--device", "cpu"],
                                 cwd=ROOT, env={**os.environ, "CIFAR10_ROOT": str(root)},
@@ -219,5 +220,5 @@ def test_importing_the_package_does_not_import_optuna():
 
 
 def test_command_line_user_error_is_one_line(tmp_path, capsys):
-    assert main(["--space", str(tmp_path / "none.yaml"), "--study", "x", "--trials", "1", "--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.startswith("cifar-resnet search: error: search space file not found")
+    assert main(["search", "--space", str(tmp_path / "none.yaml"), "--study", "x", "--trials", "1", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("cifar-resnet: error: search space file not found")
