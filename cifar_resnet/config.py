@@ -148,15 +148,20 @@ def config_from_dict(data: dict) -> Config:
     return dataclass_from_dict(Config, data, "")
 
 
+def read_yaml(path: Path, missing: str) -> Any:
+    """The YAML data of `path` ({} when empty); `ConfigError` with `missing` if absent, or if not valid YAML."""
+    if not path.is_file():
+        raise ConfigError(missing)
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+
+
 def load_config(path: str | Path) -> Config:
     """Read a YAML configuration file into a `Config`."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"configuration file not found: {path} (presets live in configs/)")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    data = read_yaml(path, f"configuration file not found: {path} (presets live in configs/)")
     try:
         return config_from_dict(data)
     except ConfigError as err:

@@ -24,12 +24,11 @@ from typing import Callable
 import optuna
 import sqlalchemy
 import torch
-import yaml
 from optuna.trial import TrialState
 
 from . import runs
 from .config import (Config, ConfigError, ModelConfig, config_from_dict, dataclass_from_dict, load_config, override,
-                     save_config)
+                     read_yaml, save_config)
 from .data import CIFAR10Split
 from .engine import Trainer, TrainingDiverged, load_splits
 from .models import PARAMETER_BUDGET, count_parameters, create_model, validate_model_config
@@ -116,12 +115,7 @@ class SearchSpace:
 def load_space(path: str | Path) -> SearchSpace:
     """Read a search space YAML file, rejecting unknown keys, wrong types and empty or inverted ranges."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"search space file not found: {path} (spaces live in configs/)")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    data = read_yaml(path, f"search space file not found: {path} (spaces live in configs/)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values, got {data!r}")
     try:

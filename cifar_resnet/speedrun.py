@@ -26,10 +26,9 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
-from .config import ConfigError, dataclass_from_dict
+from .config import ConfigError, dataclass_from_dict, read_yaml
 from .data import MEAN, STD, CIFAR10Split
 from .engine import autocast, tta_views
 from .loader import crop_flip
@@ -100,10 +99,9 @@ def validate_speedrun_config(cfg: SpeedrunConfig) -> None:
 def load_speedrun_config(path: str | Path) -> SpeedrunConfig:
     """Read a YAML recipe; unknown keys and wrong types are errors that name the key."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"speedrun configuration not found: {path} (presets: configs/fast94.yaml, fast95.yaml)")
+    data = read_yaml(path, f"speedrun configuration not found: {path} (presets: configs/fast94.yaml, fast95.yaml)")
     try:
-        cfg = dataclass_from_dict(SpeedrunConfig, yaml.safe_load(path.read_text()) or {}, "")
+        cfg = dataclass_from_dict(SpeedrunConfig, data, "")
         validate_speedrun_config(cfg)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
