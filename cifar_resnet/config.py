@@ -51,6 +51,7 @@ class DataConfig:
     test_subset: int = 0  # evaluate on the first N test images (quick tests); 0 = all
     crop_padding: int = 4  # random crop after reflect-padding by this many pixels (= translate); 0 = off
     flip: bool = True  # random horizontal flip
+    flip_alternate: bool = False  # airbench's derandomised flip: random in epoch 1, then each image alternates
     cutout: int = 0  # side of the square zeroed at a random place in each image; 0 = off
     policy: str = "none"  # torchvision.transforms.v2 policy: none | trivialaugment | randaugment | autoaugment
     policy_group: int = 16  # images that share one sampled policy operation (per-image cost vs speed)
@@ -76,6 +77,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0  # 0 = off
     cutmix_alpha: float = 0.0  # 0 = off; with both on, each batch uses one of the two
+    ricap_beta: float = 0.0  # RICAP (Takahashi et al. 2018): four images patched into one; 0 = off
+    sam_rho: float = 0.0  # SAM neighbourhood radius (Foret et al. 2021): two passes per step; 0 = off
+    sam_adaptive: bool = False  # ASAM (Kwon et al. 2021): the radius scales with each weight's magnitude
     ema_decay: float = 0.0  # exponential moving average of the weights, per step; 0 = off
     precision: str = "bf16"  # bf16 | fp16 | fp32 (autocast on CUDA; the CPU always computes in fp32)
     channels_last: bool = True

@@ -371,12 +371,9 @@ class Trainer:
         if finished:
             weights = self.out / runs.WEIGHTS
             runs.save_weights(self.eval_model().state_dict(), weights, metadata={"name": self.cfg.name})
+            metrics["weights_sha256"] = runs.file_sha256(weights)
             model = model_from_weights(self.cfg, weights, self.device)
-            split = self.eval_split
-            metrics[f"{split}_loss"], metrics[f"{split}_acc"] = evaluate(model, self.eval_loader, "none", t.precision)
-            metrics["tta"] = t.tta
-            metrics[f"{split}_acc_tta"] = (evaluate(model, self.eval_loader, t.tta, t.precision)[1]
-                                           if t.tta != "none" else None)
+            metrics.update(record_predictions(model, self.eval_loader, self.out, self.eval_split, t.tta, t.precision))
         accs = [(row[f"{self.eval_split}_acc"], row["epoch"]) for row in self.history
                 if row[f"{self.eval_split}_acc"] is not None]
         metrics["best_epoch"] = max(accs)[1] if accs else None
@@ -391,6 +388,21 @@ class Trainer:
         for _ in self.epochs():
             pass
         return self.finish(time.perf_counter() - start)
+
+
+def record_predictions(model: nn.Module, loader: GpuLoader, out_dir: Path, split: str, tta: str,
+                       precision: str) -> dict:
+    """Evaluate `model` on `loader`'s split, save its probabilities (with and without `tta`) in
+    predictions.safetensors, and return the metrics they give: loss, accuracy, accuracy with TTA."""
+    logits = predict(model, loader, "none", precision)
+    logits_tta = predict(model, loader, tta, precision) if tta != "none" else None
+    labels = loader.labels
+    runs.save_predictions(Path(out_dir) / runs.PREDICTIONS, torch.softmax(logits, 1), labels,
+                          probs_tta=torch.softmax(logits_tta, 1) if logits_tta is not None else None,
+                          split=split, tta=tta)
+    return {f"{split}_loss": F.cross_entropy(logits, labels).item(),
+            f"{split}_acc": (logits.argmax(1) == labels).float().mean().item(), "tta": tta,
+            f"{split}_acc_tta": (logits_tta.argmax(1) == labels).float().mean().item() if logits_tta is not None else None}
 
 
 def train(cfg: Config, out_dir: str | Path, **options) -> dict:
@@ -412,6 +424,7 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> t
     """The configuration and trained network of a run folder."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / runs.CONFIG)
+    runs.verify_weights(run_dir)
     return cfg, model_from_weights(cfg, run_dir / runs.WEIGHTS, device or default_device())
 
 

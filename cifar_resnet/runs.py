@@ -3,7 +3,8 @@
     config.yaml        the resolved configuration
     history.csv        one row per epoch
     metrics.json       final (or partial) results and the environment they came from
-    model.safetensors  final weights in half precision
+    model.safetensors  final weights in half precision (SHA-256 in metrics.json, checked on load)
+    predictions.safetensors  the final weights' test-set probabilities (half precision), for the figures
     checkpoint.pt      everything needed to resume; rewritten atomically every epoch
 
 Every file is written to a temporary name and renamed, so an interruption never leaves a half-written
@@ -27,6 +28,7 @@ WEIGHTS = "model.safetensors"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 CONFIG = "config.yaml"
+PREDICTIONS = "predictions.safetensors"
 _MAGIC = b"cifar_resnet-checkpoint-v1\n"
 
 
@@ -92,6 +94,49 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     except Exception as err:
         raise CheckpointError(f"{path} is damaged ({type(err).__name__}: {err}); retrain or restore it") from None
     return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, as hex."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def verify_weights(run_dir: Path) -> None:
+    """Refuse weights whose SHA-256 differs from the one metrics.json recorded (records without one pass)."""
+    run_dir = Path(run_dir)
+    weights, metrics = run_dir / WEIGHTS, run_dir / METRICS
+    if not (weights.is_file() and metrics.is_file()):
+        return
+    expected = json.loads(metrics.read_text()).get("weights_sha256")
+    if expected and file_sha256(weights) != expected:
+        raise CheckpointError(f"{weights} is damaged (its SHA-256 differs from the one in {metrics}); "
+                              "restore it from the repository (git checkout) or retrain")
+
+
+def save_predictions(path: Path, probs: torch.Tensor, labels: torch.Tensor, *, probs_tta: torch.Tensor | None,
+                     split: str, tta: str) -> None:
+    """Write a split's class probabilities (N, classes) in half precision, with the labels and, where the
+    recipe has test-time augmentation, the probabilities with it."""
+    from safetensors.torch import save as save_safetensors
+
+    tensors = {"probs": probs.detach().to("cpu", torch.float16).contiguous(),
+               "labels": labels.detach().to("cpu", torch.uint8).contiguous()}
+    if probs_tta is not None:
+        tensors["probs_tta"] = probs_tta.detach().to("cpu", torch.float16).contiguous()
+    atomic_write_bytes(path, save_safetensors(tensors, metadata={"split": split, "tta": tta}))
+
+
+def load_predictions(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors ("probs", "labels", maybe "probs_tta") and metadata ("split", "tta") of a predictions file."""
+    from safetensors import safe_open
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no predictions at {path}: the run has not finished, or predates saved predictions")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except Exception as err:
+        raise CheckpointError(f"{path} is damaged ({type(err).__name__}); retrain or restore it") from None
 
 
 def write_history(rows: list[dict], path: Path) -> None:
