@@ -1,0 +1,356 @@
+"""Plans: runs trained back to back in one process, sized for a GPU that is lent a few minutes at a time.
+
+A plan is a YAML file (examples in `configs/plans/`):
+
+    base: configs/best.yaml        # every run starts from this configuration (path from the working directory)
+    time_limit: 450                # seconds for the whole plan; the command's --time-limit overrides it
+    seconds_per_epoch: 1.26        # estimate of one epoch of a run, evaluation included, on the target GPU
+    overhead_s: 8                  # per run: building it, the final evaluation with TTA, the record
+    compile_s: 40                  # once per network and batch size that torch.compile has not seen here
+    overrides: {train.epochs: 60}  # dotted keys (as `config.override`) for every run
+    runs:
+      - name: recipe
+        overrides: {}              # this run's own changes, applied after the plan's
+        seeds: [0]                 # one run per seed, into OUT/<name>-s<seed>/
+        seconds_per_epoch: 1.26    # optional: this run's own estimate (SAM: twice the base's)
+        fill: false                # true: lower train.epochs to what fits in the time left
+
+Sweeps tune on the last `data.holdout` training images, 5,000 unless a plan sets it (the record plan sets 0
+to be evaluated on the test set). Before each run the sweep estimates its duration, epochs times seconds per
+epoch, scaled by how the runs already done compared with their estimates, plus overheads; a run that would
+not end before the limit is skipped with a message. Each run also gets the time left as its own limit, so
+an underestimate stops it cleanly instead of overrunning. `summary.csv` in the output folder is rewritten
+after every run: run, seed, status, parameters, epochs, seconds, validation and test accuracy.
+`calibrate` files (JSON from benchmarks/throughput.py, one per run name) replace the plan's estimates.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import runs
+from .config import Config, ConfigError, load_config, override, read_yaml, save_config
+from .models import OverBudgetError, count_parameters, create_model
+
+SUMMARY = "summary.csv"
+DEFAULT_HOLDOUT = 5000  # training images held out for tuning when a plan does not say
+SMOKE = {"data.train_subset": 512, "data.test_subset": 200, "train.compile": False, "train.precision": "fp32",
+         "train.channels_last": False, "train.eval_every": 1}  # and networks 16 times narrower, 2 epochs at most
+_PLAN_KEYS = ("base", "time_limit", "seconds_per_epoch", "overhead_s", "compile_s", "overrides", "runs")
+_RUN_KEYS = ("name", "overrides", "seeds", "seconds_per_epoch", "fill")
+_COLUMNS = ("run", "seed", "status", "params", "epochs", "epochs_done", "estimate_s", "seconds", "train_seconds",
+            "val_acc", "val_acc_tta", "test_acc", "test_acc_tta")
+
+
+@dataclass
+class PlannedRun:
+    """One run of a plan: its folder name, resolved configuration and estimated seconds per epoch."""
+
+    name: str
+    seed: int
+    cfg: Config
+    params: int
+    seconds_per_epoch: float
+    fill: bool = False
+
+
+@dataclass
+class Plan:
+    """A plan file, resolved: the runs in order and the figures their durations are estimated from."""
+
+    path: Path
+    time_limit: float | None
+    overhead_s: float
+    compile_s: float
+    runs: list[PlannedRun]
+
+
+def _number(data: dict, key: str, where: str, default: float | None) -> float | None:
+    value = data.get(key, default)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+        raise ConfigError(f"{where}: {key} must be a non-negative number of seconds, got {value!r}")
+    return None if value is None else float(value)
+
+
+def _mapping(data: dict, key: str, where: str) -> dict:
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {key} must be a mapping of dotted keys to values, got {value!r}")
+    return value
+
+
+def smoke_overrides(cfg: Config) -> dict[str, Any]:
+    """A tiny version of `cfg` for a CPU dry run: the same layout 16 times narrower, 2 epochs, small subsets."""
+    m, t = cfg.model, cfg.train
+    return {**SMOKE, "model.channels": [max(4, c // 16) for c in m.channels],
+            "model.stem_channels": max(4, m.stem_channels // 16), "train.epochs": min(t.epochs, 2),
+            "train.batch_size": min(t.batch_size, 64), "data.holdout": min(cfg.data.holdout, 200)}
+
+
+def load_plan(path: str | Path, *, smoke: bool = False, calibration: str | Path | None = None) -> Plan:
+    """Read and resolve a plan: every run's configuration is built and its network counted (on the meta
+    device) before anything trains, so a typo or an over-budget network stops the plan at once."""
+    path = Path(path)
+    data = read_yaml(path, f"plan not found: {path} (plans live in configs/plans/)")
+    where = str(path)
+    unknown = sorted(set(data) - set(_PLAN_KEYS)) if isinstance(data, dict) else ["(not a mapping)"]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; a plan has {', '.join(_PLAN_KEYS)}")
+    if "base" not in data or not isinstance(data.get("runs"), list) or not data["runs"]:
+        raise ConfigError(f"{where}: a plan needs 'base' (a configuration file) and a non-empty list 'runs'")
+    base = load_config(data["base"])
+    shared = _mapping(data, "overrides", where)
+    default_spe = _number(data, "seconds_per_epoch", where, 1.0)
+    measured = _read_calibration(Path(calibration)) if calibration else {}
+    planned, names = [], set()
+    for i, spec in enumerate(data["runs"]):
+        at = f"{where}: runs[{i}]"
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:
+            raise ConfigError(f"{at}: each run needs a 'name' (used for its folder)")
+        if bad := sorted(set(spec) - set(_RUN_KEYS)):
+            raise ConfigError(f"{at}: unknown key {bad[0]!r}; a run has {', '.join(_RUN_KEYS)}")
+        seeds = spec.get("seeds", [0])
+        if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+            raise ConfigError(f"{at}: seeds must be a non-empty list of integers, got {seeds!r}")
+        changes = {"data.holdout": DEFAULT_HOLDOUT, **shared, **_mapping(spec, "overrides", at)}
+        spe = _number(spec, "seconds_per_epoch", at, default_spe)
+        if spec["name"] in measured:
+            spe = _seconds_per_epoch_from_throughput(measured[spec["name"]], override(base, **changes)) or spe
+        for seed in seeds:
+            name = f"{spec['name']}-s{seed}"
+            if name in names:
+                raise ConfigError(f"{at}: run {name!r} appears twice; give runs distinct names or seeds")
+            names.add(name)
+            try:
+                cfg = override(base, **{**changes, "train.seed": seed, "name": name})
+                if smoke:
+                    cfg = override(cfg, **smoke_overrides(cfg))
+                with torch.device("meta"):  # counts (and checks the budget) without allocating
+                    params = count_parameters(create_model(cfg.model))
+            except (ConfigError, OverBudgetError) as err:
+                raise ConfigError(f"{at}: {err}") from None
+            planned.append(PlannedRun(name, seed, cfg, params, spe, bool(spec.get("fill", False))))
+    return Plan(path, _number(data, "time_limit", where, None), _number(data, "overhead_s", where, 8.0),
+                _number(data, "compile_s", where, 40.0), planned)
+
+
+def _read_calibration(folder: Path) -> dict[str, dict]:
+    if not folder.is_dir():
+        raise ConfigError(f"calibration folder not found: {folder} (scripts/gpu_calibrate.sh writes it)")
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def _seconds_per_epoch_from_throughput(result: dict, cfg: Config) -> float | None:
+    """An epoch's seconds from benchmarks/throughput.py's figures: the training images of this run at the
+    measured rate, plus one evaluation every `eval_every` epochs."""
+    rate = result.get("train_images_per_second")
+    if not rate:
+        return None
+    images = cfg.data.train_subset or 50_000 - cfg.data.holdout
+    train = images // cfg.train.batch_size * cfg.train.batch_size / rate
+    evaluation = result.get("epoch_seconds_estimate", 0) * result.get("share", {}).get("evaluation", 0)
+    return train + evaluation / max(cfg.train.eval_every, 1)
+
+
+def write_configs(plan: Plan, folder: str | Path) -> list[Path]:
+    """Write each run's resolved configuration to `folder`/<run name without seed>.yaml (for calibration)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for run in plan.runs:
+        stem = run.name.rsplit("-s", 1)[0]
+        if stem not in paths:
+            paths[stem] = folder / f"{stem}.yaml"
+            save_config(run.cfg, paths[stem])
+    return list(paths.values())
+
+
+class _Estimator:
+    """Duration estimates that learn from the runs already done: their seconds per epoch against the plan's
+    (a common factor), and the compile time their first epoch showed."""
+
+    def __init__(self, plan: Plan, compiles: bool) -> None:
+        self.plan, self.compiles = plan, compiles
+        self.compile_s, self.ratios, self.compiled = plan.compile_s, [], set()
+
+    def _key(self, cfg: Config) -> str:
+        return json.dumps([cfg.model.__dict__, cfg.train.batch_size], sort_keys=True, default=str)
+
+    def fixed(self, cfg: Config) -> float:
+        new_graph = self.compiles and cfg.train.compile and self._key(cfg) not in self.compiled
+        return self.plan.overhead_s + (self.compile_s if new_graph else 0.0)
+
+    def per_epoch(self, run: PlannedRun) -> float:
+        return run.seconds_per_epoch * (statistics.mean(self.ratios) if self.ratios else 1.0)
+
+    def estimate(self, run: PlannedRun, cfg: Config) -> float:
+        return cfg.train.epochs * self.per_epoch(run) + self.fixed(cfg)
+
+    def learn(self, run: PlannedRun, cfg: Config, seconds: float, epoch_seconds: list[float]) -> None:
+        """`seconds`: the run's wall time; `epoch_seconds`: its epochs' training times (history.csv)."""
+        first_epoch_extra = 0.0
+        if len(epoch_seconds) > 1:
+            first_epoch_extra = max(0.0, epoch_seconds[0] - statistics.median(epoch_seconds[1:]))
+        if self.compiles and cfg.train.compile and self._key(cfg) not in self.compiled:
+            self.compile_s = first_epoch_extra
+        self.compiled.add(self._key(cfg))
+        if epoch_seconds:
+            per_epoch = (seconds - first_epoch_extra - self.plan.overhead_s) / len(epoch_seconds)
+            self.ratios.append(max(per_epoch, 1e-6) / max(run.seconds_per_epoch, 1e-6))
+
+
+def describe_plan(plan: Plan, compiles: bool) -> tuple[str, float]:
+    """A table of the runs with their estimated durations, and the plan's expected total in seconds."""
+    estimator, lines, total = _Estimator(plan, compiles), [], 0.0
+    for run in plan.runs:
+        cfg = run.cfg
+        if run.fill and plan.time_limit:
+            cfg = override(cfg, **{"train.epochs": _fill_epochs(estimator, run, plan.time_limit - total)})
+        seconds = estimator.estimate(run, cfg)
+        estimator.compiled.add(estimator._key(cfg))
+        total += seconds
+        fits = "" if plan.time_limit is None or total <= plan.time_limit else "  (over the limit: would be skipped)"
+        lines.append(f"  {run.name:<24} {run.params:>10,} params {cfg.train.epochs:>4} epochs "
+                     f"~{seconds:5.0f} s (by then ~{total:5.0f} s){fits}")
+    limit = f"time limit {plan.time_limit:.0f} s" if plan.time_limit else "no time limit"
+    return "\n".join([f"plan {plan.path}: {len(plan.runs)} runs, expected ~{total:.0f} s, {limit}"] + lines), total
+
+
+def _fill_epochs(estimator: _Estimator, run: PlannedRun, seconds_left: float) -> int:
+    fitting = int((seconds_left - estimator.fixed(run.cfg)) // estimator.per_epoch(run))
+    return max(1, min(run.cfg.train.epochs, fitting))
+
+
+def _history(run_dir: Path) -> list[dict]:
+    path = run_dir / runs.HISTORY
+    return list(csv.DictReader(io.StringIO(path.read_text()))) if path.is_file() else []
+
+
+def _summary_row(run: PlannedRun, cfg: Config, status: str, estimate: float, seconds: float | None = None,
+                 metrics: dict | None = None, history: list[dict] | None = None) -> dict:
+    metrics, history = metrics or {}, history or []
+    row = {"run": run.name, "seed": run.seed, "status": status, "params": run.params, "epochs": cfg.train.epochs,
+           "epochs_done": len(history), "estimate_s": round(estimate, 1),
+           "seconds": None if seconds is None else round(seconds, 1), "train_seconds": metrics.get("train_seconds")}
+    for split in ("val", "test"):
+        row[f"{split}_acc"], row[f"{split}_acc_tta"] = metrics.get(f"{split}_acc"), metrics.get(f"{split}_acc_tta")
+        evaluated = [r[f"{split}_acc"] for r in history if r.get(f"{split}_acc")]
+        if row[f"{split}_acc"] is None and evaluated:  # stopped early: its last evaluation (status says so)
+            row[f"{split}_acc"] = float(evaluated[-1])
+    return row
+
+
+def write_summary(rows: list[dict], out_dir: Path) -> Path:
+    """summary.csv: one row per run, written atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    runs.atomic_write_text(out_dir / SUMMARY, buffer.getvalue())
+    return out_dir / SUMMARY
+
+
+def format_summary(rows: list[dict]) -> str:
+    """The summary as a fixed-width table for the log."""
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=list(_COLUMNS)).to_string(index=False, na_rep="-", float_format="{:.4g}".format)
+
+
+TrainFn = Callable[[Config, Path, "float | None"], dict]
+
+
+def run_plan(plan: Plan, out_dir: str | Path, *, data_root: str | None = None, device: str | None = None,
+             log: Callable[[str], None] = print, train_fn: TrainFn | None = None,
+             clock: Callable[[], float] = time.perf_counter) -> list[dict]:
+    """Train the plan's runs in order into `out_dir`/<run>/, skipping those that would overrun the plan's
+    time limit; returns the summary rows (also written to `out_dir`/summary.csv after every run).
+
+    `train_fn(cfg, run_dir, time_limit) -> metrics` defaults to the engine's `train`, with the data loaded
+    once per distinct split and shared between runs."""
+    from .engine import TrainingDiverged, default_device
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device_type = torch.device(device).type if device else default_device().type
+    if train_fn is None:
+        train_fn = _engine_train(data_root, device, log)
+    estimator = _Estimator(plan, compiles=device_type == "cuda")
+    start, rows = clock(), []
+    for i, run in enumerate(plan.runs, 1):
+        left = None if plan.time_limit is None else plan.time_limit - (clock() - start)
+        cfg = run.cfg
+        if run.fill and left is not None:
+            cfg = override(cfg, **{"train.epochs": _fill_epochs(estimator, run, left)})
+        estimate = estimator.estimate(run, cfg)
+        if left is not None and estimate > left:
+            log(f"skipping {run.name}: it needs about {estimate:.0f} s and {left:.0f} s of the "
+                f"{plan.time_limit:.0f} s limit are left")
+            rows.append(_summary_row(run, cfg, "skipped", estimate))
+            write_summary(rows, out_dir)
+            continue
+        log(f"[{i}/{len(plan.runs)}] {run.name}: {cfg.train.epochs} epochs, about {estimate:.0f} s"
+            + ("" if left is None else f" of the {left:.0f} s left"))
+        began = clock()
+        try:
+            metrics = train_fn(cfg, out_dir / run.name, None if left is None else max(left - plan.overhead_s, 1.0))
+            status = metrics.get("status", "finished")
+        except TrainingDiverged as err:
+            metrics, status = {}, "diverged"
+            log(f"{run.name} diverged: {err}")
+        seconds = clock() - began
+        history = _history(out_dir / run.name)
+        estimator.learn(run, cfg, seconds, [float(r["seconds"]) for r in history])
+        rows.append(_summary_row(run, cfg, status, estimate, seconds, metrics, history))
+        write_summary(rows, out_dir)
+        log(f"{run.name}: {status} in {seconds:.0f} s (estimated {estimate:.0f} s)")
+    log(format_summary(rows))
+    log(f"plan done in {clock() - start:.0f} s; summary in {out_dir / SUMMARY}")
+    return rows
+
+
+def _engine_train(data_root: str | None, device: str | None, log: Callable[[str], None]) -> TrainFn:
+    from .engine import load_splits, train
+
+    loaded: dict[str, tuple] = {}
+
+    def train_run(cfg: Config, run_dir: Path, time_limit: float | None) -> dict:
+        d = cfg.data
+        key = json.dumps([d.root, d.holdout, d.train_subset, d.test_subset])
+        if key not in loaded:  # runs with the same split share the tensors instead of re-reading the files
+            loaded.clear()
+            loaded[key] = load_splits(cfg, data_root)
+        return train(cfg, run_dir, data_root=data_root, device=device, time_limit=time_limit, log=log,
+                     progress=False, splits=loaded[key])
+
+    return train_run
+
+
+def sweep(plan_path: str | Path, out_dir: str | Path, *, time_limit: float | None = None, smoke: bool = False,
+          calibration: str | Path | None = None, dry_run: bool = False, data_root: str | None = None,
+          device: str | None = None, log: Callable[[str], None] = print) -> list[dict]:
+    """What `cifar-resnet sweep` does: load the plan, print its expected duration, run it (unless `dry_run`)."""
+    from .engine import default_device
+
+    plan = load_plan(plan_path, calibration=calibration)
+    if time_limit is not None:
+        plan.time_limit = time_limit
+    on_gpu = smoke or (torch.device(device).type if device else default_device().type) == "cuda"
+    log(describe_plan(plan, compiles=on_gpu)[0])
+    if smoke:  # the same runs, tiny, with no limit: the plan's figures are a GPU's, this only checks the pipeline
+        plan = load_plan(plan_path, smoke=True, calibration=calibration)
+        plan.time_limit = time_limit
+        log("smoke run: networks 16 times narrower, at most 2 epochs on small subsets; the estimates above "
+            "are for the GPU")
+    if dry_run:
+        return []
+    return run_plan(plan, out_dir, data_root=data_root, device=device, log=log)
