@@ -45,6 +45,7 @@ SUMMARY = "summary.csv"
 DEFAULT_HOLDOUT = 5000  # training images held out for tuning when a plan does not say
 SMOKE = {"data.train_subset": 512, "data.test_subset": 200, "train.compile": False, "train.precision": "fp32",
          "train.channels_last": False, "train.eval_every": 1}  # and networks 16 times narrower, 2 epochs at most
+FILL_MARGIN = 0.05  # `fill` plans its epochs 5% slower than estimated: an overrun would cost the whole record
 _PLAN_KEYS = ("base", "time_limit", "seconds_per_epoch", "overhead_s", "compile_s", "overrides", "runs")
 _RUN_KEYS = ("name", "overrides", "seeds", "seconds_per_epoch", "fill")
 _COLUMNS = ("run", "seed", "status", "params", "epochs", "epochs_done", "estimate_s", "seconds", "train_seconds",
@@ -162,15 +163,16 @@ def _seconds_per_epoch_from_throughput(result: dict, cfg: Config) -> float | Non
 
 
 def write_configs(plan: Plan, folder: str | Path) -> list[Path]:
-    """Write each run's resolved configuration to `folder`/<run name without seed>.yaml (for calibration)."""
+    """Write each run's resolved configuration to `folder`/<run name without seed>.yaml, with downloads off:
+    what scripts/gpu_calibrate.sh hands to benchmarks/throughput.py."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
     for run in plan.runs:
         stem = run.name.rsplit("-s", 1)[0]
-        if stem not in paths:
+        if stem not in paths:  # a measurement copy: it never downloads (benchmarks use random images instead)
             paths[stem] = folder / f"{stem}.yaml"
-            save_config(run.cfg, paths[stem])
+            save_config(override(run.cfg, **{"data.download": False}), paths[stem])
     return list(paths.values())
 
 
@@ -226,7 +228,7 @@ def describe_plan(plan: Plan, compiles: bool) -> tuple[str, float]:
 
 
 def _fill_epochs(estimator: _Estimator, run: PlannedRun, seconds_left: float) -> int:
-    fitting = int((seconds_left - estimator.fixed(run.cfg)) // estimator.per_epoch(run))
+    fitting = int((seconds_left - estimator.fixed(run.cfg)) // (estimator.per_epoch(run) * (1 + FILL_MARGIN)))
     return max(1, min(run.cfg.train.epochs, fitting))
 
 

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from cifar_resnet import runs
-from cifar_resnet.config import ConfigError
+from cifar_resnet.config import ConfigError, load_config
 from cifar_resnet.sweep import SUMMARY, describe_plan, load_plan, run_plan, sweep, write_configs
 
 from conftest import CONFIGS, ROOT
@@ -73,9 +73,9 @@ def test_fill_lowers_the_epochs_to_what_fits(tmp_path):
     clock = FakeClock()
     train_fn, calls = fake_training(clock)
     rows = run_plan(plan, tmp_path / "out", log=lambda m: None, train_fn=train_fn, clock=clock)
-    assert rows[0]["epochs"] == 30 and rows[0]["status"] == "finished"
+    assert rows[0]["epochs"] == 28 and rows[0]["status"] == "finished"  # 30 fit, less the 5% margin
     text, total = describe_plan(plan, compiles=False)
-    assert total == 32 and "30 epochs" in text
+    assert total == 30 and "28 epochs" in text
 
 
 def test_seeds_holdout_default_and_expected_duration(tmp_path):
@@ -110,6 +110,7 @@ def test_calibration_files_replace_the_estimates_and_configs_are_written(tmp_pat
     plan = load_plan(write_plan(tmp_path, [{"name": "a"}, {"name": "b"}], overrides={"data.holdout": 0, "data.train_subset": 0}))
     paths = write_configs(plan, tmp_path / "calib")
     assert sorted(p.name for p in paths) == ["a.yaml", "b.yaml"]
+    assert load_config(paths[0]).data.download is False
     (tmp_path / "calib" / "a.json").write_text(json.dumps(
         {"train_images_per_second": 10_000.0, "epoch_seconds_estimate": 2.0, "share": {"evaluation": 0.25}}))
     calibrated = load_plan(write_plan(tmp_path, [{"name": "a"}, {"name": "b"}], overrides={"data.holdout": 0, "data.train_subset": 0}),
