@@ -1,6 +1,7 @@
 """The LaTeX report in `report/`: number macros generated from `results/`, and the PDF build.
 
-Every number the report states about this project comes from `report/generated/numbers.tex`, which
+Every number the report states about this project comes from `report/generated/numbers.tex` (and the
+results table beside it), which
 `write_numbers` derives from the recorded runs, so the text can never drift from the results. A flag
 such as `\\ifHaveBestRun` is false where a result does not exist yet, and the text then says so.
 Only the standard library is imported (and PyYAML, when a run's config.yaml is read): building the
@@ -9,6 +10,7 @@ report needs neither torch nor matplotlib.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
@@ -26,6 +28,10 @@ THRESHOLDS = {"0.93": "NinetyThree", "0.94": "NinetyFour", "0.95": "NinetyFive",
 REQUIRED = ("params", "train_seconds", "epochs_completed")  # besides test_acc, for a run to count
 TTA_NAMES = {"flip": "horizontal-flip", "flip_translate": "flip-and-translate"}
 SEED_RUN = re.compile(r"best(-seed\d+)?")
+STOPPED = "time_limit"  # metrics.json status of a run its time limit stopped
+TABLE_FILE = "results_table.tex"  # written beside numbers.tex
+# The project's budget, models.PARAMETER_BUDGET, repeated so that the report builds without torch.
+PARAMETER_BUDGET = 5_000_000
 _TEX_SPECIALS = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
                  "^": r"\^{}", "_": r"\_", "%": r"\%", "~": r"\~{}"}
 
@@ -51,6 +57,20 @@ class Run:
         device = self.metrics.get("device")
         return isinstance(device, str) and device.strip() != "" and device.strip().lower() != "cpu"
 
+    @property
+    def finished(self) -> bool:
+        """True unless the run records another status (a time limit, for one): its schedule ran to the end."""
+        return self.metrics.get("status", "finished") == "finished"
+
+
+@dataclass
+class StoppedRun(Run):
+    """A GPU run that its time limit stopped before the end of its schedule: no final test accuracy, only
+    the last evaluation in its `history.csv`."""
+
+    epoch: int = 0  # the epoch of that last evaluation
+    last_acc: float = 0.0  # test accuracy at that epoch
+
 
 def tex_escape(text: str) -> str:
     """`text` with LaTeX's special characters escaped, for use in running text."""
@@ -73,6 +93,17 @@ def _thousands(n: float) -> str:
     return f"{round(n):,}".replace(",", "{,}")
 
 
+def _read_json(path: Path) -> Any:
+    """The JSON in `path`, or None (with a warning if it exists but cannot be read)."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        warnings.warn(f"ignoring {path}: {err}", stacklevel=3)
+        return None
+
+
 def load_runs(results_dir: Path) -> list[Run]:
     """The runs under `results_dir/runs/*/metrics.json` that record a test accuracy, sorted by name.
 
@@ -81,11 +112,7 @@ def load_runs(results_dir: Path) -> list[Run]:
     """
     runs = []
     for path in sorted(Path(results_dir).glob("runs/*/metrics.json")):
-        try:
-            metrics = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            warnings.warn(f"skipping {path}: {err}", stacklevel=2)
-            continue
+        metrics = _read_json(path)
         if not isinstance(metrics, dict) or _number(metrics.get("test_acc")) is None:
             continue
         missing = [k for k in REQUIRED if _number(metrics.get(k)) is None]
@@ -96,9 +123,38 @@ def load_runs(results_dir: Path) -> list[Run]:
     return runs
 
 
+def _last_test_eval(history: Path) -> tuple[int, float] | None:
+    """(epoch, test accuracy) of the last row of `history` that has a test accuracy, or None."""
+    if not history.is_file():
+        return None
+    try:
+        with history.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if (r.get("test_acc") or "").strip()]
+        return (int(rows[-1]["epoch"]), float(rows[-1]["test_acc"])) if rows else None
+    except (OSError, ValueError, KeyError) as err:
+        warnings.warn(f"ignoring {history}: {err}", stacklevel=3)
+        return None
+
+
+def load_stopped_runs(results_dir: Path) -> list[StoppedRun]:
+    """GPU runs under `results_dir/runs` stopped by their time limit, with their last test evaluation."""
+    stopped = []
+    for path in sorted(Path(results_dir).glob("runs/*/metrics.json")):
+        metrics = _read_json(path)
+        if not isinstance(metrics, dict) or metrics.get("status") != STOPPED or metrics.get("eval_split", "test") != "test":
+            continue
+        last = _last_test_eval(path.parent / "history.csv")
+        run = StoppedRun(path.parent, metrics)
+        if last is None or not run.on_gpu or any(_number(metrics.get(k)) is None for k in REQUIRED + ("epochs",)):
+            continue
+        run.epoch, run.last_acc = last
+        stopped.append(run)
+    return stopped
+
+
 def best_run(runs: list[Run]) -> Run | None:
     """The run named `best` if it ran on a GPU, else the GPU run with the highest test accuracy."""
-    gpu_runs = [r for r in runs if r.on_gpu]
+    gpu_runs = [r for r in runs if r.on_gpu and r.finished]
     named = [r for r in gpu_runs if r.name == "best"]
     return named[0] if named else max(gpu_runs, key=lambda r: r.test_acc, default=None)
 
@@ -107,7 +163,9 @@ def best_run(runs: list[Run]) -> Run | None:
 # branches of the ones that are false.
 FLAGS = ("HaveBestRun", "HaveBestTTA", "HaveBestThroughput", "BestSelectedOnTest", "BestPickedOnTest",
          *(f"HaveBestTimeTo{word}" for word in THRESHOLDS.values()), "HaveBestArch",
-         "HaveSeedSpread", "HaveSeedSpreadTTA", "HaveSpeedBench")
+         "HaveSeedSpread", "HaveSeedSpreadTTA", "HaveStoppedRun", "StoppedAboveSeeds", "HaveSpeedBench",
+         "SpeedOursReached", "SpeedAirbenchReached",
+         "HaveThroughputBench", "ThroughputOnRandomImages", "HavePerClass", "HaveResultsTable")
 
 
 class _Macros:
@@ -164,13 +222,13 @@ def _architecture(run: Run, m: _Macros) -> None:
     m.text("BestDepth", str(2 + 2 * sum(model["blocks"])))
 
 
-def _best(runs: list[Run], m: _Macros) -> None:
+def _best(runs: list[Run], m: _Macros) -> Run | None:
     best = best_run(runs)
     m.flag("HaveBestRun", best is not None)
     if best is None:
-        return
+        return None
     # Without a run named `best`, picking the most accurate of several runs is a choice made on the test set.
-    m.flag("BestPickedOnTest", best.name != "best" and sum(r.on_gpu for r in runs) > 1)
+    m.flag("BestPickedOnTest", best.name != "best" and sum(r.on_gpu and r.finished for r in runs) > 1)
     x = best.metrics
     m.text("BestRunName", tex_escape(best.name))
     m.text("BestTestAcc", percent(best.test_acc))
@@ -182,6 +240,7 @@ def _best(runs: list[Run], m: _Macros) -> None:
         m.text("BestTTAName", TTA_NAMES[x["tta"]])
     m.text("BestParams", _thousands(x["params"]))
     m.text("BestParamsM", f"{x['params'] / 1e6:.2f}")
+    m.text("BestBudgetPercent", f"{100 * x['params'] / PARAMETER_BUDGET:.0f}")
     m.text("BestMinutes", f"{x['train_seconds'] / 60:.1f}")
     m.text("BestSeconds", f"{x['train_seconds']:.0f}")
     m.text("BestEpochs", str(int(x["epochs_completed"])))
@@ -203,11 +262,12 @@ def _best(runs: list[Run], m: _Macros) -> None:
         if t is not None:
             m.text(f"BestTimeTo{word}", f"{t:.1f}")
     _architecture(best, m)
+    return best
 
 
 def _seeds(runs: list[Run], m: _Macros) -> None:
-    """Mean and sample standard deviation over the `best`, `best-seed1`, ... GPU runs."""
-    seeds = [r for r in runs if r.on_gpu and SEED_RUN.fullmatch(r.name)]
+    """Mean and sample standard deviation over the finished `best`, `best-seed1`, ... GPU runs."""
+    seeds = [r for r in runs if r.on_gpu and r.finished and SEED_RUN.fullmatch(r.name)]
     m.flag("HaveSeedSpread", len(seeds) >= 2)
     if len(seeds) < 2:
         return
@@ -217,23 +277,39 @@ def _seeds(runs: list[Run], m: _Macros) -> None:
     m.text("SeedStdAcc", percent(statistics.stdev(accs)))
     m.text("SeedMinAcc", percent(min(accs)))
     m.text("SeedMaxAcc", percent(max(accs)))
+    m.text("SeedMeanSeconds", f"{statistics.mean(r.metrics['train_seconds'] for r in seeds):.0f}")
+    walls = [_number(r.metrics.get("wall_seconds")) for r in seeds]
+    m.text("SeedMaxWallSeconds", f"{max(walls):.0f}" if all(w is not None for w in walls) else "unknown")
     tta = [_number(r.metrics.get("test_acc_tta")) for r in seeds]
     have_tta = all(t is not None for t in tta)
     m.flag("HaveSeedSpreadTTA", have_tta)
     if have_tta:
         m.text("SeedMeanAccTTA", percent(statistics.mean(tta)))
         m.text("SeedStdAccTTA", percent(statistics.stdev(tta)))
+        m.text("SeedTTAGain", f"{100 * (statistics.mean(tta) - statistics.mean(accs)):.2f}")
+
+
+def _stopped(stopped: list[StoppedRun], best: Run | None, runs: list[Run], m: _Macros) -> None:
+    """The longest-planned run of the best configuration that its time limit stopped, if any."""
+    same = [s for s in stopped if best is None or s.metrics.get("name") == best.metrics.get("name")]
+    m.flag("HaveStoppedRun", bool(same))
+    if not same:
+        return
+    run = max(same, key=lambda s: (s.metrics["epochs"], s.name))
+    m.text("StoppedRunName", tex_escape(run.name))
+    m.text("StoppedAcc", percent(run.last_acc))
+    m.text("StoppedEpoch", str(run.epoch))
+    m.text("StoppedEpochsPlanned", str(int(run.metrics["epochs"])))
+    m.text("StoppedSeconds", f"{run.metrics['train_seconds']:.0f}")
+    finished = [r.test_acc for r in runs if r.on_gpu and r.finished and SEED_RUN.fullmatch(r.name)]
+    m.flag("StoppedAboveSeeds", bool(finished) and run.last_acc > max(finished))
+    seed = _number(run.metrics.get("seed"))
+    m.text("StoppedSeed", str(int(seed)) if seed is not None else "unknown")
 
 
 def _speed(results_dir: Path, m: _Macros) -> None:
     """The time-to-94% benchmark against airbench94, from results/bench/speed94.json."""
-    path = results_dir / "bench" / "speed94.json"
-    data: Any = None
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            warnings.warn(f"ignoring {path}: {err}", stacklevel=3)
+    data = _read_json(results_dir / "bench" / "speed94.json")
     sides = {}
     for side in ("ours", "airbench"):
         entry = data.get(side) if isinstance(data, dict) else None
@@ -247,36 +323,128 @@ def _speed(results_dir: Path, m: _Macros) -> None:
     m.text("SpeedDevice", tex_escape(str(data.get("device", "unknown"))))
     runs = _number(data.get("n_runs"))
     m.text("SpeedRuns", str(int(runs)) if runs is not None else "unknown")
+    target = _number(data.get("target"))
+    target = 94.0 if target is None else target
+    m.text("SpeedTarget", f"{target:g}")
     for side, prefix in (("ours", "SpeedOurs"), ("airbench", "SpeedAirbench")):
         v = sides[side]
+        m.text(f"{prefix}Name", tex_escape(str(data[side].get("name") or side)))
+        m.flag(f"{prefix}Reached", 100 * v["acc_mean"] >= target)
         m.text(f"{prefix}Acc", percent(v["acc_mean"]))
         m.text(f"{prefix}AccStd", percent(v["acc_std"]))
-        m.text(f"{prefix}Seconds", f"{v['seconds_mean']:.2f}")
-        m.text(f"{prefix}SecondsStd", f"{v['seconds_std']:.2f}")
+        m.text(f"{prefix}Seconds", f"{v['seconds_mean']:.3f}")  # runs of about 2 s differ by milliseconds
+        m.text(f"{prefix}SecondsStd", f"{v['seconds_std']:.3f}")
         params = _number(data[side].get("params"))
         m.text(f"{prefix}ParamsM", f"{params / 1e6:.2f}" if params is not None else "unknown")
     ratio = _number(data.get("ratio"))
     if ratio is None:
         ratio = sides["ours"]["seconds_mean"] / sides["airbench"]["seconds_mean"]
-    m.text("SpeedRatio", f"{ratio:.2f}")
+    m.text("SpeedRatio", f"{ratio:.3f}")
+    m.text("SpeedSlowerPercent", f"{100 * (ratio - 1):.1f}")
+
+
+def _throughput(results_dir: Path, m: _Macros) -> None:
+    """Training throughput of the best configuration, from results/bench/throughput_best.json."""
+    data = _read_json(results_dir / "bench" / "throughput_best.json")
+    share = data.get("share") if isinstance(data, dict) else None
+    values = [_number(data.get(k)) if isinstance(data, dict) else None
+              for k in ("train_images_per_second", "epoch_seconds_estimate")]
+    shares = [_number(share.get(k)) if isinstance(share, dict) else None for k in ("data", "forward_backward")]
+    ok = all(v is not None for v in values + shares)
+    m.flag("HaveThroughputBench", ok)
+    if not ok:
+        return
+    m.text("ThroughputDevice", tex_escape(str(data.get("device", "unknown"))))
+    m.text("ThroughputImagesPerSecond", _thousands(values[0]))
+    m.text("ThroughputEpochSeconds", f"{values[1]:.2f}")
+    m.text("ThroughputDataPercent", f"{100 * shares[0]:.1f}")
+    m.text("ThroughputStepPercent", f"{100 * shares[1]:.1f}")
+    m.flag("ThroughputOnRandomImages", str(data.get("data_source", "")).startswith("random"))
+
+
+def _per_class(results_dir: Path, best: Run | None, m: _Macros) -> None:
+    """Hardest and easiest classes from results/per_class_accuracy.csv, used only if that table's overall
+    accuracy matches the best run's to 5 test images (a table of another run differs by more)."""
+    path = results_dir / "per_class_accuracy.csv"
+    rows: list[tuple[str, int, int]] = []
+    if best is not None and path.is_file():
+        try:
+            with path.open(newline="") as f:
+                rows = [(r["class"], int(r["correct"]), int(r["total"])) for r in csv.DictReader(f)]
+        except (OSError, ValueError, KeyError) as err:
+            warnings.warn(f"ignoring {path}: {err}", stacklevel=3)
+            rows = []
+    total = sum(t for _, _, t in rows)
+    ok = total > 0 and best is not None and abs(sum(c for _, c, _ in rows) - best.test_acc * total) <= 5
+    m.flag("HavePerClass", ok)
+    if not ok:
+        return
+    ranked = sorted(rows, key=lambda r: r[1] / r[2])
+    for macro, (name, correct, n) in (("PerClassWorst", ranked[0]), ("PerClassSecondWorst", ranked[1]),
+                                      ("PerClassBest", ranked[-1])):
+        m.text(f"{macro}Name", tex_escape(name))
+        m.text(f"{macro}Acc", percent(correct / n))
+
+
+def _mean_std(values: list[float]) -> str:
+    """Percentages as `mean ± sample std`, or the value alone for a single run."""
+    if len(values) == 1:
+        return percent(values[0])
+    return f"{percent(statistics.mean(values))}\\,$\\pm$\\,{percent(statistics.stdev(values))}"
+
+
+def results_table(runs: list[Run], stopped: list[StoppedRun]) -> str:
+    """The GPU results as a bare booktabs tabular: finished runs grouped by configuration and epochs (mean ±
+    sample std over seeds, with their number n), then each run its time limit stopped, marked with a dagger.
+    Empty when there is no GPU result."""
+    groups: dict[tuple[str, int], list[Run]] = {}
+    for r in runs:
+        if r.on_gpu and r.finished:
+            key = (str(r.metrics.get("name") or r.name), int(r.metrics["epochs_completed"]))
+            groups.setdefault(key, []).append(r)
+    rows = []
+    for (name, epochs), group in sorted(groups.items()):
+        tta = [_number(r.metrics.get("test_acc_tta")) for r in group]
+        tta_cell = _mean_std(tta) if all(t is not None for t in tta) else "--"
+        seconds = statistics.mean(r.metrics["train_seconds"] for r in group)
+        rows.append(f"{tex_escape(name)} & {epochs} & {len(group)} & "
+                    f"{_mean_std([r.test_acc for r in group])} & {tta_cell} & {seconds:.0f} \\\\")
+    for s in stopped:
+        rows.append(f"{tex_escape(str(s.metrics.get('name') or s.name))} & "
+                    f"{s.epoch}/{int(s.metrics['epochs'])}$^\\dagger$ & 1 & {percent(s.last_acc)} & -- & "
+                    f"{s.metrics['train_seconds']:.0f} \\\\")
+    if not rows:
+        return ""
+    return ("\\begin{tabular}{lrrccr}\n\\toprule\n"
+            "Config & Epochs & $n$ & Acc.\\ (\\%) & TTA (\\%) & Train (s) \\\\\n\\midrule\n"
+            + "\n".join(rows) + "\n\\bottomrule\n\\end{tabular}\n")
 
 
 def write_numbers(results_dir: Path, out_path: Path) -> dict[str, str | bool]:
-    """Write the report's number macros, derived from `results_dir`, to `out_path` (numbers.tex).
+    """Write the report's number macros, derived from `results_dir`, to `out_path` (numbers.tex), and the
+    results table beside it (results_table.tex).
 
     Returns the macros by name (without backslash): strings for values, booleans for the
     `\\ifName` flags. A CPU-only run never counts as a result.
     """
     results_dir, out_path = Path(results_dir), Path(out_path)
     runs = load_runs(results_dir)
+    stopped = load_stopped_runs(results_dir)
     m = _Macros()
     m.text("NumRuns", str(len(runs)))
     m.text("NumGPURuns", str(sum(r.on_gpu for r in runs)))
-    _best(runs, m)
+    m.text("BudgetM", f"{PARAMETER_BUDGET / 1e6:g}")
+    best = _best(runs, m)
     _seeds(runs, m)
+    _stopped(stopped, best, runs, m)
     _speed(results_dir, m)
+    _throughput(results_dir, m)
+    _per_class(results_dir, best, m)
+    table = results_table(runs, stopped)
+    m.flag("HaveResultsTable", bool(table))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(m.render())
+    (out_path.parent / TABLE_FILE).write_text(table or "% No GPU result recorded yet.\n")
     return m.values
 
 

@@ -41,26 +41,40 @@ def write_run(results: Path, name: str, **overrides) -> dict:
     return metrics
 
 
-def write_speed(results: Path) -> None:
-    (results / "bench").mkdir(parents=True)
+def write_speed(results: Path, ours_acc: float = 0.9403) -> None:
+    """results/bench/speed94.json as benchmarks/speed.py writes it."""
+    (results / "bench").mkdir(parents=True, exist_ok=True)
     (results / "bench" / "speed94.json").write_text(json.dumps({
-        "device": H100, "torch_version": "2.4.0", "commit": "abc1234", "n_runs": 5,
-        "ours": {"acc_mean": 0.9403, "acc_std": 0.0012, "seconds_mean": 9.81, "seconds_std": 0.21, "params": 1_230_000},
-        "airbench": {"acc_mean": 0.9401, "acc_std": 0.0013, "seconds_mean": 3.2, "seconds_std": 0.05,
+        "device": H100, "torch_version": "2.4.0", "commit": "abc1234", "n_runs": 5, "target": 94,
+        "ours": {"name": "fast94", "acc_mean": ours_acc, "acc_std": 0.0012, "seconds_mean": 9.81, "seconds_std": 0.21,
+                 "params": 1_230_000},
+        "airbench": {"name": "airbench94", "acc_mean": 0.9401, "acc_std": 0.0013, "seconds_mean": 3.2, "seconds_std": 0.05,
                      "params": 1_970_000},
         "ratio": 3.0656}))
 
 
-def write_tables(results: Path) -> None:
-    """Tables as the figures module is expected to write them: bare booktabs tabulars."""
-    rows = "\n".join(f"run{i} & 94.{i}0 & 4.87 & 10.{i} \\\\" for i in range(8))
-    (results / "runs_table.tex").write_text(
-        "\\begin{tabular}{lrrr}\\toprule Run & Acc. (\\%) & Params (M) & Min. \\\\ \\midrule\n"
-        f"{rows}\n\\bottomrule\\end{{tabular}}\n")
-    rows = "\n".join(f"preset{i} & 64, 128, 256 & 2, 2, 2 & 4.{i}0 \\\\" for i in range(5))
-    (results / "presets_table.tex").write_text(
-        "\\begin{tabular}{llll}\\toprule Preset & $C_i$ & $B_i$ & Params (M) \\\\ \\midrule\n"
-        f"{rows}\n\\bottomrule\\end{{tabular}}\n")
+def write_stopped(results: Path, name: str = "best-e170", accs=(0.9562, 0.9571)) -> None:
+    """A run stopped by its time limit: no test_acc in metrics.json, its evaluations in history.csv."""
+    write_run(results, name, status="time_limit", epochs=170, epochs_completed=164, train_seconds=233.99,
+              test_acc=None, test_acc_tta=None)
+    rows = ["epoch,lr,train_loss,train_acc,test_loss,test_acc,seconds", "161,0.02,0.8,0.86,,,1.3"]
+    rows += [f"{162 + 2 * i},0.02,0.8,0.87,0.19,{acc},1.4" for i, acc in enumerate(accs)]
+    rows.insert(3, "163,0.02,0.8,0.87,,,1.4")
+    (results / "runs" / name / "history.csv").write_text("\n".join(rows) + "\n")
+
+
+def write_throughput(results: Path) -> None:
+    (results / "bench").mkdir(parents=True, exist_ok=True)
+    (results / "bench" / "throughput_best.json").write_text(json.dumps({
+        "device": H100, "data_source": "random uint8 images (CIFAR-10 not found)", "batch_size": 512,
+        "train_images_per_second": 37738.3, "epoch_seconds_estimate": 1.371,
+        "share": {"data": 0.275, "forward_backward": 0.686, "evaluation": 0.039}}))
+
+
+def write_per_class(results: Path, correct: list[int]) -> None:
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    rows = [f"{c},{n},1000,{n / 1000}" for c, n in zip(classes, correct)]
+    (results / "per_class_accuracy.csv").write_text("class,correct,total,accuracy\n" + "\n".join(rows) + "\n")
 
 
 def numbers(results: Path, tmp_path: Path) -> tuple[dict, str]:
@@ -157,14 +171,116 @@ def test_one_seed_has_no_spread(tmp_path):
     assert values["HaveSeedSpread"] is False and "SeedStdAcc" not in values
 
 
+def test_seed_spread_counts_only_finished_runs(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, "best", test_acc=0.95, test_acc_tta=0.9522)
+    write_run(results, "best-seed1", test_acc=0.94, test_acc_tta=0.9422)
+    write_run(results, "best-seed2", test_acc=0.60, status="time_limit")
+    values, _ = numbers(results, tmp_path)
+    assert values["SeedCount"] == "2" and values["SeedMinAcc"] == "94.00"
+    assert values["SeedTTAGain"] == "0.22" and values["SeedMeanSeconds"] == "612"
+
+
+def test_run_stopped_by_its_time_limit_reports_its_last_evaluation(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, "best", test_acc=0.9491)
+    write_run(results, "best-seed1", test_acc=0.9480)
+    write_stopped(results)
+    values, _ = numbers(results, tmp_path)
+    assert values["HaveStoppedRun"] is True and values["StoppedRunName"] == "best-e170"
+    assert values["StoppedAcc"] == "95.71" and values["StoppedEpoch"] == "164"
+    assert values["StoppedEpochsPlanned"] == "170" and values["StoppedSeconds"] == "234"
+    assert values["StoppedAboveSeeds"] is True
+    # never a finished result: not the best run, not a seed
+    assert values["BestRunName"] == "best" and values["SeedCount"] == "2"
+
+
+def test_stopped_run_below_the_seeds_is_not_called_above(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, "best", test_acc=0.9600)
+    write_stopped(results, accs=(0.9400, 0.9500))
+    values, _ = numbers(results, tmp_path)
+    assert values["StoppedAcc"] == "95.00" and values["StoppedAboveSeeds"] is False
+
+
+def test_stopped_run_without_an_evaluation_is_absent(tmp_path):
+    results = tmp_path / "results"
+    write_stopped(results, accs=())
+    values, _ = numbers(results, tmp_path)
+    assert values["HaveStoppedRun"] is False
+
+
+def test_results_table_groups_seeds_with_n_and_marks_stopped_runs(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, "best", test_acc=0.9491, test_acc_tta=0.9515)
+    write_run(results, "best-seed1", test_acc=0.9480, test_acc_tta=0.9505)
+    write_run(results, "smoke", device="cpu", test_acc=0.30)
+    write_stopped(results)
+    values, _ = numbers(results, tmp_path)
+    table = (tmp_path / "generated" / report.TABLE_FILE).read_text()
+    rows = [line for line in table.splitlines() if line.endswith("\\\\")][1:]
+    assert len(rows) == 2, table  # the CPU smoke run is not a result
+    mean, std = statistics.mean([0.9491, 0.9480]), statistics.stdev([0.9491, 0.9480])
+    assert rows[0].split(" & ")[1:4] == ["40", "2", f"{100 * mean:.2f}\\,$\\pm$\\,{100 * std:.2f}"]
+    assert "164/170$^\\dagger$" in rows[1] and "95.71" in rows[1]
+    assert values["HaveResultsTable"] is True
+
+
+def test_no_gpu_result_means_no_table(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, "smoke", device="cpu")
+    values, _ = numbers(results, tmp_path)
+    assert values["HaveResultsTable"] is False
+    assert "tabular" not in (tmp_path / "generated" / report.TABLE_FILE).read_text()
+
+
+def test_throughput_benchmark(tmp_path):
+    results = tmp_path / "results"
+    write_throughput(results)
+    values, _ = numbers(results, tmp_path)
+    assert values["HaveThroughputBench"] is True and values["ThroughputOnRandomImages"] is True
+    assert values["ThroughputImagesPerSecond"] == "37{,}738" and values["ThroughputEpochSeconds"] == "1.37"
+    assert values["ThroughputDataPercent"] == "27.5" and values["ThroughputStepPercent"] == "68.6"
+
+
+def test_per_class_accuracy_is_used_only_when_it_matches_the_best_run(tmp_path):
+    results = tmp_path / "results"
+    correct = [960, 975, 930, 880, 955, 905, 970, 965, 970, 960]  # 9,470 of 10,000
+    write_run(results, "best", test_acc=0.9472)
+    write_per_class(results, correct)
+    values, _ = numbers(results, tmp_path)
+    assert values["HavePerClass"] is True
+    assert (values["PerClassWorstName"], values["PerClassWorstAcc"]) == ("cat", "88.00")
+    assert values["PerClassSecondWorstName"] == "dog" and values["PerClassBestName"] == "automobile"
+    # A table of another run (or of the CPU smoke run) is ignored.
+    write_per_class(results, [c - 10 for c in correct])
+    values, _ = numbers(results, tmp_path)
+    assert values["HavePerClass"] is False
+
+
+def test_budget_is_the_models_budget():
+    from cifar_resnet.models import PARAMETER_BUDGET
+
+    assert report.PARAMETER_BUDGET == PARAMETER_BUDGET
+
+
 def test_speed_benchmark(tmp_path):
     results = tmp_path / "results"
     write_speed(results)
     values, _ = numbers(results, tmp_path)
     assert values["HaveSpeedBench"] is True
-    assert values["SpeedOursSeconds"] == "9.81" and values["SpeedAirbenchSeconds"] == "3.20"
+    assert values["SpeedOursSeconds"] == "9.810" and values["SpeedAirbenchSeconds"] == "3.200"
     assert values["SpeedOursAcc"] == "94.03" and values["SpeedAirbenchParamsM"] == "1.97"
-    assert values["SpeedRatio"] == "3.07" and values["SpeedRuns"] == "5"
+    assert values["SpeedRatio"] == "3.066" and values["SpeedSlowerPercent"] == "206.6" and values["SpeedRuns"] == "5"
+    assert values["SpeedOursReached"] is True and values["SpeedAirbenchReached"] is True
+    assert values["SpeedOursName"] == "fast94" and values["SpeedTarget"] == "94"
+
+
+def test_speed_target_missed_is_said(tmp_path):
+    results = tmp_path / "results"
+    write_speed(results, ours_acc=0.9389)
+    values, _ = numbers(results, tmp_path)
+    assert values["SpeedOursReached"] is False and values["SpeedAirbenchReached"] is True
 
 
 def test_incomplete_speed_benchmark_is_absent(tmp_path):
@@ -215,15 +331,67 @@ def test_build_without_latexmk_says_what_to_install(tmp_path, monkeypatch):
         build_report(tmp_path)
 
 
+# ---- the sources --------------------------------------------------------------------------------
+
+SMALL_TYPE = re.compile(r"\\(tiny|scriptsize|resizebox|scalebox|adjustbox)\b")
+
+
+def test_no_placeholder_in_the_sources():
+    """No framed placeholder box and no template text: a missing result is left out with one sentence."""
+    for name in ("report.tex", "authors.tex"):
+        source = (REPO / "report" / name).read_text()
+        for phrase in ("\\fbox", "\\framebox", "NotYet", "not yet generated", "First Author", "example.edu",
+                       "github.com/USER", "TODO", "XXX", "Lorem"):
+            assert phrase not in source, f"report/{name} contains {phrase!r}"
+
+
+def test_tables_are_set_at_8_pt_or_more(tmp_path):
+    """Tables are never shrunk: no \\tiny or \\scriptsize (7 pt) and no scaling, in report.tex or the generated table."""
+    source = (REPO / "report" / "report.tex").read_text()
+    assert not SMALL_TYPE.search(source), SMALL_TYPE.search(source).group(0)
+    results = tmp_path / "results"
+    write_run(results, "best")
+    numbers(results, tmp_path)
+    assert not SMALL_TYPE.search((tmp_path / "generated" / report.TABLE_FILE).read_text())
+    # The smallest size used in a table is \footnotesize, 8 pt in the report's style.
+    style = (REPO / "report" / "cifar_aaai.sty").read_text()
+    assert "\\renewcommand\\footnotesize{\\@setfontsize\\footnotesize\\@viiipt" in style
+
+
+def test_report_uses_only_generated_macros(tmp_path):
+    """Every flag and number macro in report.tex is one that write_numbers can produce (with everything present)."""
+    results = tmp_path / "results"
+    for name in ("best", "best-seed1"):
+        write_run(results, name)
+    write_stopped(results)
+    write_speed(results)
+    write_throughput(results)
+    write_per_class(results, [970, 985, 940, 890, 965, 915, 980, 975, 980, 912])  # 9,512 correct
+    values, _ = numbers(results, tmp_path)
+    assert values["HavePerClass"] and values["HaveStoppedRun"] and values["HaveThroughputBench"]
+    source = (REPO / "report" / "report.tex").read_text()
+    flags = set(re.findall(r"\\if([A-Z]\w*)", source))
+    assert flags <= set(FLAGS), flags - set(FLAGS)
+    used = set(re.findall(r"\\((?:Best|Seed|Speed|Num|Stopped|Throughput|PerClass|Budget)[A-Za-z]+)", source))
+    assert used <= set(values), used - set(values)
+
+
+def test_build_without_latexmk_says_what_to_install(tmp_path, monkeypatch):
+    shutil.copytree(REPO / "report", tmp_path / "report")
+    monkeypatch.setattr(report.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="install texlive-latex-extra texlive-fonts-recommended latexmk"):
+        build_report(tmp_path)
+
+
 # ---- the PDF ------------------------------------------------------------------------------------
 
-def copy_project(dest: Path, with_results: bool) -> None:
-    """The report sources, and the repository's results/ and figures/ if `with_results`, into `dest`."""
+def copy_project(dest: Path, results: bool, figures: bool) -> None:
+    """The report sources, and the repository's results/ and figures/ if asked, into `dest`."""
     ignore = shutil.ignore_patterns("generated", "*.aux", "*.log", "*.fls", "*.fdb_latexmk", "*.bbl", "*.blg",
                                     "*.out", "*.pdf")
     shutil.copytree(REPO / "report", dest / "report", ignore=ignore)
-    for folder in ("results", "figures"):
-        if with_results and (REPO / folder).is_dir():
+    for folder, wanted in (("results", results), ("figures", figures)):
+        if wanted and (REPO / folder).is_dir():
             shutil.copytree(REPO / folder, dest / folder)
 
 
@@ -237,12 +405,17 @@ def pdf_facts(pdf: Path) -> tuple[int, str, str]:
 
 
 def check_layout(pdf: Path) -> str:
+    """At most 4 US-letter pages, no undefined reference, no overfull line, no placeholder text."""
     pages, size, text = pdf_facts(pdf)
     assert pages <= 4, f"the report has {pages} pages; the limit is 4"
     assert size.startswith("612 x 792"), f"not US letter: {size}"
     assert "??" not in text and "(?)" not in text, "an undefined reference or citation"
     log = pdf.with_suffix(".log").read_text(errors="replace")
     assert not re.search(r"(Citation|Reference) .* undefined", log), "an undefined reference or citation"
+    overfull = re.findall(r"Overfull \\hbox \((\d+\.\d+)pt too wide\)", log)
+    assert all(float(pt) < 2 for pt in overfull), f"lines run into the margin: {overfull}"
+    for phrase in ("not yet generated", "placeholder", "First Author", "example.edu"):
+        assert phrase not in text, phrase
     return text
 
 
@@ -253,36 +426,76 @@ def plain(macro: str) -> str:
 
 @needs_tex
 def test_report_from_the_repository_results(tmp_path):
-    copy_project(tmp_path, with_results=True)
+    copy_project(tmp_path, results=True, figures=True)
     pdf = build_report(tmp_path)
     text = check_layout(pdf)
     values = write_numbers(tmp_path / "results", tmp_path / "numbers.tex")
     if values["HaveBestRun"]:
-        assert f"{values['BestTestAcc']}% test accuracy" in text
         assert plain(values["BestParams"]) in text
         # Line breaks may fall inside a device name: compare without spaces.
         assert plain(values["BestDevice"]).replace(" ", "") in text.replace(" ", "")
-        if values["HaveBestTTA"]:
-            assert f"{values['BestTestAccTTA']}%" in text
+        if values["HaveSeedSpread"]:
+            assert f"{values['SeedMeanAcc']} ± {values['SeedStdAcc']}%" in text
+            assert f"n = {values['SeedCount']}" in text
+        else:
+            assert f"{values['BestTestAcc']}%" in text
     else:
         assert "No GPU run has been recorded yet" in text
+    if values["HaveStoppedRun"]:
+        assert f"reached {values['StoppedAcc']}% at epoch {values['StoppedEpoch']}" in text
+        assert "not a finished result" in text
     if values["HaveSpeedBench"]:
         assert values["SpeedOursSeconds"] in text and values["SpeedAirbenchSeconds"] in text
+        assert f"ratio {values['SpeedRatio']}, n = {values['SpeedRuns']} runs" in text
     else:
         assert "has not been run yet" in text
 
 
-@needs_tex
-def test_report_with_every_result_still_fits_four_pages(tmp_path):
-    """All results present (figures as their placeholders, which keep their size): still 4 pages."""
-    copy_project(tmp_path, with_results=False)
-    results = tmp_path / "results"
+def full_fake_results(results: Path) -> None:
     for i, name in enumerate(("best", "best-seed1", "best-seed2")):
         write_run(results, name, seed=i, test_acc=0.9512 - i / 1000)
+    write_run(results, "wide", test_acc=0.9377, test_acc_tta=0.9401, epochs_completed=60)
     write_run(results, "smoke", device="cpu", test_acc=0.31)
+    write_stopped(results)
     write_speed(results)
-    write_tables(results)
+    write_throughput(results)
+    write_per_class(results, [970, 985, 940, 890, 965, 915, 980, 975, 980, 912])
+
+
+@needs_tex
+def test_report_with_every_result_still_fits_four_pages(tmp_path):
+    """Every result and every figure present: still 4 pages, each number from the fake results."""
+    copy_project(tmp_path, results=False, figures=True)
+    full_fake_results(tmp_path / "results")
     text = check_layout(build_report(tmp_path))
-    assert "95.12% test accuracy" in text and "95.34%" in text and "4,870,123" in text
-    assert "Over 3 seeds" in text and "9.81" in text and "3.20" in text
+    mean, std = statistics.mean([0.9512, 0.9502, 0.9492]), statistics.stdev([0.9512, 0.9502, 0.9492])
+    assert f"{100 * mean:.2f} ± {100 * std:.2f}%" in text and "n = 3 seeds" in text
+    assert "4,870,123" in text and "9.810" in text and "3.200" in text and "37,738" in text
+    assert "least accurate on cat (89.00%)" in text
     assert "No GPU run has been recorded yet" not in text
+
+
+@needs_tex
+def test_every_result_in_the_pdf_comes_from_results(tmp_path):
+    """Built from fake results, the PDF shows none of the repository's recorded numbers: none is typed in the
+    sources, so each number the real report shows comes from results/."""
+    copy_project(tmp_path, results=False, figures=False)
+    full_fake_results(tmp_path / "results")
+    fake = write_numbers(tmp_path / "results", tmp_path / "fake.tex")
+    real = write_numbers(REPO / "results", tmp_path / "real.tex")
+    text = check_layout(build_report(tmp_path))
+    # Decimals of 4 characters or more (94.91, 1.032) and thousands (4{,}289{,}754): unlikely by chance.
+    recorded = {plain(v) for v in real.values() if isinstance(v, str)
+                and (re.fullmatch(r"\d+\.\d+", v) and len(v) >= 4 or re.fullmatch(r"\d+(\{,\}\d{3})+", v))}
+    leaked = {v for v in recorded - {plain(x) for x in fake.values() if isinstance(x, str)} if v in text}
+    assert not leaked, f"numbers of results/ typed into the report: {leaked}"
+
+
+@needs_tex
+def test_missing_figures_are_left_out_with_a_sentence(tmp_path):
+    """Without figures/ the report has no figure and no box, and says which command draws them."""
+    copy_project(tmp_path, results=False, figures=False)
+    full_fake_results(tmp_path / "results")
+    text = check_layout(build_report(tmp_path))
+    assert "Figure 1" not in text and "cifar-resnet figures" in text
+    assert "confusion matrix is not drawn yet" in text
