@@ -1,9 +1,9 @@
 """The LaTeX report in `report/`: number macros generated from `results/`, and the PDF build.
 
-Every number the report states about this project comes from `report/generated/numbers.tex` (and the
-results table beside it), which
-`write_numbers` derives from the recorded runs, so the text can never drift from the results. A flag
-such as `\\ifHaveBestRun` is false where a result does not exist yet, and the text then says so.
+Every number the report states about this project comes from `report/generated/numbers.tex` and the
+results table beside it, which `write_numbers` derives from the recorded runs, so the text can never
+drift from the results. A flag such as `\\ifHaveBestRun` is false where a result does not exist yet,
+and the text then says so.
 Only the standard library is imported (and PyYAML, when a run's config.yaml is read): building the
 report needs neither torch nor matplotlib.
 """
