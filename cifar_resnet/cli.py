@@ -1,7 +1,8 @@
 """The `cifar-resnet` command: thin subcommands over the functions the notebooks call.
 
 Errors the user can fix (a bad configuration, a model over the budget, missing or damaged data or
-checkpoints) end with one line on stderr and exit status 2.
+checkpoints, a run folder that is taken) end with one line on stderr and exit status 2; Ctrl-C ends with
+one line and exit status 130.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from pathlib import Path
 
 from .config import ConfigError, load_config, override
 from .data import DataError
-from .engine import TrainingDiverged
+from .engine import TrainingDiverged, TrainingInterrupted
 from .models import PARAMETER_BUDGET, OverBudgetError
-from .runs import CheckpointError
+from .runs import CheckpointError, holds_run
 
 USER_ERRORS = (ConfigError, OverBudgetError, DataError, CheckpointError, FileNotFoundError)
 
@@ -36,6 +37,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .engine import train
 
     out = Path(args.out or f"runs/{Path(args.config).stem if args.config else 'run'}")
+    if args.resume and args.overwrite:
+        raise ConfigError("give either --resume (continue the run) or --overwrite (start again), not both")
+    if holds_run(out) and not (args.resume or args.overwrite):
+        raise ConfigError(f"{out} already holds a run: add --resume to continue it, --overwrite to start again "
+                          "(its record is deleted), or choose another --out")
     if args.config:
         cfg = load_config(args.config)
     elif args.resume and (out / "config.yaml").is_file():
@@ -45,13 +51,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     changes = {k: v for k, v in {"train.epochs": args.epochs, "train.seed": args.seed}.items() if v is not None}
     cfg = override(cfg, **changes) if changes else cfg
     metrics = train(cfg, out, data_root=args.data_root, resume=args.resume, time_limit=args.time_limit,
-                    device=args.device)
+                    device=args.device, allow_slow=args.allow_slow)
     print(json.dumps(metrics, indent=2))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .engine import evaluate_run
+    from .evaluation import evaluate_run
 
     print(json.dumps(evaluate_run(args.run_dir, tta=args.tta, data_root=args.data_root, device=args.device), indent=2))
     return 0
@@ -61,8 +67,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .search import export_results, run_search
 
     study = run_search(args.space, args.study, args.trials, storage=args.storage, timeout=args.timeout,
-                       data_root=args.data_root, device=args.device, out_dir=Path(args.out),
-                       work_dir=Path(args.work_dir))
+                       data_root=args.data_root, device=args.device, work_dir=Path(args.work_dir),
+                       allow_slow=args.allow_slow)
     for path in export_results(study, args.out).values():
         print(f"wrote {path}")
     return 0
@@ -103,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--time-limit", type=float, help="stop cleanly (checkpoint kept) before exceeding S seconds")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="start again in an --out that already holds a run")
+    p.add_argument("--allow-slow", action="store_true",
+                   help="train even where the CPU estimate is over an hour (refused by default)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
     p.set_defaults(func=cmd_train)
 
@@ -116,14 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="architecture search under the budget (Optuna: resumable, multi-worker)")
     p.add_argument("--space", required=True, help="search space YAML, e.g. configs/search_space.yaml")
     p.add_argument("--study", required=True, help="study name; the same name resumes or joins it")
-    p.add_argument("--trials", type=int, required=True, help="finished trials the study should reach in total")
-    p.add_argument("--storage", help="database URL (default sqlite:///<out>/<study>.db); "
+    p.add_argument("--trials", type=int, required=True,
+                   help="trained trials the study should reach in total (over-budget samples are recorded, not counted)")
+    p.add_argument("--storage", help="database URL (default sqlite:///<work-dir>/<study>.db); "
                                      "postgresql://... for workers on several machines")
     p.add_argument("--timeout", type=float, help="start no new trial after S seconds")
     p.add_argument("--data-root", help="folder holding cifar-10-batches-py (default $CIFAR10_ROOT, else ./data)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
-    p.add_argument("--out", default="results/search", help="results folder (default results/search)")
-    p.add_argument("--work-dir", default="runs/search", help="trial run folders (default runs/search)")
+    p.add_argument("--out", default="results/search",
+                   help="where <study>.csv, _best.yaml and _importance.csv are exported (default results/search)")
+    p.add_argument("--work-dir", default="runs/search",
+                   help="the study database and trial run folders (default runs/search, ignored by git)")
+    p.add_argument("--allow-slow", action="store_true", help="train trials even where the CPU estimate is over an hour")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("figures", help="redraw figures/ and the tables in results/ from the recorded results (no training)")
@@ -150,3 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as err:
         print(f"cifar-resnet: stopped: {err}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as err:
+        print(f"cifar-resnet: {err}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("cifar-resnet: interrupted", file=sys.stderr)
+        return 130

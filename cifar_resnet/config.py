@@ -147,9 +147,36 @@ def dataclass_from_dict(cls: type, data: Any, path: str = "") -> Any:
     return cls(**kwargs)
 
 
+# Allowed ranges of the numeric settings: (low, high, low is allowed); None = unbounded on that side.
+_RANGES = {
+    "train.epochs": (1, None, True), "train.batch_size": (1, None, True), "train.lr": (0, None, False),
+    "train.eval_every": (1, None, True), "train.weight_decay": (0, None, True), "train.momentum": (0, 1, True),
+    "train.pct_start": (0, 1, False), "train.warmup_epochs": (0, None, True), "train.gamma": (0, None, False),
+    "train.label_smoothing": (0, 1, True), "train.mixup_alpha": (0, None, True), "train.cutmix_alpha": (0, None, True),
+    "train.ricap_beta": (0, None, True), "train.sam_rho": (0, None, True), "train.ema_decay": (0, 1, True),
+    "train.grad_clip": (0, None, True), "data.holdout": (0, None, True), "data.train_subset": (0, None, True),
+    "data.test_subset": (0, None, True), "data.crop_padding": (0, None, True), "data.cutout": (0, None, True),
+    "data.policy_group": (1, None, True), "model.dropout": (0, 1, True),
+}
+
+
+def check_ranges(cfg: Config) -> None:
+    """Raise `ConfigError` naming the dotted key of the first setting outside its allowed range."""
+    for key, (low, high, low_allowed) in _RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        below = value < low if low_allowed else value <= low
+        if below or (high is not None and value >= high):
+            low_text = f"at least {low}" if low_allowed else f"above {low}"
+            raise ConfigError(f"{key}: must be {low_text}{f' and below {high}' if high is not None else ''}, "
+                              f"got {value!r}")
+
+
 def config_from_dict(data: dict) -> Config:
-    """Build a `Config` from a plain mapping, rejecting unknown keys and wrong types."""
-    return dataclass_from_dict(Config, data, "")
+    """Build a `Config` from a plain mapping, rejecting unknown keys, wrong types and values out of range."""
+    cfg = dataclass_from_dict(Config, data, "")
+    check_ranges(cfg)
+    return cfg
 
 
 def read_yaml(path: Path, missing: str) -> Any:
@@ -166,6 +193,9 @@ def load_config(path: str | Path) -> Config:
     """Read a YAML configuration file into a `Config`."""
     path = Path(path)
     data = read_yaml(path, f"configuration file not found: {path} (presets live in configs/)")
+    if not data:
+        raise ConfigError(f"{path} is empty: a configuration needs at least a model section "
+                          "(start from a preset in configs/)")
     try:
         return config_from_dict(data)
     except ConfigError as err:

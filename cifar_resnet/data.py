@@ -12,9 +12,13 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from .config import Config
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 BATCH_DIR = "cifar-10-batches-py"
@@ -118,6 +122,23 @@ def split_holdout(train: CIFAR10Split, holdout: int) -> tuple[CIFAR10Split, CIFA
         raise ValueError(f"holdout must be between 1 and {len(train) - 1}, got {holdout}")
     cut = len(train) - holdout
     return train.subset(slice(0, cut)), train.subset(slice(cut, None))
+
+
+def load_splits(cfg: "Config", data_root: str | None = None) -> tuple[CIFAR10Split, CIFAR10Split, str]:
+    """A configuration's training split and evaluation split ("test", or "val" when data.holdout > 0)."""
+    d = cfg.data
+    root = data_root or d.root or None
+    train = load_cifar10(root, "train", download=d.download)
+    if d.holdout:
+        train, held = split_holdout(train, d.holdout)
+        evaluation, name = held, "val"
+    else:
+        evaluation, name = load_cifar10(root, "test", download=d.download), "test"
+    if d.train_subset:
+        train = train.subset(slice(0, d.train_subset))
+    if d.test_subset:
+        evaluation = evaluation.subset(slice(0, d.test_subset))
+    return train, evaluation, name
 
 
 def write_synthetic_cifar10(root: str | os.PathLike, *, train_per_class: int = 20, test_per_class: int = 5,

@@ -2,11 +2,13 @@
 
 `train(cfg, out_dir)` is what the command line and the notebooks call. `Trainer.epochs()` yields after
 every epoch, for callers that watch a run as it goes (the search prunes trials with it). The step that
-does the work is `Trainer.train_step`; the epoch loop is `Trainer.epochs`.
+does the work is `Trainer.train_step`; the epoch loop is `Trainer.epochs`. Evaluation and reloading a
+finished run live in `evaluation.py`.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -16,21 +18,31 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import runs
-from .config import Config, ConfigError, TrainConfig, config_to_dict, load_config, save_config
-from .data import CIFAR10Split, load_cifar10, split_holdout
+from .config import Config, ConfigError, TrainConfig, config_to_dict, save_config
+from .data import CIFAR10Split, load_splits
+from .evaluation import autocast, default_device, evaluate, model_from_weights, record_predictions, tta_views
 from .loader import GpuLoader
 from .models import count_parameters, create_model
 
 ACCURACY_MARKS = (0.93, 0.94, 0.95, 0.96)  # metrics.json records the training time to reach each
-_TTA_MODES = ("none", "flip", "flip_translate")
+SLOW_RUN_SECONDS = 3600.0  # on a CPU, a run estimated to train longer than this is refused unless allowed
+LONG_RUN_SECONDS = 600.0  # ... and one longer than this is announced with its estimate before it starts
+CPU_SIZED_RUN = "make train CONFIG=configs/smoke.yaml"
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C during training; the message says which checkpoint was kept and how to resume."""
+
+
+class SlowRunError(ConfigError):
+    """A run that would take hours on this device; the message gives the estimate and a CPU-sized command."""
 
 
 @dataclass
@@ -44,27 +56,6 @@ class EpochStats:
     eval_loss: float | None
     eval_acc: float | None
     seconds: float  # training time of this epoch, evaluation excluded
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def load_splits(cfg: Config, data_root: str | None = None) -> tuple[CIFAR10Split, CIFAR10Split, str]:
-    """The training split and the evaluation split ("test", or "val" when data.holdout > 0)."""
-    d = cfg.data
-    root = data_root or d.root or None
-    train = load_cifar10(root, "train", download=d.download)
-    if d.holdout:
-        train, held = split_holdout(train, d.holdout)
-        evaluation, name = held, "val"
-    else:
-        evaluation, name = load_cifar10(root, "test", download=d.download), "test"
-    if d.train_subset:
-        train = train.subset(slice(0, d.train_subset))
-    if d.test_subset:
-        evaluation = evaluation.subset(slice(0, d.test_subset))
-    return train, evaluation, name
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -109,57 +100,20 @@ def lr_factor(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def tta_views(x: torch.Tensor, mode: str) -> list[tuple[torch.Tensor, float]]:
-    """The test-time views of a normalised batch and their weights: identity, flip, and 1-pixel translates."""
-    if mode not in _TTA_MODES:
-        raise ConfigError(f"train.tta: unknown {mode!r}; choose one of {', '.join(_TTA_MODES)}")
-    if mode == "none":
-        return [(x, 1.0)]
-    views = [(x, 0.5), (x.flip(-1), 0.5)]
-    if mode == "flip_translate":  # as airbench: half the weight on the plain views, a quarter on each shift
-        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-        up_left, down_right = padded[..., :-2, :-2], padded[..., 2:, 2:]
-        views = [(v, w * 0.5) for v, w in views] + [(up_left, 0.125), (up_left.flip(-1), 0.125),
-                                                    (down_right, 0.125), (down_right.flip(-1), 0.125)]
-    return views
-
-
-@torch.no_grad()
-def predict(model: nn.Module, loader: GpuLoader, tta: str = "none", precision: str = "fp32") -> torch.Tensor:
-    """Logits (N, classes) of the loader's images in order, averaged over the test-time views."""
-    model.eval()
-    outputs = []
-    for x, _ in loader:
-        with autocast(loader.device, precision):
-            logits = sum(w * model(v).float() for v, w in tta_views(x, tta))
-        outputs.append(logits)
-    return torch.cat(outputs)
-
-
-def evaluate(model: nn.Module, loader: GpuLoader, tta: str = "none", precision: str = "fp32") -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) on the loader's split."""
-    logits = predict(model, loader, tta, precision)
-    loss = F.cross_entropy(logits, loader.labels).item()
-    return loss, (logits.argmax(1) == loader.labels).float().mean().item()
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16/fp16 autocast on CUDA; the CPU computes in fp32 (its autocast is slow and changes results)."""
-    if precision not in ("bf16", "fp16", "fp32"):
-        raise ConfigError(f"train.precision: unknown {precision!r}; choose bf16, fp16 or fp32")
-    enabled = device.type == "cuda" and precision != "fp32"
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16, enabled=enabled)
-
-
 class Trainer:
-    """Trains one configuration into `out_dir`, checkpointing every epoch; `resume=True` continues it."""
+    """Trains one configuration into `out_dir`, checkpointing every epoch; `resume=True` continues it, and
+    without it any earlier record in `out_dir` is replaced (the command line asks for --overwrite first).
+
+    On a CPU, a run estimated (from a timed step) to train longer than `SLOW_RUN_SECONDS` is refused with
+    `SlowRunError` unless `allow_slow`, or a `time_limit` below that bounds it.
+    """
 
     def __init__(self, cfg: Config, out_dir: str | Path, *, data_root: str | None = None,
                  device: str | torch.device | None = None, resume: bool = False, time_limit: float | None = None,
                  progress: bool | None = None, log: Callable[[str], None] | None = print,
-                 splits: tuple[CIFAR10Split, CIFAR10Split, str] | None = None) -> None:
+                 splits: tuple[CIFAR10Split, CIFAR10Split, str] | None = None, allow_slow: bool = False) -> None:
+        self.started = time.perf_counter()
         self.out = Path(out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
         self.device = torch.device(device) if device else default_device()
         self.time_limit, self.log = time_limit, log or (lambda message: None)
         self.progress = progress if progress is not None else (sys.stderr.isatty() or "ipykernel" in sys.modules)
@@ -194,12 +148,50 @@ class Trainer:
         self.mix = self._make_mix(t)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
 
-        self.epoch, self.history, self.train_seconds = 0, [], 0.0
+        self.epoch, self.history, self.train_seconds, self.earlier_wall_seconds = 0, [], 0.0, 0.0
         self.time_to_acc: dict[str, float | None] = {f"{m:.2f}": None for m in ACCURACY_MARKS}
         if checkpoint:
             self._restore(checkpoint)
-        else:
+        self._check_duration(allow_slow)
+        if not checkpoint:
+            runs.clear_record(self.out)
+            self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / runs.CONFIG)
+
+    # ---- how long it will take ---------------------------------------------------------------------
+    def step_seconds(self, images: int = 16) -> float:
+        """Seconds per training step, from a forward and backward pass of a copy of the network on `images`
+        images scaled to the batch size (optimizer and augmentation excluded: a lower bound). Cheap on a
+        CPU; the run's weights and random state are untouched."""
+        n = min(images, self.cfg.train.batch_size)
+        model = copy.deepcopy(self.model).train()
+        x = torch.zeros(n, 3, 32, 32, device=self.device)
+        if self.cfg.train.channels_last:
+            x = x.to(memory_format=torch.channels_last)
+        y = torch.zeros(n, dtype=torch.long, device=self.device)
+        with torch.random.fork_rng(devices=[]):
+            for _ in range(2):  # the first pass warms up, the second is timed
+                began = time.perf_counter()
+                self.criterion(model(x).float(), y).backward()
+                seconds = time.perf_counter() - began
+        return seconds * self.cfg.train.batch_size / n
+
+    def _check_duration(self, allow_slow: bool) -> None:
+        """On a CPU, say how long the remaining epochs will take, and refuse a run of hours unless allowed."""
+        if self.device.type != "cpu":
+            return
+        steps = (self.cfg.train.epochs - self.epoch) * self.steps_per_epoch
+        per_step = self.step_seconds()
+        estimate = steps * per_step
+        bounded = self.time_limit is not None and self.time_limit <= SLOW_RUN_SECONDS
+        if estimate > SLOW_RUN_SECONDS and not (allow_slow or bounded):
+            raise SlowRunError(
+                f"{self.cfg.name} would train for about {_duration(estimate)} on this CPU ({steps:,} steps of "
+                f"~{per_step:.2f} s); for a CPU-sized run use `{CPU_SIZED_RUN}`, train it on a GPU, or pass "
+                "--allow-slow (allow_slow=True) to start it anyway")
+        if estimate > LONG_RUN_SECONDS:
+            self.log(f"{self.cfg.name}: {steps:,} steps to go on the CPU, about {_duration(estimate)} of training "
+                     "(estimated from a timed step)")
 
     # ---- checkpoints -------------------------------------------------------------------------------
     def _read_checkpoint(self, cfg: Config) -> dict | None:
@@ -216,10 +208,14 @@ class Trainer:
                                        f"{', '.join(diff) or 'name'}); resume with its own config.yaml or use another --out")
         return checkpoint
 
+    def wall_seconds(self) -> float:
+        """Wall time of the whole run so far: earlier (resumed) sessions plus this one since it started."""
+        return self.earlier_wall_seconds + time.perf_counter() - self.started
+
     def _state(self) -> dict:
         return {
             "config": config_to_dict(self.cfg), "epoch": self.epoch, "history": self.history,
-            "train_seconds": self.train_seconds, "time_to_acc": self.time_to_acc,
+            "train_seconds": self.train_seconds, "wall_seconds": self.wall_seconds(), "time_to_acc": self.time_to_acc,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
@@ -241,6 +237,7 @@ class Trainer:
                 torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
             self.epoch, self.history = state["epoch"], state["history"]
             self.train_seconds, self.time_to_acc = state["train_seconds"], state["time_to_acc"]
+            self.earlier_wall_seconds = state.get("wall_seconds", self.train_seconds)  # older checkpoints lack it
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             raise runs.CheckpointError(f"{self.out / runs.CHECKPOINT} does not fit this run ({type(err).__name__}: "
                                        f"{str(err).splitlines()[0]}); delete it to restart from scratch") from None
@@ -294,24 +291,26 @@ class Trainer:
 
             bar = tqdm(total=t.epochs * self.steps_per_epoch, initial=self.epoch * self.steps_per_epoch,
                        desc=self.cfg.name, unit="step", dynamic_ncols=True)
-        while self.epoch < t.epochs:
-            last = self.history[-1]["seconds"] if self.history else 0.0
-            if self.time_limit and time.perf_counter() - start + last > self.time_limit:
-                self.log(f"time limit of {self.time_limit:.0f} s reached after epoch {self.epoch}: "
-                         "checkpoint kept, continue with --resume")
-                break
-            stats = self._train_epoch(bar)
-            self.epoch += 1
-            self.history.append({"epoch": stats.epoch, "lr": stats.lr, "train_loss": stats.train_loss,
-                                 "train_acc": stats.train_acc, f"{self.eval_split}_loss": stats.eval_loss,
-                                 f"{self.eval_split}_acc": stats.eval_acc, "seconds": stats.seconds})
-            runs.save_checkpoint(self._state(), self.out / runs.CHECKPOINT)
-            runs.write_history(self.history, self.out / runs.HISTORY)
-            if bar is None:
-                self.log(self._describe(stats))
-            yield stats
-        if bar is not None:
-            bar.close()
+        try:
+            while self.epoch < t.epochs:
+                last = self.history[-1]["seconds"] if self.history else 0.0
+                if self.time_limit and time.perf_counter() - start + last > self.time_limit:
+                    self.log(f"time limit of {self.time_limit:.0f} s reached after epoch {self.epoch}: "
+                             "checkpoint kept, continue with --resume")
+                    break
+                stats = self._train_epoch(bar)
+                self.epoch += 1
+                self.history.append({"epoch": stats.epoch, "lr": stats.lr, "train_loss": stats.train_loss,
+                                     "train_acc": stats.train_acc, f"{self.eval_split}_loss": stats.eval_loss,
+                                     f"{self.eval_split}_acc": stats.eval_acc, "seconds": stats.seconds})
+                runs.save_checkpoint(self._state(), self.out / runs.CHECKPOINT)
+                runs.write_history(self.history, self.out / runs.HISTORY)
+                if bar is None:
+                    self.log(self._describe(stats))
+                yield stats
+        finally:
+            if bar is not None:
+                bar.close()
 
     def _train_epoch(self, bar) -> EpochStats:
         t = self.cfg.train
@@ -357,14 +356,15 @@ class Trainer:
                 f"acc {s.train_acc:.4f}{evaluated} {s.seconds:.1f}s")
 
     # ---- the record --------------------------------------------------------------------------------
-    def finish(self, wall_seconds: float) -> dict:
+    def finish(self) -> dict:
         """Save the final weights in half precision, evaluate those very weights, write metrics.json."""
         t = self.cfg.train
         finished = self.epoch >= t.epochs
         metrics = {"name": self.cfg.name, "status": "finished" if finished else "time_limit",
                    "eval_split": self.eval_split, "params": self.params, "epochs": t.epochs,
                    "epochs_completed": self.epoch, "train_seconds": round(self.train_seconds, 2),
-                   "wall_seconds": round(wall_seconds, 2),
+                   "wall_seconds": round(self.wall_seconds(), 2),
+                   "session_seconds": round(time.perf_counter() - self.started, 2),
                    "images_per_second": round(self.epoch * self.steps_per_epoch * t.batch_size / max(self.train_seconds, 1e-9), 1),
                    "seed": t.seed, "selected_on_test": self.cfg.selected_on_test,
                    **runs.environment(self.device)}
@@ -383,26 +383,16 @@ class Trainer:
         return metrics
 
     def run(self) -> dict:
-        """Train to the end (or the time limit) and write the record; returns metrics.json's content."""
-        start = time.perf_counter()
-        for _ in self.epochs():
-            pass
-        return self.finish(time.perf_counter() - start)
-
-
-def record_predictions(model: nn.Module, loader: GpuLoader, out_dir: Path, split: str, tta: str,
-                       precision: str) -> dict:
-    """Evaluate `model` on `loader`'s split, save its probabilities (with and without `tta`) in
-    predictions.safetensors, and return the metrics they give: loss, accuracy, accuracy with TTA."""
-    logits = predict(model, loader, "none", precision)
-    logits_tta = predict(model, loader, tta, precision) if tta != "none" else None
-    labels = loader.labels
-    runs.save_predictions(Path(out_dir) / runs.PREDICTIONS, torch.softmax(logits, 1), labels,
-                          probs_tta=torch.softmax(logits_tta, 1) if logits_tta is not None else None,
-                          split=split, tta=tta)
-    return {f"{split}_loss": F.cross_entropy(logits, labels).item(),
-            f"{split}_acc": (logits.argmax(1) == labels).float().mean().item(), "tta": tta,
-            f"{split}_acc_tta": (logits_tta.argmax(1) == labels).float().mean().item() if logits_tta is not None else None}
+        """Train to the end (or the time limit) and write the record; returns metrics.json's content.
+        Ctrl-C raises `TrainingInterrupted`, the last completed epoch's checkpoint kept."""
+        try:
+            for _ in self.epochs():
+                pass
+        except KeyboardInterrupt:
+            kept = f"the checkpoint after epoch {self.epoch} is kept" if self.epoch else "no epoch was completed"
+            raise TrainingInterrupted(f"interrupted during epoch {self.epoch + 1} of {self.cfg.train.epochs}: {kept}; "
+                                      f"continue with: cifar-resnet train --out {self.out} --resume") from None
+        return self.finish()
 
 
 def train(cfg: Config, out_dir: str | Path, **options) -> dict:
@@ -410,37 +400,8 @@ def train(cfg: Config, out_dir: str | Path, **options) -> dict:
     return Trainer(cfg, out_dir, **options).run()
 
 
-def model_from_weights(cfg: Config, weights: Path, device: torch.device | str = "cpu") -> nn.Module:
-    """The network of `cfg` with the saved (half-precision) weights, in float32 and eval mode."""
-    model = create_model(cfg.model)
-    try:
-        model.load_state_dict(runs.load_weights(Path(weights)))
-    except RuntimeError as err:
-        raise runs.CheckpointError(f"{weights} does not fit the configuration ({str(err).splitlines()[0]})") from None
-    return model.to(device).eval()
-
-
-def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> tuple[Config, nn.Module]:
-    """The configuration and trained network of a run folder."""
-    run_dir = Path(run_dir)
-    cfg = load_config(run_dir / runs.CONFIG)
-    runs.verify_weights(run_dir)
-    return cfg, model_from_weights(cfg, run_dir / runs.WEIGHTS, device or default_device())
-
-
-def evaluate_run(run_dir: str | Path, *, tta: bool = False, data_root: str | None = None,
-                 device: str | torch.device | None = None) -> dict:
-    """Re-evaluate a run's saved weights on the split it was evaluated on; with `tta`, also with its TTA."""
-    device = torch.device(device) if device else default_device()
-    cfg, model = load_run(run_dir, device)
-    _, evaluation, split = load_splits(cfg, data_root)
-    loader = GpuLoader(evaluation, batch_size=1024, device=device, train=False, channels_last=cfg.train.channels_last)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    loss, acc = evaluate(model, loader, "none", cfg.train.precision)
-    result = {"run": str(run_dir), "split": split, "images": len(evaluation), f"{split}_loss": loss,
-              f"{split}_acc": acc, "device": runs.environment(device)["device"]}
-    if tta:
-        mode = cfg.train.tta if cfg.train.tta != "none" else "flip"
-        result["tta"], result[f"{split}_acc_tta"] = mode, evaluate(model, loader, mode, cfg.train.precision)[1]
-    return result
+def _duration(seconds: float) -> str:
+    """A duration for people: '40 s', '12 min', '45 h'."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.0f} h"

@@ -3,7 +3,8 @@
     config.yaml        the resolved configuration
     history.csv        one row per epoch
     metrics.json       final (or partial) results and the environment they came from
-    model.safetensors  final weights in half precision (SHA-256 in metrics.json, checked on load)
+    model.safetensors  final weights in half precision (SHA-256 of the file in metrics.json and of its tensors
+                       in its own metadata, both checked on load)
     predictions.safetensors  the final weights' test-set probabilities (half precision), for the figures
     checkpoint.pt      everything needed to resume; rewritten atomically every epoch
 
@@ -34,6 +35,20 @@ _MAGIC = b"cifar_resnet-checkpoint-v1\n"
 
 class CheckpointError(RuntimeError):
     """A checkpoint or weights file that cannot be trusted; the message says which and what to do."""
+
+
+RECORD = (CHECKPOINT, WEIGHTS, HISTORY, METRICS, CONFIG, PREDICTIONS)  # the files a run writes
+
+
+def holds_run(run_dir: Path) -> bool:
+    """Whether `run_dir` holds (part of) a run's record."""
+    return any((Path(run_dir) / name).exists() for name in RECORD)
+
+
+def clear_record(run_dir: Path) -> None:
+    """Delete a run's record files from `run_dir` (before starting again there); other files stay."""
+    for name in RECORD:
+        (Path(run_dir) / name).unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -74,25 +89,43 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path} cannot be read ({type(err).__name__}); {fix}") from None
 
 
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of `tensors` (in name order)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_weights(state_dict: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Save a state dict as safetensors, floating-point tensors in half precision (a 5M model is 10 MB)."""
+    """Save a state dict as safetensors, floating-point tensors in half precision (a 5M model is 10 MB),
+    with the tensors' SHA-256 in the metadata ("tensors_sha256"), which `load_weights` checks."""
     from safetensors.torch import save as save_safetensors
 
     tensors = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu()).contiguous()
                for k, v in state_dict.items()}
+    metadata = {**(metadata or {}), "tensors_sha256": tensors_sha256(tensors)}
     atomic_write_bytes(path, save_safetensors(tensors, metadata=metadata))
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file (never a pickle); floating-point tensors come back as float32."""
-    from safetensors.torch import load as load_safetensors
+    """Read a safetensors file (never a pickle), refusing it if its tensors no longer match the SHA-256 in its
+    metadata (files written without one pass); floating-point tensors come back as float32."""
+    from safetensors import safe_open
 
     if not path.is_file():
         raise CheckpointError(f"no weights at {path}: the run has not finished; train it (or --resume it) first")
+    fix = "restore it from the repository (git checkout) or retrain"
     try:
-        tensors = load_safetensors(path.read_bytes())
+        with safe_open(str(path), framework="pt") as f:
+            tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
     except Exception as err:
-        raise CheckpointError(f"{path} is damaged ({type(err).__name__}: {err}); retrain or restore it") from None
+        raise CheckpointError(f"{path} is damaged ({type(err).__name__}: {str(err).splitlines()[0]}); {fix}") from None
+    expected = metadata.get("tensors_sha256")
+    if expected and tensors_sha256(tensors) != expected:
+        raise CheckpointError(f"{path} is damaged (its tensors differ from the SHA-256 in its metadata); {fix}")
     return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
 
 

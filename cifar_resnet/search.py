@@ -1,11 +1,15 @@
 """Architecture search under the parameter budget: an Optuna study over the design space of a YAML file.
 
 Each trial samples a whole `Config` first (`sample_config`), counts its parameters on the meta device and
-records over-budget candidates without training them; the rest train with the engine's `Trainer`, reporting
-validation accuracy (the last `holdout` training images, never the test set) after every epoch so the pruner
-can stop them early: epochs are the fidelity. The study lives in SQLite (or any database URL), so a search
-resumes where it stopped and several workers, on one machine or many, can share it. A heartbeat marks a
-killed worker's trial failed and queues it again; the retry continues from the dead trial's checkpoint.
+rejects over-budget (and invalid) candidates without training them: they are recorded, but only trained
+trials count toward `--trials`, and a sample that repeats a rejected configuration is recognised from the
+record without being counted again. The rest train with the engine's `Trainer`, reporting validation
+accuracy (the last `holdout` training images, never the test set) after every epoch so the pruner can stop
+them early: epochs are the fidelity. The study lives in SQLite (default `runs/search/<study>.db`, beside the
+trial run folders; or any database URL), so a search resumes where it stopped and several workers, on one
+machine or many, can share it. A heartbeat marks a killed worker's trial failed and queues it again; the
+retry continues from the dead trial's checkpoint. The results (`<study>.csv`, `<study>_best.yaml`,
+`<study>_importance.csv`) are exported to `results/search/`, where the notebooks and figures read them.
 
     cifar-resnet search --space configs/search_space.yaml --study s1 --trials 200
 """
@@ -13,6 +17,7 @@ killed worker's trial failed and queues it again; the retry continues from the d
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 import warnings
@@ -29,11 +34,14 @@ from optuna.trial import TrialState
 from . import runs
 from .config import (Config, ConfigError, ModelConfig, config_from_dict, dataclass_from_dict, load_config, override,
                      read_yaml, save_config)
-from .data import CIFAR10Split
-from .engine import Trainer, TrainingDiverged, load_splits
+from .data import CIFAR10Split, load_splits
+from .engine import Trainer, TrainingDiverged
 from .models import PARAMETER_BUDGET, count_parameters, create_model, validate_model_config
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # the trials `--trials N` counts
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # trials that ended (trained, or rejected before training)
+TRAINED = ("complete", "pruned", "diverged")  # their "state" attribute: the trials `--trials N` counts
+REJECTED = ("over_budget", "invalid")  # recorded, never trained, never counted
+MAX_REJECTIONS = 200  # a session that rejects this many samples in a row stops: the space is mostly out of budget
 CHANNEL_MULTIPLE = 8  # widths are rounded to multiples of 8, the granularity tensor cores work in
 MAX_STAGES = 6  # stage 1 keeps 32x32 and each later stage halves it: six stages reach 1x1
 
@@ -216,8 +224,9 @@ def describe(cfg: Config) -> str:
 
 
 # ---- the study -------------------------------------------------------------------------------------
-def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
-    """The optuna sampler named in the space: "tpe", "random", "TPESampler", ..."""
+def make_sampler(space: SearchSpace, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The optuna sampler named in the space: "tpe", "random", "TPESampler", ...; a seeded one is seeded with
+    `seed + seed_offset`, so that a resumed study (offset: its trials so far) does not replay earlier samples."""
     samplers = {cls.__name__.lower().removesuffix("sampler"): cls for cls in vars(optuna.samplers).values()
                 if isinstance(cls, type) and issubclass(cls, optuna.samplers.BaseSampler)}
     cls = samplers.get(space.sampler.lower().removesuffix("sampler"))
@@ -228,7 +237,7 @@ def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
     try:
         with warnings.catch_warnings():  # chosen in the space file: "experimental" is no news here
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return cls(seed=space.seed, **options)
+            return cls(seed=None if space.seed is None else space.seed + seed_offset, **options)
     except TypeError:
         raise ConfigError(f"sampler: {space.sampler!r} needs arguments a space file cannot give; "
                           "use tpe, random, gp, cmaes, qmc or nsgaii") from None
@@ -267,6 +276,8 @@ def open_study(space: SearchSpace, study_name: str, storage: str) -> optuna.Stud
             time.sleep(1)
     study = optuna.create_study(study_name=study_name, storage=rdb, sampler=make_sampler(space),
                                 pruner=make_pruner(space), direction="maximize", load_if_exists=True)
+    if earlier := len(study.get_trials(deepcopy=False)):
+        study.sampler = make_sampler(space, seed_offset=earlier)
     given = dataclasses.asdict(space)
     if "space" not in study.user_attrs:
         study.set_user_attr("space", given)
@@ -281,8 +292,13 @@ class _StudyFull(Exception):
     """The study reached its number of trials while this one waited to start."""
 
 
+def trained_trials(study: optuna.Study) -> int:
+    """The trials that trained (to the end, or until pruned or diverged): what `--trials N` counts."""
+    return sum(t.user_attrs.get("state") in TRAINED for t in study.get_trials(deepcopy=False, states=FINISHED))
+
+
 def _take_slot(trial: optuna.Trial, n_trials: int, poll: float) -> bool:
-    """Whether `trial` may run: the finished trials plus the earlier ones still running stay below n_trials.
+    """Whether `trial` may run: the trained trials plus the earlier ones still running stay below n_trials.
 
     Without this, workers that start trials at the same moment overshoot the total. A trial that finds every
     slot taken waits, because an earlier running trial may yet die (its heartbeat stops) and need replacing.
@@ -290,7 +306,7 @@ def _take_slot(trial: optuna.Trial, n_trials: int, poll: float) -> bool:
     while True:
         optuna.storages.fail_stale_trials(trial.study)
         trials = trial.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-        finished = sum(t.state in FINISHED for t in trials)
+        finished = sum(t.state in FINISHED and t.user_attrs.get("state") in TRAINED for t in trials)
         ahead = sum(t.state == TrialState.RUNNING and t.number < trial.number for t in trials)
         if finished >= n_trials or finished + ahead < n_trials:
             return finished < n_trials
@@ -305,18 +321,37 @@ def _end(trial: optuna.Trial, state: str, trainer: Trainer | None = None) -> Non
         (trainer.out / runs.CHECKPOINT).unlink(missing_ok=True)  # ~3x the weights per trial; only a retry needs it
 
 
+def _params_key(params: dict) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+def _rejected_before(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+    """The earlier trial that rejected the very configuration `trial` sampled, if any."""
+    key = _params_key(trial.params)
+    return next((t for t in trial.study.get_trials(deepcopy=False, states=FINISHED)
+                 if t.user_attrs.get("state") in REJECTED and "repeat_of" not in t.user_attrs
+                 and _params_key(t.params) == key), None)
+
+
 def objective(trial: optuna.Trial, space: SearchSpace, n_trials: int,
-              splits: tuple[CIFAR10Split, CIFAR10Split, str], work_dir: Path, device: str | None) -> float:
+              splits: tuple[CIFAR10Split, CIFAR10Split, str], work_dir: Path, device: str | None,
+              allow_slow: bool = False) -> float:
     """Sample, count, then train one candidate, reporting validation accuracy after every epoch."""
     if not _take_slot(trial, n_trials, poll=space.heartbeat):
         trial.set_user_attr("state", "surplus")
         trial.study.stop()
-        raise _StudyFull(f"the study already has {n_trials} finished trials")
+        raise _StudyFull(f"the study already has {n_trials} trained trials")
     retry = "run" in trial.user_attrs  # copied, with the params, from the killed trial this one retries
     run = trial.user_attrs.get("run", f"trial_{trial.number}")
     trial.set_user_attr("run", run)
     cfg = override(sample_config(trial, space), name=f"{trial.study.study_name}-{run}")
     trial.set_user_attr("config", dataclasses.asdict(cfg))
+    if (earlier := _rejected_before(trial)) is not None:  # known from the record: not counted, not trained
+        trial.set_user_attr("repeat_of", earlier.number)
+        if "params" in earlier.user_attrs:
+            trial.set_user_attr("params", earlier.user_attrs["params"])
+        _end(trial, earlier.user_attrs["state"])
+        raise optuna.TrialPruned(f"repeats trial {earlier.number}, rejected as {earlier.user_attrs['state']}")
     try:
         with torch.device("meta"):  # counts without allocating
             params = count_parameters(create_model(cfg.model, budget=None))
@@ -327,7 +362,8 @@ def objective(trial: optuna.Trial, space: SearchSpace, n_trials: int,
     if params > space.budget:
         _end(trial, "over_budget")
         raise optuna.TrialPruned(f"{params:,} parameters, over the budget of {space.budget:,}")
-    trainer = Trainer(cfg, work_dir / run, device=device, resume=retry, progress=False, log=None, splits=splits)
+    trainer = Trainer(cfg, work_dir / run, device=device, resume=retry, progress=False, log=None, splits=splits,
+                      allow_slow=allow_slow)
     try:
         for stats in trainer.epochs():
             trial.report(stats.eval_acc, stats.epoch)
@@ -344,12 +380,33 @@ def objective(trial: optuna.Trial, space: SearchSpace, n_trials: int,
     return trainer.history[-1]["val_acc"]
 
 
+class _StopWhenTrained:
+    """Optuna callback: stop once the study has `n_trials` trained trials; give up (one-line `ConfigError`)
+    after `MAX_REJECTIONS` rejected samples in a row in this session."""
+
+    def __init__(self, n_trials: int) -> None:
+        self.n_trials, self.rejected_in_a_row = n_trials, 0
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        state = trial.user_attrs.get("state")
+        self.rejected_in_a_row = self.rejected_in_a_row + 1 if state in REJECTED else 0
+        if self.rejected_in_a_row >= MAX_REJECTIONS:
+            raise ConfigError(f"{MAX_REJECTIONS} samples in a row were over the budget or invalid: narrow the "
+                              "search space (fewer or narrower stages) or raise its budget")
+        if trained_trials(study) >= self.n_trials:
+            study.stop()
+
+
 def _progress(log: Callable[[str], None], study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     a = trial.user_attrs
     state = a.get("state", trial.state.name.lower())
     if state == "surplus":
         log(f"trial {trial.number}: the study has all its trials; this worker stops")
         return
+    if "config" not in a:  # failed before sampling (e.g. a refused slow run): the error says why
+        return
+    if "repeat_of" in a:
+        state = "repeat"
     line = f"trial {trial.number:>4} {state:<11} {describe(config_from_dict(a['config']))}"
     line += f" | {a['params']:,} params" if "params" in a else ""
     if a.get("epochs"):
@@ -362,34 +419,36 @@ def _progress(log: Callable[[str], None], study: optuna.Study, trial: optuna.tri
 
 def run_search(space_path: str | Path, study_name: str, n_trials: int, storage: str | None = None,
                timeout: float | None = None, data_root: str | None = None, device: str | None = None,
-               out_dir: Path = Path("results/search"), work_dir: Path = Path("runs/search"),
-               log: Callable[[str], None] = print) -> optuna.Study:
-    """Run trials until the study has `n_trials` finished ones (or `timeout` seconds pass); returns the study.
+               work_dir: Path = Path("runs/search"), log: Callable[[str], None] = print,
+               allow_slow: bool = False) -> optuna.Study:
+    """Run trials until the study has `n_trials` trained ones (or `timeout` seconds pass); returns the study.
 
     Resumable and shareable: finished trials are never repeated, and any number of workers may call this
-    on the same study and storage at once. Trial run folders go to `work_dir/<study>/trial_<n>`.
+    on the same study and storage (default `sqlite:///<work_dir>/<study>.db`) at once. Trial run folders go
+    to `work_dir/<study>/trial_<n>`. Over-budget samples are recorded but do not count toward `n_trials`.
     """
     space = load_space(space_path)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    storage = storage or f"sqlite:///{Path(out_dir) / f'{study_name}.db'}"
+    if storage is None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        storage = f"sqlite:///{Path(work_dir) / f'{study_name}.db'}"
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial comes from _progress instead
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study = open_study(space, study_name, storage)
-            done = len(study.get_trials(deepcopy=False, states=FINISHED))
+            done = trained_trials(study)
+            rejected = sum(t.user_attrs.get("state") in REJECTED for t in study.get_trials(deepcopy=False))
             log(f"study {study_name!r} in {sqlalchemy.make_url(storage).render_as_string(hide_password=True)}: "
-                f"{done} of {n_trials} trials finished; budget {space.budget:,} parameters, "
-                f"validation on the last {space.holdout:,} training images")
+                f"{done} of {n_trials} trials trained ({rejected} samples rejected, not counted); budget "
+                f"{space.budget:,} parameters, validation on the last {space.holdout:,} training images")
             if done >= n_trials:
                 return study
             splits = load_splits(override(space.base, **{"data.holdout": space.holdout}), data_root)
             study.optimize(partial(objective, space=space, n_trials=n_trials, splits=splits,
-                                   work_dir=Path(work_dir) / study_name, device=device),
-                           n_trials=n_trials - done, timeout=timeout, catch=(_StudyFull,),
-                           callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED),
-                                      partial(_progress, log)])
+                                   work_dir=Path(work_dir) / study_name, device=device, allow_slow=allow_slow),
+                           timeout=timeout, catch=(_StudyFull,),
+                           callbacks=[partial(_progress, log), _StopWhenTrained(n_trials)])
     finally:
         optuna.logging.set_verbosity(verbosity)
     return study
@@ -405,7 +464,7 @@ def trial_rows(study: optuna.Study) -> list[dict]:
             continue
         model, values = a["config"]["model"], t.intermediate_values
         rows.append({
-            "number": t.number, "state": a.get("state", t.state.name.lower()),
+            "number": t.number, "state": a.get("state", t.state.name.lower()), "repeat_of": a.get("repeat_of"),
             "val_acc": values[max(values)] if values else None, "epochs": a.get("epochs", 0),
             "trainable_params": a.get("params"), "seconds": a.get("seconds", 0.0),
             **{k: _dash(model[k]) for k in ("channels", "blocks", "kernels", "skip_kernels")},

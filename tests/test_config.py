@@ -45,3 +45,18 @@ def test_override_by_dotted_key():
     assert (cfg.train.epochs, cfg.model.pool) == (7, 2)
     with pytest.raises(ConfigError, match="unknown key 'train.epoch'"):
         override(Config(), **{"train.epoch": 7})
+
+
+def test_values_out_of_range_name_their_key():
+    with pytest.raises(ConfigError, match=r"^train\.momentum: must be at least 0 and below 1, got 1\.0$"):
+        config_from_dict({"train": {"momentum": 1.0}})
+    with pytest.raises(ConfigError, match=r"^data\.holdout: must be at least 0, got -1$"):
+        config_from_dict({"data": {"holdout": -1}})
+    with pytest.raises(ConfigError, match=r"train\.epochs: must be at least 1, got 0"):
+        override(Config(), **{"train.epochs": 0})
+
+
+def test_an_empty_file_is_not_a_configuration(tmp_path):
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match="empty.yaml is empty"):
+        load_config(tmp_path / "empty.yaml")

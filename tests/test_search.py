@@ -14,7 +14,8 @@ from cifar_resnet.config import ConfigError, load_config
 from cifar_resnet.engine import Trainer
 from cifar_resnet.models import validate_model_config
 from cifar_resnet.cli import main
-from cifar_resnet.search import export_results, load_space, make_pruner, make_sampler, run_search, sample_config
+from cifar_resnet.search import (TRAINED, export_results, load_space, make_pruner, make_sampler, run_search,
+                                 sample_config)
 
 from conftest import CONFIGS, ROOT
 
@@ -36,8 +37,13 @@ def space_file(tmp_path, **changes):
     return path
 
 
-def load_study(results, name):
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{results / f'{name}.db'}")
+def load_study(work_dir, name):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{work_dir / f'{name}.db'}")
+
+
+def trained(study):
+    return [t for t in study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+            if t.user_attrs["state"] in TRAINED]
 
 
 @pytest.mark.parametrize("name", ["search_space.yaml", "search_space_smoke.yaml"])
@@ -88,12 +94,12 @@ def test_pruners_and_samplers_by_name(tmp_path, pruner, cls):
 
 def test_smoke_search_records_trials_and_exports_a_trainable_best(synthetic_root, tmp_path):
     results, lines = tmp_path / "results", []
-    options = dict(data_root=str(synthetic_root), device="cpu", out_dir=results, work_dir=tmp_path / "runs",
-                   log=lines.append)
+    options = dict(data_root=str(synthetic_root), device="cpu", work_dir=tmp_path / "runs", log=lines.append)
     study = run_search(SMOKE_SPACE, "smoke", 6, **options)
+    assert (tmp_path / "runs" / "smoke.db").is_file() and not results.exists()  # exports come separately
     space = load_space(SMOKE_SPACE)
     trials = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
-    assert len(trials) == 6 == len(study.trials) and len(lines) == 7  # a header, then one line per trial
+    assert len(trained(study)) == 6 and len(trials) == len(study.trials) and len(lines) == len(trials) + 1
     assert all(line.startswith(f"trial {t.number:>4}") and "best" in line for line, t in zip(lines[1:], trials))
     for t in trials:
         run = tmp_path / "runs" / "smoke" / f"trial_{t.number}"
@@ -106,7 +112,7 @@ def test_smoke_search_records_trials_and_exports_a_trainable_best(synthetic_root
 
     written = export_results(study, results)
     rows = list(csv.DictReader(written["csv"].open()))
-    assert [int(r["number"]) for r in rows] == list(range(6))
+    assert [int(r["number"]) for r in rows] == list(range(len(trials)))
     for key in ("state", "val_acc", "epochs", "trainable_params", "seconds", "channels", "params_lr", "params_stages"):
         assert key in rows[0], key
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -117,18 +123,18 @@ def test_smoke_search_records_trials_and_exports_a_trainable_best(synthetic_root
     assert cfg.model == sample_config(optuna.trial.FixedTrial(best.params), space).model
     assert ("importance" in written) == (len(complete) >= 2)
 
-    assert len(run_search(SMOKE_SPACE, "smoke", 6, **options).trials) == 6  # nothing left to do: nothing repeated
-    assert lines[-1].startswith("study 'smoke'") and "6 of 6 trials finished" in lines[-1]
+    assert len(run_search(SMOKE_SPACE, "smoke", 6, **options).trials) == len(trials)  # nothing left: nothing repeated
+    assert lines[-1].startswith("study 'smoke'") and "6 of 6 trials trained" in lines[-1]
     with pytest.raises(ConfigError, match=r"another search space \(differs in: budget\)"):
         run_search(space_file(tmp_path, budget=30_000), "smoke", 7, **options)
 
 
 def test_over_budget_candidates_are_not_trained_and_poor_ones_are_pruned(synthetic_root, tmp_path):
     space = space_file(tmp_path, budget=10_000, sampler="random", pruner="threshold", prune_below=1.01)
-    study = run_search(space, "strict", 6, data_root=str(synthetic_root), device="cpu", out_dir=tmp_path,
+    study = run_search(space, "strict", 6, data_root=str(synthetic_root), device="cpu",
                        work_dir=tmp_path / "runs", log=lambda line: None)
     states = [t.user_attrs["state"] for t in study.trials]
-    assert set(states) == {"over_budget", "pruned"}, states
+    assert set(states) == {"over_budget", "pruned"} and states.count("pruned") == 6, states  # only trained ones count
     for t in study.trials:
         assert t.state == TrialState.PRUNED
         if t.user_attrs["state"] == "pruned":  # accuracy can't reach 1.01: stopped at the first rung
@@ -140,8 +146,7 @@ def test_over_budget_candidates_are_not_trained_and_poor_ones_are_pruned(synthet
 
 def test_interrupted_trial_is_queued_again_and_continued(synthetic_root, tmp_path, monkeypatch):
     space = space_file(tmp_path, pruner="none", budget=5_000_000)
-    options = dict(data_root=str(synthetic_root), device="cpu", out_dir=tmp_path, work_dir=tmp_path / "runs",
-                   log=lambda line: None)
+    options = dict(data_root=str(synthetic_root), device="cpu", work_dir=tmp_path / "runs", log=lambda line: None)
     epochs = Trainer.epochs
 
     def interrupted_after_one_epoch(trainer):
@@ -184,12 +189,12 @@ def test_killed_search_resumes_keeps_finished_trials_and_retries_the_killed_one(
     worker.wait()
     time.sleep(3.5)  # let trial 1's heartbeat go stale (grace 2 x 1 s, SQLite clock in whole seconds)
     first_epoch = history.read_text().splitlines()[:2]
-    before = load_study(tmp_path, "resume")
+    before = load_study(tmp_path / "runs", "resume")
     assert [t.state for t in before.trials[:2]] == [TrialState.COMPLETE, TrialState.RUNNING]
 
     log = tmp_path / "again.log"
     assert _search(space, "resume", 3, tmp_path, synthetic_root, log).wait(timeout=120) == 0, log.read_text()
-    after = load_study(tmp_path, "resume")
+    after = load_study(tmp_path / "runs", "resume")
     finished = after.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(finished) == 3 and after.trials[1].state == TrialState.FAIL
     assert (after.trials[0].params, after.trials[0].value) == (before.trials[0].params, before.trials[0].value)
@@ -204,14 +209,36 @@ def test_two_workers_share_a_study_without_duplicated_or_lost_trials(synthetic_r
     logs = [tmp_path / f"worker{i}.log" for i in range(2)]
     workers = [_search(space, "shared", 6, tmp_path, synthetic_root, log) for log in logs]
     assert [w.wait(timeout=150) for w in workers] == [0, 0], [log.read_text() for log in logs]
-    study = load_study(tmp_path, "shared")
+    study = load_study(tmp_path / "runs", "shared")
     finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     ran = [[int(line.split()[1]) for line in log.read_text().splitlines()
             if line.startswith("trial") and "worker stops" not in line] for log in logs]
     assert all(ran), f"each worker runs trials: {ran}"
-    assert len(finished) == 6 and sorted(ran[0] + ran[1]) == [t.number for t in finished]  # each ran exactly once
+    assert len(trained(study)) == 6 and sorted(ran[0] + ran[1]) == [t.number for t in finished]  # each ran once
     runs = [t.user_attrs["run"] for t in finished]
     assert len(set(runs)) == len(runs)
+
+
+def test_only_trained_trials_count_and_a_resume_never_recounts_a_rejected_configuration(synthetic_root, tmp_path):
+    space = space_file(tmp_path, budget=6_000, sampler="random", pruner="threshold", prune_below=1.01)
+    options = dict(data_root=str(synthetic_root), device="cpu", work_dir=tmp_path / "runs", log=lambda line: None)
+    first = run_search(space, "count", 2, **options)
+    assert len(trained(first)) == 2
+    first_params = [t.params for t in first.trials]
+    study = run_search(space, "count", 4, **options)  # resumed: the seeded sampler must not replay its samples
+    assert len(trained(study)) == 4
+    later = [t.params for t in study.trials[len(first_params):]]
+    assert later[:len(first_params)] != first_params[:len(later)]
+    rejected = [t for t in study.trials if t.user_attrs["state"] == "over_budget"]
+    assert rejected, "the small budget rejects some samples"
+    originals = {}
+    for t in rejected:  # a configuration is rejected once; a sample repeating it points at that trial
+        key = str(sorted(t.params.items()))
+        if key in originals:
+            assert t.user_attrs["repeat_of"] == originals[key]
+        else:
+            assert "repeat_of" not in t.user_attrs
+            originals[key] = t.number
 
 
 def test_importing_the_package_does_not_import_optuna():

@@ -1,0 +1,123 @@
+"""Evaluating networks: test-time views, predictions, and reloading a run folder's weights (checksum-verified)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import runs
+from .config import Config, ConfigError, load_config
+from .data import load_splits
+from .loader import GpuLoader
+from .models import create_model
+
+_TTA_MODES = ("none", "flip", "flip_translate")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def tta_views(x: torch.Tensor, mode: str) -> list[tuple[torch.Tensor, float]]:
+    """The test-time views of a normalised batch and their weights: identity, flip, and 1-pixel translates."""
+    if mode not in _TTA_MODES:
+        raise ConfigError(f"train.tta: unknown {mode!r}; choose one of {', '.join(_TTA_MODES)}")
+    if mode == "none":
+        return [(x, 1.0)]
+    views = [(x, 0.5), (x.flip(-1), 0.5)]
+    if mode == "flip_translate":  # as airbench: half the weight on the plain views, a quarter on each shift
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        up_left, down_right = padded[..., :-2, :-2], padded[..., 2:, 2:]
+        views = [(v, w * 0.5) for v, w in views] + [(up_left, 0.125), (up_left.flip(-1), 0.125),
+                                                    (down_right, 0.125), (down_right.flip(-1), 0.125)]
+    return views
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16/fp16 autocast on CUDA; the CPU computes in fp32 (its autocast is slow and changes results)."""
+    if precision not in ("bf16", "fp16", "fp32"):
+        raise ConfigError(f"train.precision: unknown {precision!r}; choose bf16, fp16 or fp32")
+    enabled = device.type == "cuda" and precision != "fp32"
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16, enabled=enabled)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: GpuLoader, tta: str = "none", precision: str = "fp32") -> torch.Tensor:
+    """Logits (N, classes) of the loader's images in order, averaged over the test-time views."""
+    model.eval()
+    outputs = []
+    for x, _ in loader:
+        with autocast(loader.device, precision):
+            logits = sum(w * model(v).float() for v, w in tta_views(x, tta))
+        outputs.append(logits)
+    return torch.cat(outputs)
+
+
+def evaluate(model: nn.Module, loader: GpuLoader, tta: str = "none", precision: str = "fp32") -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) on the loader's split."""
+    logits = predict(model, loader, tta, precision)
+    loss = F.cross_entropy(logits, loader.labels).item()
+    return loss, (logits.argmax(1) == loader.labels).float().mean().item()
+
+
+def record_predictions(model: nn.Module, loader: GpuLoader, out_dir: Path, split: str, tta: str,
+                       precision: str) -> dict:
+    """Evaluate `model` on `loader`'s split, save its probabilities (with and without `tta`) in
+    predictions.safetensors, and return the metrics they give: loss, accuracy, accuracy with TTA."""
+    logits = predict(model, loader, "none", precision)
+    logits_tta = predict(model, loader, tta, precision) if tta != "none" else None
+    labels = loader.labels
+    runs.save_predictions(Path(out_dir) / runs.PREDICTIONS, torch.softmax(logits, 1), labels,
+                          probs_tta=torch.softmax(logits_tta, 1) if logits_tta is not None else None,
+                          split=split, tta=tta)
+    return {f"{split}_loss": F.cross_entropy(logits, labels).item(),
+            f"{split}_acc": (logits.argmax(1) == labels).float().mean().item(), "tta": tta,
+            f"{split}_acc_tta": (logits_tta.argmax(1) == labels).float().mean().item() if logits_tta is not None else None}
+
+
+def model_from_weights(cfg: Config, weights: Path, device: torch.device | str = "cpu") -> nn.Module:
+    """The network of `cfg` with the saved (half-precision, checksum-verified) weights, in float32 and eval mode."""
+    model = create_model(cfg.model)
+    try:
+        model.load_state_dict(runs.load_weights(Path(weights)))
+    except RuntimeError as err:
+        if isinstance(err, runs.CheckpointError):
+            raise
+        raise runs.CheckpointError(f"{weights} does not fit the configuration beside it "
+                                   f"({str(err).splitlines()[0]})") from None
+    return model.to(device).eval()
+
+
+def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> tuple[Config, nn.Module]:
+    """The configuration and trained network of a run folder; its weights are checked against metrics.json."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise runs.CheckpointError(f"run folder not found: {run_dir} (give a folder written by `cifar-resnet train`)")
+    config = run_dir / runs.CONFIG
+    if not config.is_file():
+        raise runs.CheckpointError(f"{run_dir} holds no {runs.CONFIG}: it is not a run folder written by "
+                                   "`cifar-resnet train`, or that file was deleted")
+    cfg = load_config(config)
+    runs.verify_weights(run_dir)
+    return cfg, model_from_weights(cfg, run_dir / runs.WEIGHTS, device or default_device())
+
+
+def evaluate_run(run_dir: str | Path, *, tta: bool = False, data_root: str | None = None,
+                 device: str | torch.device | None = None) -> dict:
+    """Re-evaluate a run's saved weights on the split it was evaluated on; with `tta`, also with its TTA."""
+    device = torch.device(device) if device else default_device()
+    cfg, model = load_run(run_dir, device)
+    _, evaluation, split = load_splits(cfg, data_root)
+    loader = GpuLoader(evaluation, batch_size=1024, device=device, train=False, channels_last=cfg.train.channels_last)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loss, acc = evaluate(model, loader, "none", cfg.train.precision)
+    result = {"run": str(run_dir), "split": split, "images": len(evaluation), f"{split}_loss": loss,
+              f"{split}_acc": acc, "device": runs.environment(device)["device"]}
+    if tta:
+        mode = cfg.train.tta if cfg.train.tta != "none" else "flip"
+        result["tta"], result[f"{split}_acc_tta"] = mode, evaluate(model, loader, mode, cfg.train.precision)[1]
+    return result
