@@ -1,9 +1,12 @@
 """GPU-resident batches: the whole split lives on the device as uint8, augmentation runs batched there.
 
-Per training batch, all on `device`: an optional torchvision `transforms.v2` policy on uint8 images (one
-sampled operation per group of `policy_group` images), random crop with reflect padding and horizontal flip
-in one gather, normalisation, cutout. Every random choice comes from the loader's own seeded generator, so a
-run is reproducible and its state can be checkpointed. The same code runs on a CPU.
+Per training batch, all on `device`: an optional TrivialAugment / RandAugment / AutoAugment policy on the
+uint8 images (`policies.BatchedPolicy`: every image draws its own operations, torchvision's operations
+batched), random crop with reflect padding and horizontal flip in one gather, normalisation, cutout. The
+flip is random, or airbench's alternating flip (`data.flip_alternate`): random in the first epoch, then each
+image is mirrored on every other epoch. Every random choice comes from the loader's own seeded generator,
+and the loader's state (generator and flip state) is checkpointed, so a run is reproducible and resumes
+exactly. The same code runs on a CPU.
 """
 
 from __future__ import annotations
@@ -12,26 +15,27 @@ from typing import Iterator
 
 import torch
 
-from .config import ConfigError, DataConfig
+from .config import DataConfig
 from .data import MEAN, STD, CIFAR10Split
-
-_POLICIES = ("none", "trivialaugment", "randaugment", "autoaugment")
 
 
 def make_policy(name: str):
-    """The torchvision `transforms.v2` policy called `name`, or None for "none"."""
-    if name not in _POLICIES:
-        raise ConfigError(f"data.policy: unknown policy {name!r}; choose one of {', '.join(_POLICIES)}")
+    """torchvision's own `transforms.v2` policy called `name` (one draw per call; the reference that
+    `BatchedPolicy` reproduces per image), or None for "none"."""
     if name == "none":
         return None
     from torchvision.transforms import v2
 
-    return {"trivialaugment": v2.TrivialAugmentWide, "randaugment": v2.RandAugment,
-            "autoaugment": v2.AutoAugment}[name]()
+    from .policies import BatchedPolicy
+
+    BatchedPolicy(name)  # checks the name: one line saying which names exist
+    return {"trivialaugment": v2.TrivialAugmentWide(), "randaugment": v2.RandAugment(),
+            "autoaugment": v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)}[name]
 
 
-def crop_flip(images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Random crop of uint8 (B, C, H, W) images after reflect-padding by `padding`, and random horizontal flip.
+def crop_flip(images: torch.Tensor, padding: int, flip: bool | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random crop of uint8 (B, C, H, W) images after reflect-padding by `padding`, and horizontal flip:
+    random per image for `flip=True`, or of the images where a (B,) bool tensor `flip` is True.
 
     One gather does both: each output pixel reads its (reflected) source row and column, so no padded copy
     of the batch is made.
@@ -45,7 +49,9 @@ def crop_flip(images: torch.Tensor, padding: int, flip: bool, generator: torch.G
         cols = cols + torch.randint(-padding, padding + 1, (b, 1), device=device, generator=generator)
         rows = torch.where(rows < 0, -rows, torch.where(rows >= h, 2 * (h - 1) - rows, rows))
         cols = torch.where(cols < 0, -cols, torch.where(cols >= w, 2 * (w - 1) - cols, cols))
-    if flip:
+    if isinstance(flip, torch.Tensor):
+        cols = torch.where(flip.view(b, 1), w - 1 - cols, cols)
+    elif flip:
         flipped = torch.rand(b, 1, device=device, generator=generator) < 0.5
         cols = torch.where(flipped, w - 1 - cols, cols)
     batch = torch.arange(b, device=device)[:, None, None]
@@ -79,7 +85,13 @@ class GpuLoader:
         self.batch_size = batch_size
         self.train = train
         self.augment = augment or DataConfig(crop_padding=0, flip=False)
-        self.policy = make_policy(self.augment.policy) if train else None
+        self.policy = None
+        if train and self.augment.policy != "none":
+            from .policies import BatchedPolicy  # torchvision loads here, not on `import cifar_resnet`
+
+            self.policy = BatchedPolicy(self.augment.policy)
+        # alternating flip: which images are mirrored in the current epoch, by dataset index (None before the first)
+        self.flip_state: torch.Tensor | None = None
         self.channels_last = channels_last
         self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1)
@@ -91,45 +103,52 @@ class GpuLoader:
         return max(1, n // self.batch_size) if self.train else -(-n // self.batch_size)  # training drops the ragged end
 
     def state_dict(self) -> dict:
-        """The random state, for checkpoints."""
-        return {"generator": self.generator.get_state()}
+        """The random state and the alternating flip's state, for checkpoints."""
+        return {"generator": self.generator.get_state(), "flip_state": self.flip_state}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+        if self.train and self.augment.flip and self.augment.flip_alternate:
+            flips = state["flip_state"]
+            self.flip_state = None if flips is None else flips.to(self.device)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) on the device -> normalised float32, channels_last if the loader is."""
         x = (images.float() - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def augment_batch(self, images: torch.Tensor) -> torch.Tensor:
-        """Augment a uint8 batch and normalise it (what a training batch goes through)."""
+    def augment_batch(self, images: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Tensor:
+        """Augment a uint8 batch and normalise it (what a training batch goes through); `flip` (B,) bool
+        says which images to mirror (the alternating flip), else the flip is random when `data.flip`."""
         aug = self.augment
         if self.policy is not None:
-            images = self._apply_policy(images)
+            images = self.policy(images, self.generator)
         if aug.crop_padding or aug.flip:
-            images = crop_flip(images, aug.crop_padding, aug.flip, self.generator)
+            images = crop_flip(images, aug.crop_padding, aug.flip if flip is None else flip, self.generator)
         x = (images.float() - self.mean) / self.std
         if aug.cutout:
             x = cutout(x, aug.cutout, self.generator)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def _apply_policy(self, images: torch.Tensor) -> torch.Tensor:
-        # v2 policies sample from torch's global CPU generator: seed a forked copy from ours, so the
-        # loader's generator alone decides the outcome and the caller's random stream is untouched.
-        seed = int(torch.randint(0, 2**62, (1,), device=self.device, generator=self.generator))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            groups = images.split(max(1, self.augment.policy_group))
-            return torch.cat([self.policy(g) for g in groups])
+    def _epoch_flips(self) -> torch.Tensor:
+        """The alternating flip of this epoch, per dataset index: random at first, then each image's opposite.
+
+        Over any two consecutive epochs every image is seen both ways, which a random flip only achieves on
+        average (airbench's "alternating flip", Jordan 2024)."""
+        if self.flip_state is None:
+            self.flip_state = torch.rand(len(self.labels), device=self.device, generator=self.generator) < 0.5
+        else:
+            self.flip_state = ~self.flip_state
+        return self.flip_state
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         if self.train:
             order = torch.randperm(n, device=self.device, generator=self.generator)
+            flips = self._epoch_flips() if self.augment.flip and self.augment.flip_alternate else None
             for i in range(len(self)):
                 index = order[i * self.batch_size:(i + 1) * self.batch_size]
-                yield self.augment_batch(self.images[index]), self.labels[index]
+                yield self.augment_batch(self.images[index], None if flips is None else flips[index]), self.labels[index]
         else:
             for start in range(0, n, self.batch_size):
                 yield self.normalize(self.images[start:start + self.batch_size]), self.labels[start:start + self.batch_size]

@@ -11,7 +11,7 @@ def train(synthetic_root):
     return load_cifar10(synthetic_root, "train", download=False)
 
 
-AUGMENT = DataConfig(crop_padding=4, flip=True, cutout=8, policy="trivialaugment", policy_group=4)
+AUGMENT = DataConfig(crop_padding=4, flip=True, cutout=8, policy="trivialaugment")
 
 
 def batches(split, seed, augment=AUGMENT, **kw):
@@ -62,6 +62,13 @@ def test_crop_flip_without_shift_or_flip_is_identity_and_flip_mirrors(train):
         assert torch.equal(out, img) or torch.equal(out, img.flip(-1))
 
 
+def test_crop_flip_mirrors_exactly_the_images_it_is_told_to(train):
+    images = train.images[:8].permute(0, 3, 1, 2).contiguous()
+    which = torch.tensor([True, False] * 4)
+    out = crop_flip(images, 0, which, torch.Generator().manual_seed(0))
+    assert torch.equal(out[which], images[which].flip(-1)) and torch.equal(out[~which], images[~which])
+
+
 def test_crop_shifts_content_within_padding(train):
     images = train.images[:16].permute(0, 3, 1, 2).contiguous()
     out = crop_flip(images, 2, False, torch.Generator().manual_seed(0))
@@ -84,3 +91,49 @@ def test_evaluation_batches_are_in_order_and_complete(synthetic_root):
     loader = GpuLoader(test, batch_size=30, device="cpu", train=False)
     ys = torch.cat([y for _, y in loader])
     assert torch.equal(ys, test.labels) and len(loader) == 4
+
+
+# ---- alternating flip ----------------------------------------------------------------------------------------
+ALTERNATE = DataConfig(crop_padding=0, flip=True, flip_alternate=True)
+
+
+def seen_flipped(loader, x):
+    """For each output image: (its dataset index, whether it is mirrored), found by nearest match."""
+    plain, mirrored = loader.normalize(loader.images).flatten(1), loader.normalize(loader.images.flip(-1)).flatten(1)
+    both = torch.cdist(x.flatten(1), torch.cat([plain, mirrored])).argmin(1)
+    return both % len(plain), both >= len(plain)
+
+
+def test_alternating_flip_mirrors_each_image_on_every_other_epoch(train):
+    loader = GpuLoader(train, batch_size=len(train.labels), device="cpu", train=True, augment=ALTERNATE, seed=0)
+    flips = []
+    for _ in range(3):
+        (x, _), = list(loader)
+        index, flipped = seen_flipped(loader, x)
+        state = torch.empty(len(index), dtype=torch.bool)
+        state[index] = flipped
+        flips.append(state)
+        assert torch.equal(state, loader.flip_state)
+    assert 0.35 < flips[0].float().mean() < 0.65  # random in the first epoch
+    assert torch.equal(flips[1], ~flips[0]) and torch.equal(flips[2], flips[0])
+
+
+def test_resume_continues_the_augmentation_exactly(train, tmp_path):
+    augment = DataConfig(crop_padding=4, flip=True, flip_alternate=True, cutout=8, policy="randaugment")
+    make = lambda: GpuLoader(train, batch_size=64, device="cpu", train=True, augment=augment, seed=4)
+    straight = make()
+    expected = [list(straight) for _ in range(3)][1:]
+    first = make()
+    list(first)
+    torch.save(first.state_dict(), tmp_path / "loader.pt")
+    resumed = make()
+    resumed.load_state_dict(torch.load(tmp_path / "loader.pt", weights_only=True))
+    for epoch in expected:
+        for (xa, ya), (xb, yb) in zip(epoch, list(resumed)):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_a_state_without_the_flip_state_is_refused_for_the_alternating_flip(train):
+    loader = GpuLoader(train, batch_size=64, device="cpu", train=True, augment=ALTERNATE)
+    with pytest.raises(KeyError, match="flip_state"):
+        loader.load_state_dict({"generator": loader.generator.get_state()})
