@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import json
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,6 +21,7 @@ import pandas as pd
 import torch
 import yaml
 
+from . import runs
 from .config import ModelConfig, load_config
 from .data import CLASSES, MEAN, STD, CIFAR10Split
 from .models import INPUT_SIZE, ResNet, count_parameters
@@ -167,10 +169,13 @@ def _leading_comment(text: str) -> list[str]:
 
 # ==== the recorded runs ==============================================================================
 
+RESULTS_RUNS = "results/runs"  # the recorded runs: committed, read by the figures, tables and the report
+USER_RUNS = "runs"  # where `cifar-resnet train` and `make train` write (ignored by git)
+
 
 @dataclass
 class RunRecord:
-    """A run folder under results/runs and its metrics.json."""
+    """A run folder and its metrics.json."""
 
     path: Path
     metrics: dict
@@ -186,82 +191,173 @@ class RunRecord:
         return device not in ("", "cpu")
 
     @property
+    def finished(self) -> bool:
+        """Trained to the end of its schedule (not stopped by a time limit)."""
+        return self.metrics.get("status", "finished") == "finished"
+
+    @property
     def test_acc(self) -> float | None:
         value = self.metrics.get("test_acc")
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
+    @property
+    def label(self) -> str:
+        """The folder name with seed and, for a run stopped early, the epochs it completed."""
+        x = self.metrics
+        stopped = "" if self.finished else f"; time limit: {x.get('epochs_completed')} of {x.get('epochs')} epochs"
+        return f"{self.name} (seed {x.get('seed')}{stopped})"
 
-def load_runs(results_dir: Path) -> list[RunRecord]:
-    """The runs under `results_dir/runs/*/metrics.json`, by folder name."""
-    return [RunRecord(p.parent, json.loads(p.read_text())) for p in sorted(Path(results_dir).glob("runs/*/metrics.json"))]
+
+def load_runs(folder: str | Path) -> list[RunRecord]:
+    """The run folders `folder/*/metrics.json` (`results/runs`, or `runs` for your own), by name; for a
+    repository root or a results folder, its `runs/` subfolder is read."""
+    folder = Path(folder)
+    if not any(folder.glob("*/metrics.json")) and (folder / "runs").is_dir():
+        folder = folder / "runs"
+    return [RunRecord(p.parent, json.loads(p.read_text())) for p in sorted(folder.glob("*/metrics.json"))]
 
 
-def runs_table(runs: Sequence[RunRecord]) -> pd.DataFrame:
-    """The final results table: one row per recorded run."""
+def newest_run(folder: str | Path) -> RunRecord | None:
+    """The most recently finished run with recorded predictions under `folder` (by the time of its
+    metrics.json), or None."""
+    found = [r for r in load_runs(folder) if r.finished and (r.path / runs.PREDICTIONS).is_file()]
+    return max(found, key=lambda r: ((r.path / runs.METRICS).stat().st_mtime, r.name), default=None)
+
+
+def record_run(run_dir: str | Path, results_dir: str | Path = "results", *, name: str | None = None,
+               weights: bool = False) -> Path:
+    """Copy a finished run (config, history, metrics, predictions, log; the weights only if asked) into
+    `results_dir/runs/<name>`, where the figures, tables and the report read it; returns the new folder."""
+    src = Path(run_dir)
+    metrics = runs.read_metrics(src)
+    if metrics.get("status", "finished") != "finished" or not (src / runs.PREDICTIONS).is_file():
+        raise FileNotFoundError(f"{src} is no finished run with {runs.PREDICTIONS}: finish it first "
+                                f"(cifar-resnet train --resume --out {src})")
+    dst = Path(results_dir) / "runs" / (name or src.name)
+    if dst.exists():
+        raise FileExistsError(f"{dst} exists: choose another name, or remove it first")
+    dst.mkdir(parents=True)
+    names = [runs.CONFIG, runs.HISTORY, runs.METRICS, runs.PREDICTIONS, "train.log"] + ([runs.WEIGHTS] if weights else [])
+    for file in names:
+        if (src / file).is_file():
+            shutil.copyfile(src / file, dst / file)
+    return dst
+
+
+def runs_table(records: Sequence[RunRecord]) -> pd.DataFrame:
+    """The final results table: one row per recorded run. A run stopped by its time limit has status
+    `time_limit` and no test accuracy (it never reached the end of its schedule)."""
     rows = []
-    for r in runs:
+    for r in records:
         x = r.metrics
-        rows.append({"run": r.name, "model": x.get("name"), "params": x.get("params"),
-                     "epochs": x.get("epochs_completed"), "train_seconds": x.get("train_seconds"),
-                     "wall_seconds": x.get("wall_seconds"), "device": x.get("device"),
-                     "test_acc": r.test_acc, "test_acc_tta": x.get("test_acc_tta"), "tta": x.get("tta"),
-                     "seed": x.get("seed")})
-    table = pd.DataFrame(rows, columns=["run", "model", "params", "epochs", "train_seconds", "wall_seconds", "device",
-                                        "test_acc", "test_acc_tta", "tta", "seed"])
+        rows.append({"run": r.name, "model": x.get("name"), "params": x.get("params"), "status": x.get("status"),
+                     "epochs": x.get("epochs_completed"), "epochs_planned": x.get("epochs"),
+                     "train_seconds": x.get("train_seconds"), "wall_seconds": x.get("wall_seconds"),
+                     "device": x.get("device"), "test_acc": r.test_acc, "test_acc_tta": x.get("test_acc_tta"),
+                     "tta": x.get("tta"), "seed": x.get("seed")})
+    table = pd.DataFrame(rows, columns=["run", "model", "params", "status", "epochs", "epochs_planned", "train_seconds",
+                                        "wall_seconds", "device", "test_acc", "test_acc_tta", "tta", "seed"])
     # Integers stay integers where a run lacks a value; accuracies on <= 10,000 images need 4 decimals.
-    table = table.astype({"params": "Int64", "epochs": "Int64", "seed": "Int64"})
+    table = table.astype({"params": "Int64", "epochs": "Int64", "epochs_planned": "Int64", "seed": "Int64"})
     return table.astype({"test_acc": float, "test_acc_tta": float}).round({"test_acc": 4, "test_acc_tta": 4})
 
 
-def pick_best_run(runs: Sequence[RunRecord]) -> tuple[RunRecord, str]:
+def _recipe(record: RunRecord) -> str:
+    """The run's configuration without its seed: runs that differ only in the seed share it."""
+    try:
+        cfg = dataclasses.asdict(load_config(record.path / runs.CONFIG))
+    except Exception:  # a run without a readable config is its own recipe
+        return record.name
+    cfg["train"].pop("seed")
+    return json.dumps(cfg, sort_keys=True)
+
+
+def seeds_table(records: Sequence[RunRecord]) -> pd.DataFrame:
+    """Finished runs of the same configuration and schedule that differ only in the seed, as one row:
+    the number of seeds, and mean and sample standard deviation (n - 1; empty for one seed) of the test
+    accuracy with and without TTA and of the training time."""
+    done = [r for r in records if r.finished and r.test_acc is not None]
+    groups: dict[str, list[RunRecord]] = {}
+    for r in done:
+        groups.setdefault(_recipe(r), []).append(r)
+    rows = []
+    for group in groups.values():
+        group = sorted(group, key=lambda r: (r.metrics.get("seed", 0), r.name))
+        row = {"model": group[0].metrics.get("name"), "epochs": group[0].metrics.get("epochs"),
+               "params": group[0].metrics.get("params"), "device": group[0].metrics.get("device"),
+               "seeds": len(group), "runs": " ".join(r.name for r in group)}
+        for key in ("test_acc", "test_acc_tta", "train_seconds"):
+            values = pd.Series([r.metrics.get(key) for r in group], dtype=float)
+            row[f"{key}_mean"], row[f"{key}_std"] = values.mean(), values.std(ddof=1)
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=["model", "epochs", "params", "device", "seeds", "runs", "test_acc_mean",
+                                        "test_acc_std", "test_acc_tta_mean", "test_acc_tta_std", "train_seconds_mean",
+                                        "train_seconds_std"])
+    table = table.astype({"epochs": "Int64", "params": "Int64", "seeds": "Int64"})
+    return table.round({c: 6 for c in table.columns if c.startswith("test_acc")} | {"train_seconds_mean": 2,
+                                                                                    "train_seconds_std": 2})
+
+
+def pick_best_run(records: Sequence[RunRecord]) -> tuple[RunRecord, str]:
     """The run to analyse and, in words, why: `best` if recorded on a GPU, else the most accurate GPU run,
-    else a CPU smoke run (`smoke-cpu` if present), which is no result at all."""
-    scored = [r for r in runs if r.test_acc is not None]
+    else a CPU smoke run, which is no result at all."""
+    scored = [r for r in records if r.test_acc is not None and r.finished]
     gpu = [r for r in scored if r.on_gpu]
     named = [r for r in gpu if r.name == "best"]
     if named:
-        return named[0], "results/runs/best: the run recorded as the project's final one."
+        return named[0], (f"{named[0].label}: the run recorded as the project's final one, on "
+                          f"{named[0].metrics.get('device')}.")
     if gpu:
         best = max(gpu, key=lambda r: r.test_acc)
-        return best, (f"{best.name}: the most accurate of {len(gpu)} GPU run(s). No run is recorded as "
-                      "results/runs/best; picking by test accuracy makes this number optimistic.")
+        return best, (f"{best.label}: the most accurate of {len(gpu)} GPU run(s). No run is recorded as "
+                      "`best`; picking by test accuracy makes this number optimistic.")
     if not scored:
-        raise FileNotFoundError("no recorded run with a test accuracy under results/runs: train one first "
+        raise FileNotFoundError("no finished run with a test accuracy here: train one first "
                                 "(notebook 03 or `cifar-resnet train`)")
-    smoke = next((r for r in scored if r.name == "smoke-cpu"), scored[0])
-    subset = _train_subset(smoke.path)
-    images = f"{subset:,} training images" if subset else "the training set"
-    return smoke, (f"{smoke.name}: no GPU run is recorded yet, so this is a {smoke.metrics.get('epochs_completed')}-epoch "
-                   f"CPU smoke run on {images} with a {smoke.metrics.get('params'):,}-parameter network. Its accuracy "
-                   "means nothing; it only shows the analysis working. For the real result, train on a GPU: "
-                   "`cifar-resnet train --config configs/best.yaml --out results/runs/best` "
-                   "(`make train` does the same), then rerun this notebook.")
+    smoke = scored[0]
+    return smoke, (f"{smoke.label}: a {smoke.metrics.get('epochs_completed')}-epoch CPU run of a "
+                   f"{smoke.metrics.get('params'):,}-parameter network. On a CPU it shows the analysis working; "
+                   "its accuracy means little. For a real result, train on a GPU.")
 
 
-def _train_subset(run_dir: Path) -> int:
-    try:
-        return load_config(run_dir / "config.yaml").data.train_subset
-    except Exception:  # an unreadable config only costs the detail in the message
-        return 0
+def same_model(records: Sequence[RunRecord], run: RunRecord) -> list[RunRecord]:
+    """`run` first, then the other runs of the same configuration name on the same kind of device (other
+    seeds and schedules), by name."""
+    others = [r for r in records if r.metrics.get("name") == run.metrics.get("name") and r.on_gpu == run.on_gpu
+              and r.path != run.path]
+    return [run] + others
 
 
 def load_history(run_dir: Path) -> pd.DataFrame:
     """A run's history.csv, with the evaluation columns renamed to eval_loss / eval_acc (test or val)."""
-    history = pd.read_csv(Path(run_dir) / "history.csv")
+    history = pd.read_csv(Path(run_dir) / runs.HISTORY)
     return history.rename(columns={c: "eval" + c[c.index("_"):] for c in history.columns
                                    if c.startswith(("test_", "val_"))})
 
 
+def last_evaluation(run_dir: Path) -> tuple[int, float] | None:
+    """(epoch, accuracy) of a run's last evaluation in history.csv: for a run stopped by its time limit,
+    the only accuracy it has, measured before the end of its schedule."""
+    history = load_history(run_dir).dropna(subset=["eval_acc"])
+    return (int(history["epoch"].iloc[-1]), float(history["eval_acc"].iloc[-1])) if len(history) else None
+
+
 # ==== one run's test predictions =====================================================================
+# From the probabilities the run recorded (predictions.safetensors, half precision), never recomputed:
+# the figures are then the same on every CPU. Every sum below is exact: a highest probability is at
+# least 1/10, so as an fp16 value it is a multiple of 2^-14, and up to 2^39 of them add up exactly in
+# float64 in any order; the one division per value is then correctly rounded everywhere.
 
 
 @dataclass
 class Predictions:
-    """Class probabilities (N, classes) of a split's images, with the labels and images (uint8 NHWC)."""
+    """Class probabilities (N, classes) of a split's images, the labels, the test-time augmentation
+    they were averaged over ("none" for the network alone), and the images (uint8 NHWC) if at hand."""
 
     probs: np.ndarray
     labels: np.ndarray
-    images: np.ndarray
+    tta: str = "none"
+    images: np.ndarray | None = None
 
     @property
     def predicted(self) -> np.ndarray:
@@ -272,22 +368,41 @@ class Predictions:
         return self.probs.max(1)
 
     @property
+    def correct(self) -> np.ndarray:
+        return self.predicted == self.labels
+
+    @property
     def accuracy(self) -> float:
-        return float((self.predicted == self.labels).mean())
+        return float(self.correct.sum() / len(self.labels))
+
+    @property
+    def views(self) -> str:
+        """In words: what the probabilities are averaged over."""
+        return "the network alone" if self.tta == "none" else f"with {self.tta} test-time augmentation"
 
 
-def predict_run(run_dir: Path, split: CIFAR10Split, *, tta: str = "none", device: str | None = None) -> Predictions:
-    """Softmax probabilities (fp32, no TTA unless asked) of a recorded run's network on all of `split`,
-    whatever subset the run evaluated on; on the GPU if there is one."""
-    from .engine import default_device, load_run, predict
-    from .loader import GpuLoader
+def load_predictions(run_dir: str | Path, *, tta: bool = True, split: CIFAR10Split | None = None) -> Predictions:
+    """The probabilities recorded in `run_dir/predictions.safetensors`, in float64 (the recorded fp16
+    values exactly): with the run's test-time augmentation if recorded and `tta`, else without. Given the
+    evaluation split, the images the run evaluated on are attached (its first N, for a run on a subset)."""
+    path = Path(run_dir) / runs.PREDICTIONS
+    tensors, meta = runs.load_predictions(path)
+    use_tta = tta and "probs_tta" in tensors
+    probs = tensors["probs_tta" if use_tta else "probs"].double().numpy()
+    labels = tensors["labels"].long().numpy()
+    images = None
+    if split is not None:
+        n = len(labels)
+        if n > len(split) or not np.array_equal(split.labels[:n].numpy(), labels):
+            raise ValueError(f"{path} holds predictions for {n:,} images whose labels differ from the first "
+                             f"{min(n, len(split)):,} of the split given: pass the split the run evaluated on "
+                             f"({meta.get('split', 'test')})")
+        images = _nhwc(split.images[:n])
+    return Predictions(probs, labels, meta.get("tta", "none") if use_tta else "none", images)
 
-    device = device or str(default_device())
-    _, model = load_run(run_dir, device)
-    loader = GpuLoader(split, batch_size=1000, device=device, train=False)
-    probs = torch.softmax(predict(model, loader, tta), 1).cpu().numpy()
-    images = split.images if split.images.shape[-1] == 3 else split.images.permute(0, 2, 3, 1)
-    return Predictions(probs, split.labels.numpy(), images.numpy())
+
+def _nhwc(images: torch.Tensor) -> np.ndarray:
+    return (images if images.shape[-1] == 3 else images.permute(0, 2, 3, 1)).numpy()
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int = len(CLASSES)) -> np.ndarray:
@@ -305,29 +420,34 @@ def per_class_accuracy(matrix: np.ndarray, classes: Sequence[str] = CLASSES) -> 
                          "accuracy": np.round(correct / np.maximum(total, 1), 4)})
 
 
-def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> pd.DataFrame:
-    """Equal-width confidence bins (lower, upper]: count, mean confidence and accuracy of each."""
+def _bin_sums(confidence: np.ndarray, correct: np.ndarray, n_bins: int) -> tuple[np.ndarray, ...]:
     confidence, correct = np.asarray(confidence, np.float64), np.asarray(correct, np.float64)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     index = np.searchsorted(edges[1:-1], confidence, side="left")  # a value on an edge goes to the lower bin
     count = np.bincount(index, minlength=n_bins)
+    return edges, count, np.bincount(index, confidence, n_bins), np.bincount(index, correct, n_bins)
+
+
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> pd.DataFrame:
+    """Equal-width confidence bins (lower, upper]: count, mean confidence and accuracy of each."""
+    edges, count, confidence_sum, correct_sum = _bin_sums(confidence, correct, n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(index, confidence, n_bins) / count
-        accuracy = np.bincount(index, correct, n_bins) / count
+        mean_conf, accuracy = confidence_sum / count, correct_sum / count
     return pd.DataFrame({"lower": edges[:-1], "upper": edges[1:], "count": count,
                          "confidence": mean_conf, "accuracy": accuracy})
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
-    """ECE (Guo et al. 2017): the count-weighted mean of |accuracy - confidence| over the bins."""
-    bins = reliability_bins(confidence, correct, n_bins)
-    used = bins[bins["count"] > 0]
-    return float((used["count"] * (used["accuracy"] - used["confidence"]).abs()).sum() / bins["count"].sum())
+    """ECE (Guo et al. 2017): the count-weighted mean of |accuracy - confidence| over the bins, computed
+    as sum |correct - confidence sums| / N (one division, so exact sums give the same value everywhere)."""
+    _, count, confidence_sum, correct_sum = _bin_sums(confidence, correct, n_bins)
+    return float(np.abs(correct_sum - confidence_sum).sum() / count.sum())
 
 
 def confident_mistakes(pred: Predictions, k: int = 12, classes: Sequence[str] = CLASSES) -> pd.DataFrame:
-    """The `k` wrong predictions made with the highest confidence: test index, true, predicted, confidence."""
-    wrong = np.flatnonzero(pred.predicted != pred.labels)
+    """The `k` wrong predictions made with the highest confidence (ties by index): test index, true,
+    predicted, confidence."""
+    wrong = np.flatnonzero(~pred.correct)
     order = wrong[np.argsort(-pred.confidence[wrong], kind="stable")][:k]
     return pd.DataFrame({"index": order, "true": [classes[i] for i in pred.labels[order]],
                          "predicted": [classes[i] for i in pred.predicted[order]],
@@ -420,20 +540,73 @@ def write_table(table: pd.DataFrame, stem: Path, columns: dict[str, Column] | No
     return [csv, tex]
 
 
-def write_runs_readme(table: pd.DataFrame, path: Path) -> Path:
-    """`results/README.md`: the recorded runs as a Markdown table, from `runs_table`'s rows."""
+def mean_std(mean: object, std: object, scale: float = 100, digits: int = 2, pm: str = " ± ") -> str:
+    """"94.86 ± 0.08" from a mean and a standard deviation (the mean alone where there is no std)."""
+    if pd.isna(mean):
+        return "-"
+    return f"{scale * float(mean):.{digits}f}" + ("" if pd.isna(std) else f"{pm}{scale * float(std):.{digits}f}")
+
+
+def write_seeds_table(table: pd.DataFrame, stem: Path) -> list[Path]:
+    """`stem`.csv (numbers) and `stem`.tex (mean $\\pm$ std in percent) of `seeds_table`'s rows."""
+    def cells(key: str) -> list[str | None]:
+        return [None if pd.isna(m) else mean_std(m, s, pm=" $\\pm$ ")
+                for m, s in zip(table[f"{key}_mean"], table[f"{key}_std"])]
+
+    shown = table.assign(acc=cells("test_acc"), acc_tta=cells("test_acc_tta"))
+    csv = write_table(table, stem)
+    tex = Path(stem).parent / f"{Path(stem).name}.tex"
+    tex.write_text(to_latex(shown, SEEDS_COLUMNS))
+    return csv + [tex]
+
+
+def write_runs_readme(records: Sequence[RunRecord], path: Path) -> Path:
+    """`results/README.md`: the recorded runs as Markdown tables (one row per run, then one per recipe
+    over its seeds), and where each run came from."""
+    table, seeds = runs_table(records), seeds_table(records)
     lines = ["# Recorded runs", "",
              "Generated by `cifar-resnet figures` (and notebook 04) from `results/runs/*/metrics.json`; do not edit.",
-             "Runs on a CPU are smoke tests of the pipeline, not results.", "",
-             "| run | model | parameters | epochs | train time | wall time | device | test acc. | with TTA | seed |",
-             "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
+             "Runs on a CPU are smoke tests of the pipeline, not results; a run stopped by its time limit has no",
+             "test accuracy of its own (see the notes).", "",
+             "| run | model | parameters | epochs | status | train time | wall time | device | test acc. | with TTA | seed |",
+             "| --- | --- | ---: | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
     for row in table.itertuples():
+        acc = f"{100 * row.test_acc:.2f}%" if pd.notna(row.test_acc) else "-"
         tta = f"{100 * row.test_acc_tta:.2f}% ({row.tta})" if pd.notna(row.test_acc_tta) else "-"
-        lines.append(f"| {row.run} | {row.model} | {int(row.params):,} | {int(row.epochs)} | "
-                     f"{float(row.train_seconds):.1f} s | {float(row.wall_seconds):.1f} s | {row.device} | "
-                     f"{100 * row.test_acc:.2f}% | {tta} | {int(row.seed)} |")
+        lines.append(f"| {row.run} | {row.model} | {int(row.params):,} | {row.epochs}/{row.epochs_planned} | "
+                     f"{row.status} | {float(row.train_seconds):.1f} s | {float(row.wall_seconds):.1f} s | "
+                     f"{row.device} | {acc} | {tta} | {row.seed} |")
     if table.empty:
-        lines.append("| (none yet: `cifar-resnet train --config configs/best.yaml --out results/runs/best`) |||||||||| ")
+        lines.append("| (none yet: train with `cifar-resnet train`, then `analysis.record_run`) |||||||||||")
+    lines += ["", "## Over seeds", "",
+              "Finished runs of the same configuration and schedule that differ only in the seed: mean ± sample",
+              "standard deviation over the seeds.", "",
+              "| model | epochs | seeds | runs | test acc. (%) | with TTA (%) | train time |",
+              "| --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+    for row in seeds.itertuples():
+        lines.append(f"| {row.model} | {row.epochs} | {row.seeds} | {row.runs} | "
+                     f"{mean_std(row.test_acc_mean, row.test_acc_std)} | "
+                     f"{mean_std(row.test_acc_tta_mean, row.test_acc_tta_std)} | "
+                     f"{mean_std(row.train_seconds_mean, row.train_seconds_std, scale=1, digits=1)} s |")
+    lines += ["", "## Notes", ""]
+    for r in records:
+        x, note = r.metrics, []
+        if not r.finished:
+            last = last_evaluation(r.path)
+            seen = f"; its last evaluation (epoch {last[0]}) gave {100 * last[1]:.2f}%" if last else ""
+            note.append(f"stopped by its time limit after epoch {x.get('epochs_completed')} of {x.get('epochs')}, "
+                        f"before the end of its schedule{seen}: no final result")
+        source = x.get("provenance", {})
+        if source:
+            note.append(f"trained with `{source.get('command')}` on {source.get('device')}, torch "
+                        f"{source.get('torch_version')}, commit {str(source.get('git_commit'))[:7]} "
+                        f"(records {source.get('source')})")
+        note.append("predictions: " + (source.get("predictions") if source.get("predictions") else
+                                       "recorded at the end of training" if (r.path / runs.PREDICTIONS).is_file()
+                                       else "none"))
+        note.append("weights: " + (source.get("weights") if source.get("weights") else
+                                   "committed" if (r.path / runs.WEIGHTS).is_file() else "not committed"))
+        lines.append(f"- **{r.name}**: " + "; ".join(note) + ".")
     path = Path(path)
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -459,7 +632,8 @@ def device_name(device: object) -> str:
 
 
 RUNS_COLUMNS = {"run": Column("Run"), "model": Column("Config"), "params": Column("Params", "r", thousands),
-                "epochs": Column("Epochs", "r"), "train_seconds": Column("Train", "r", duration),
+                "epochs": Column("Epochs", "r"), "status": Column("Status", "l", lambda s: tex_escape(str(s).replace("_", " "))),
+                "train_seconds": Column("Train", "r", duration),
                 "wall_seconds": Column("Wall", "r", duration), "device": Column("Device", "l", device_name),
                 "test_acc": Column("Acc.\\ (\\%)", "r", percent), "test_acc_tta": Column("TTA (\\%)", "r", percent),
                 "seed": Column("Seed", "r")}
@@ -469,5 +643,6 @@ PRESETS_COLUMNS = {"preset": Column("Preset"), "block": Column("Block"), "channe
                    "epochs": Column("Epochs", "r")}
 PER_CLASS_COLUMNS = {"class": Column("Class"), "correct": Column("Correct", "r"), "total": Column("Images", "r"),
                      "accuracy": Column("Acc.\\ (\\%)", "r", percent)}
-
-
+SEEDS_COLUMNS = {"model": Column("Config"), "epochs": Column("Epochs", "r"), "params": Column("Params", "r", thousands),
+                 "seeds": Column("Seeds", "r"), "acc": Column("Acc.\\ (\\%)", "r", str),
+                 "acc_tta": Column("TTA (\\%)", "r", str), "train_seconds_mean": Column("Train", "r", duration)}

@@ -4,12 +4,15 @@ Each figure function takes what `analysis.py` computed and returns a matplotlib 
 pyplot, so a notebook shows it); `save` writes `<stem>.pdf` (vector, for the report) and `<stem>.png`
 (for the README and the notebooks). `rebuild_all` redraws every figure and table from the recorded
 results, without training, calling the same functions in the same order as the notebooks.
-Sizes are for the report's AAAI layout: 3.3 in for one column, 6.9 in for the full width.
+Sizes are for the report's AAAI layout: 3.3 in for one column, 6.9 in for the full width. PNGs are
+drawn at `PNG_DPI` or more: a figure of images gets the resolution at which every image pixel is a whole
+square of screen pixels (nearest-neighbour upscaling by an integer), so a 32x32 image stays sharp.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,8 +32,10 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from . import analysis
 from .data import CLASSES, MEAN, STD, CIFAR10Split, DataError, load_cifar10
 from .models import PARAMETER_BUDGET
+from .runs import PREDICTIONS
 
 COLUMN, FULL = 3.3, 6.9  # figure widths in inches
+PNG_DPI = 300  # the least PNG resolution: 6 pt text and the confusion matrix's counts stay legible
 PALETTE = sns.color_palette("colorblind").as_hex()
 RGB = ("#c0392b", "#27ae60", "#2e6fba")
 STYLE = {
@@ -72,6 +77,19 @@ def _styled(draw):
     return wrapper
 
 
+def png_dpi(fig: Figure) -> float:
+    """`PNG_DPI`, raised for a figure with images to the resolution at which its first image's pixels
+    become whole squares of k x k screen pixels (k an integer: nearest-neighbour upscaling, no blur)."""
+    images = [image for ax in fig.axes for image in ax.get_images()]
+    if not images:
+        return PNG_DPI
+    fig.canvas.draw()  # lays out the axes (equal aspect) so that the image's extent is final
+    image = images[0]
+    inches = image.get_window_extent().width / fig.dpi
+    columns = image.get_array().shape[1]
+    return math.ceil(PNG_DPI * inches / columns) * columns / inches
+
+
 def save(fig: Figure, stem: str | Path) -> list[Path]:
     """Write `stem`.pdf and `stem`.png; both are byte-for-byte reproducible (no dates, no software tag)."""
     stem = Path(stem)
@@ -79,7 +97,7 @@ def save(fig: Figure, stem: str | Path) -> list[Path]:
     pdf, png = stem.parent / f"{stem.name}.pdf", stem.parent / f"{stem.name}.png"
     with style():
         fig.savefig(pdf, metadata={"CreationDate": None, "ModDate": None})
-        fig.savefig(png, metadata={"Software": None})
+        fig.savefig(png, metadata={"Software": None}, dpi=png_dpi(fig))
     return [pdf, png]
 
 
@@ -104,16 +122,12 @@ def _mosaic(images: np.ndarray, rows: int, cols: int, gap: int = 2) -> np.ndarra
 
 def _image(ax, image: np.ndarray) -> None:
     """An image without ticks, grid or frame (an axis label can still go beside it)."""
-    ax.imshow(image, interpolation="none")
+    ax.imshow(image, interpolation="none")  # raw pixels in the PDF, nearest-neighbour in the PNG
     ax.set_xticks([])
     ax.set_yticks([])
     ax.grid(False)
     for side in ax.spines.values():
         side.set_visible(False)
-
-
-def _nhwc(images: torch.Tensor) -> np.ndarray:
-    return (images if images.shape[-1] == 3 else images.permute(0, 2, 3, 1)).numpy()
 
 
 @_styled
@@ -122,7 +136,7 @@ def class_samples(split: CIFAR10Split, per_class: int = 10) -> Figure:
     index = analysis.first_of_each_class(split, per_class)
     per_class = index.shape[1]
     fig, ax = plt.subplots(figsize=(COLUMN, COLUMN * 1.02))
-    _image(ax, _mosaic(_nhwc(split.images[index.flatten()]), len(split.classes), per_class))
+    _image(ax, _mosaic(analysis._nhwc(split.images[index.flatten()]), len(split.classes), per_class))
     ax.set_yticks([(i + 0.5) * 34 - 1 for i in range(len(split.classes))], split.classes)
     ax.tick_params(length=0)
     return fig
@@ -138,7 +152,10 @@ def pixel_histograms(histograms: np.ndarray, stats: pd.DataFrame | None = None) 
         if stats is not None:
             ax.axvline(stats["mean"][c], color=colour, linestyle="--", linewidth=0.7)
     ax.set(xlabel="pixel intensity", ylabel="pixels (%)", xlim=(0, 255), ylim=(0, None))
-    ax.legend(loc="upper left")
+    handles = ax.get_legend_handles_labels()[0]
+    if stats is not None:
+        handles.append(Line2D([], [], color="grey", linestyle="--", linewidth=0.7, label="channel mean"))
+    ax.legend(handles=handles, loc="upper left")
     return fig
 
 
@@ -256,6 +273,7 @@ def params_vs_kernels(sweep: pd.DataFrame, width: int = 64, blocks: int = 2) -> 
     _millions(axes[0])
     top = max(sweep["params"].max() / 1e6, PARAMETER_BUDGET / 1e6) * 1.15
     axes[0].set_ylim(0, top)
+    axes[-1].legend(handles=axes[-1].get_lines()[:1], loc="upper right")
     fig.suptitle(f"stages of {width}, {2 * width}, {4 * width} channels, {blocks} blocks each; "
                  "the others at F = 3, K = 1, P = global", fontsize=7, y=1.0)
     fig.tight_layout(pad=0.2)
@@ -269,50 +287,56 @@ def params_vs_kernels(sweep: pd.DataFrame, width: int = 64, blocks: int = 2) -> 
 def learning_curves(histories: Mapping[str, pd.DataFrame], *, lr: bool = False) -> Figure:
     """Loss and accuracy per epoch (training dashed, evaluation solid) of each run; with `lr`, its learning rate."""
     panels = ["loss", "acc"] + (["lr"] if lr else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(COLUMN if not lr else FULL, 1.9))
+    key = 0.13 * len(histories) + 0.05  # inches below the panels for the runs' legend, one line each
+    height = 1.9 + key
+    fig, axes = plt.subplots(1, len(panels), figsize=(COLUMN if not lr else FULL, height))
     for (name, history), colour in zip(histories.items(), PALETTE):
         for ax, panel in zip(axes, panels):
             if panel == "lr":
-                ax.plot(history["epoch"], history["lr"], color=colour, label=name)
+                ax.plot(history["epoch"], history["lr"], color=colour)
                 continue
             scale = 100 if panel == "acc" else 1
             ax.plot(history["epoch"], scale * history[f"train_{panel}"], color=colour, linestyle="--", linewidth=0.9)
             evaluated = history.dropna(subset=[f"eval_{panel}"])
-            ax.plot(evaluated["epoch"], scale * evaluated[f"eval_{panel}"], color=colour, label=name)
+            ax.plot(evaluated["epoch"], scale * evaluated[f"eval_{panel}"], color=colour)
     for ax, panel in zip(axes, panels):
         ax.set(xlabel="epoch", ylabel={"loss": "cross-entropy", "acc": "accuracy (%)", "lr": "learning rate"}[panel])
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
     style = [Line2D([], [], color="grey", linestyle="--", linewidth=0.9, label="train"),
              Line2D([], [], color="grey", label="test")]
+    axes[0].legend(handles=style, loc="upper right")
     names = [Line2D([], [], color=c, label=n) for n, c in zip(histories, PALETTE)]
-    axes[0].legend(handles=style + (names if len(histories) > 1 else []), loc="upper right")
-    fig.tight_layout(pad=0.2)
+    fig.legend(handles=names, loc="lower left", bbox_to_anchor=(0, 0), ncol=1, borderaxespad=0.1)
+    fig.tight_layout(pad=0.2, rect=(0, key / height, 1, 1))
     return fig
 
 
 @_styled
-def params_vs_accuracy(table: pd.DataFrame) -> Figure:
-    """Test accuracy against trainable parameters of the recorded runs (CPU smoke runs hollow and grey)."""
+def params_vs_accuracy(seeds: pd.DataFrame) -> Figure:
+    """Test accuracy against trainable parameters, one point per recipe (mean over its seeds, with the
+    standard deviation as an error bar; CPU smoke runs hollow and grey)."""
     fig, ax = plt.subplots(figsize=(COLUMN, 2.1))
-    table = table.dropna(subset=["test_acc"])
-    cpu = table["device"].astype(str).str.lower().eq("cpu")
-    for mask, kwargs in ((~cpu, {"color": PALETTE[0], "label": "GPU run"}),
-                         (cpu, {"facecolors": "none", "edgecolors": "grey", "label": "CPU smoke run (no result)"})):
-        part = table[mask]
+    seeds = seeds.dropna(subset=["test_acc_mean"])
+    cpu = seeds["device"].astype(str).str.lower().eq("cpu")
+    for mask, kwargs in ((~cpu, {"color": PALETTE[0], "label": "GPU runs (mean ± std over seeds)"}),
+                         (cpu, {"mfc": "none", "color": "grey", "label": "CPU smoke run (no result)"})):
+        part = seeds[mask]
         if len(part):
-            ax.scatter(part["params"], 100 * part["test_acc"], zorder=3, s=18, **kwargs)
-    tta = table.dropna(subset=["test_acc_tta"])
+            ax.errorbar(part["params"], 100 * part["test_acc_mean"], yerr=100 * part["test_acc_std"].fillna(0),
+                        fmt="o", markersize=4, capsize=2, zorder=3, **kwargs)
+    tta = seeds.dropna(subset=["test_acc_tta_mean"])
     if len(tta):
-        ax.scatter(tta["params"], 100 * tta["test_acc_tta"], marker="_", color="black", s=30, zorder=3,
-                   label="with TTA")
-    for _, row in table.iterrows():
-        ax.annotate(row["run"], (row["params"], 100 * row["test_acc"]), fontsize=6, xytext=(3, 3),
-                    textcoords="offset points")
+        ax.scatter(tta["params"], 100 * tta["test_acc_tta_mean"], marker="_", color="black", s=30, zorder=3,
+                   label="with TTA (mean)")
+    for _, row in seeds.iterrows():
+        ax.annotate(f"{row['model']} ({row['seeds']} seed{'s' if row['seeds'] > 1 else ''})",
+                    (row["params"], 100 * row["test_acc_mean"]), fontsize=6, xytext=(-4, -3),
+                    textcoords="offset points", ha="right", va="top")
     ax.set_xscale("log")
     ax.set_xlim(1e3, 1e7)
     _budget_line(ax, vertical=True, unit=1)
     ax.set(xlabel="trainable parameters", ylabel="test accuracy (%)", ylim=(0, 100))
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower left")
     return fig
 
 
@@ -320,30 +344,37 @@ def params_vs_accuracy(table: pd.DataFrame) -> Figure:
 
 
 @_styled
-def confusion_matrix(matrix: np.ndarray, classes: Sequence[str] = CLASSES) -> Figure:
-    """Counts per (true, predicted) class, coloured by the share of the true class."""
-    fig, ax = plt.subplots(figsize=(COLUMN, COLUMN * 0.92))
+def confusion_matrix(matrix: np.ndarray, classes: Sequence[str] = CLASSES, title: str | None = None) -> Figure:
+    """Counts per (true, predicted) class, coloured by the share of the true class; `title` names the
+    run (the figure adds how many images were counted)."""
+    fig, ax = plt.subplots(figsize=(COLUMN, COLUMN * 0.95))
     share = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     sns.heatmap(share, annot=matrix, fmt="d", cmap="Blues", vmin=0, vmax=1, square=True, cbar=False, ax=ax,
-                xticklabels=classes, yticklabels=classes, annot_kws={"fontsize": 5.5}, linewidths=0.3,
+                xticklabels=classes, yticklabels=classes, annot_kws={"fontsize": 6.5}, linewidths=0.3,
                 linecolor="white")
-    ax.set(xlabel="predicted class", ylabel="true class")
+    counted = f"{int(matrix.sum()):,} test images"
+    ax.set(xlabel="predicted class", ylabel="true class", title=f"{title}: {counted}" if title else counted)
     ax.tick_params(length=0, labelsize=6.5)
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
     return fig
 
 
 @_styled
-def per_class_accuracy(table: pd.DataFrame) -> Figure:
-    """Accuracy of each true class, with the overall accuracy as a dashed line."""
-    fig, ax = plt.subplots(figsize=(COLUMN, 2.2))
+def per_class_accuracy(table: pd.DataFrame, title: str | None = None) -> Figure:
+    """Accuracy of each true class, with the overall accuracy as a dashed line, and on how many test
+    images each was measured."""
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.3))
     acc = 100 * table["accuracy"]
-    ax.barh(table["class"], acc, color=PALETTE[0], height=0.65)
-    overall = 100 * table["correct"].sum() / table["total"].sum()
-    ax.axvline(overall, color="black", linestyle="--", linewidth=0.8, label=f"all classes: {overall:.1f}%")
+    ax.barh(table["class"], acc, color=PALETTE[0], height=0.65, label="one class")
+    total = int(table["total"].sum())
+    overall = 100 * table["correct"].sum() / total
+    ax.axvline(overall, color="black", linestyle="--", linewidth=0.8, label=f"all classes: {overall:.2f}%")
     for y, value in enumerate(acc):
         ax.text(value + 1, y, f"{value:.1f}", va="center", fontsize=6)
-    ax.set(xlabel="test accuracy (%)", xlim=(0, 105))
+    sizes = sorted(set(table["total"]))
+    each = f"{sizes[0]:,} per class" if len(sizes) == 1 else "per class as in the table"
+    counted = f"{total:,} test images ({each})"
+    ax.set(xlabel="test accuracy (%)", xlim=(0, 105), title=f"{title}: {counted}" if title else counted)
     ax.invert_yaxis()
     ax.grid(axis="y", visible=False)
     ax.legend(loc="lower right", framealpha=0.9, frameon=True)
@@ -351,10 +382,10 @@ def per_class_accuracy(table: pd.DataFrame) -> Figure:
 
 
 @_styled
-def reliability_diagram(bins: pd.DataFrame, ece: float) -> Figure:
+def reliability_diagram(bins: pd.DataFrame, ece: float, title: str | None = None) -> Figure:
     """Accuracy against confidence per bin (a calibrated network follows the diagonal); below, how many
     test images fall in each bin."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(COLUMN, 2.9), sharex=True, height_ratios=(3, 1))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(COLUMN, 3.1), sharex=True, height_ratios=(3, 1))
     width = bins["upper"] - bins["lower"]
     used = bins["count"] > 0
     top.bar(bins["lower"][used], bins["accuracy"][used], width=width[used], align="edge", color=PALETTE[0],
@@ -363,11 +394,13 @@ def reliability_diagram(bins: pd.DataFrame, ece: float) -> Figure:
             width=width[used], align="edge", fill=False, hatch="////", edgecolor=PALETTE[3], linewidth=0.5,
             label="gap to mean confidence")
     top.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=0.8, label="perfect calibration")
-    top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=f"expected calibration error {100 * ece:.2f}%")
+    counted = f"{int(bins['count'].sum()):,} test images, expected calibration error {100 * ece:.2f}%"
+    top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=f"{title}\n{counted}" if title else counted)
     top.legend(loc="upper left")
     bottom.bar(bins["lower"], bins["count"] / bins["count"].sum() * 100, width=width, align="edge",
-               color="grey", edgecolor="white", linewidth=0.5)
+               color="grey", edgecolor="white", linewidth=0.5, label="share of the images")
     bottom.set(xlabel="confidence (highest softmax probability)", ylabel="images (%)")
+    bottom.legend(loc="upper left")
     fig.align_ylabels()
     fig.tight_layout(pad=0.2, h_pad=0.3)
     return fig
@@ -375,7 +408,10 @@ def reliability_diagram(bins: pd.DataFrame, ece: float) -> Figure:
 
 @_styled
 def confident_mistakes(pred: analysis.Predictions, mistakes: pd.DataFrame, cols: int = 6) -> Figure:
-    """The test images the network got wrong with the highest confidence."""
+    """The test images the network got wrong with the highest confidence (`pred` with its images)."""
+    if pred.images is None:
+        raise ValueError("these predictions carry no images: load them with the test split "
+                         "(analysis.load_predictions(run_dir, split=test))")
     n = len(mistakes)
     rows = max(1, -(-n // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(FULL, rows * 1.45), squeeze=False)
@@ -453,8 +489,9 @@ def _save_closed(fig: Figure, stem: Path) -> list[Path]:
 
 def rebuild_all(repo_root: str | Path, *, data_root: str | None = None, study: str = "main") -> list[Path]:
     """Redraw every figure in figures/ and every table in results/ from configs/ and the recorded
-    results, without training; returns the files written. Figures that need CIFAR-10 (the data set,
-    the best run's test predictions) are skipped with a warning where it is not on disk (no download)."""
+    results, without training; returns the files written. The best run's figures come from the
+    predictions it recorded, so they are the same on every machine. Figures that need CIFAR-10's images
+    (the data set, the confident mistakes) are skipped with a warning where it is not on disk (no download)."""
     root = Path(repo_root)
     figures, results = root / "figures", root / "results"
     written: list[Path] = []
@@ -472,22 +509,26 @@ def rebuild_all(repo_root: str | Path, *, data_root: str | None = None, study: s
     if importance is not None:
         written += _save_closed(search_importance(importance), figures / "search_importance")
 
-    # Notebook 04, from the records alone.
-    runs = analysis.load_runs(results)
-    table = analysis.runs_table(runs)
-    written += analysis.write_table(table, results / "runs_table", analysis.RUNS_COLUMNS)
-    written.append(analysis.write_runs_readme(table, results / "README.md"))
-    written += _save_closed(params_vs_accuracy(table), figures / "params_vs_accuracy")
-    best = analysis.pick_best_run(runs)[0] if runs else None
+    # Notebook 04, from the records alone (results/runs: never the runs you train into runs/).
+    records = analysis.load_runs(results / "runs")
+    seeds = analysis.seeds_table(records)
+    written += analysis.write_table(analysis.runs_table(records), results / "runs_table", analysis.RUNS_COLUMNS)
+    written += analysis.write_seeds_table(seeds, results / "seeds_table")
+    written.append(analysis.write_runs_readme(records, results / "README.md"))
+    written += _save_closed(params_vs_accuracy(seeds), figures / "params_vs_accuracy")
+    best = analysis.pick_best_run(records)[0] if any(r.finished and r.test_acc is not None for r in records) else None
+    recorded = best is not None and (best.path / PREDICTIONS).is_file()
     if best is not None:
-        history = {best.name: analysis.load_history(best.path)}
-        written += _save_closed(learning_curves(history), figures / "learning_curves")
+        histories = {r.label: analysis.load_history(r.path) for r in analysis.same_model(records, best)}
+        written += _save_closed(learning_curves(histories), figures / "learning_curves")
+    if recorded:
+        written += prediction_outputs(best.name, analysis.load_predictions(best.path), figures, results)
 
     try:
         train = load_cifar10(data_root, "train", download=False)
         test = load_cifar10(data_root, "test", download=False)
     except DataError as err:
-        warnings.warn(f"figures of the data set and of the best run's predictions skipped: {err}", stacklevel=2)
+        warnings.warn(f"figures of the data set and of the confident mistakes skipped: {err}", stacklevel=2)
         return written
 
     # Notebook 01: the data set.
@@ -499,23 +540,23 @@ def rebuild_all(repo_root: str | Path, *, data_root: str | None = None, study: s
     written += _save_closed(pixel_histograms(histograms, stats), figures / "pixel_histograms")
     written += _save_closed(augmentations(train), figures / "augmentations")
 
-    # Notebook 04: the best run's test predictions.
-    if best is not None:
-        written += best_run_outputs(best.path, test, figures, results)
+    # Notebook 04: the best run's mistakes, which need the test images.
+    if recorded:
+        pred = analysis.load_predictions(best.path, split=test)
+        written += _save_closed(confident_mistakes(pred, analysis.confident_mistakes(pred)), figures / "confident_mistakes")
     return written
 
 
-def best_run_outputs(run_dir: Path, test: CIFAR10Split, figures: Path, results: Path) -> list[Path]:
-    """Confusion matrix, per-class accuracy, confident mistakes and reliability diagram of one run."""
-    pred = analysis.predict_run(run_dir, test)
+def prediction_outputs(name: str, pred: analysis.Predictions, figures: Path, results: Path) -> list[Path]:
+    """Confusion matrix, per-class accuracy (figure and table) and reliability diagram of one run's
+    recorded predictions."""
+    title = f"{name}, {pred.views}"
     matrix = analysis.confusion_matrix(pred.labels, pred.predicted)
     per_class = analysis.per_class_accuracy(matrix)
-    bins = analysis.reliability_bins(pred.confidence, pred.predicted == pred.labels)
-    ece = analysis.expected_calibration_error(pred.confidence, pred.predicted == pred.labels)
+    bins = analysis.reliability_bins(pred.confidence, pred.correct)
+    ece = analysis.expected_calibration_error(pred.confidence, pred.correct)
     written = analysis.write_table(per_class, results / "per_class_accuracy", analysis.PER_CLASS_COLUMNS)
-    written += _save_closed(confusion_matrix(matrix), figures / "confusion_matrix")
-    written += _save_closed(per_class_accuracy(per_class), figures / "per_class_accuracy")
-    mistakes = analysis.confident_mistakes(pred)
-    written += _save_closed(confident_mistakes(pred, mistakes), figures / "confident_mistakes")
-    written += _save_closed(reliability_diagram(bins, ece), figures / "reliability_diagram")
+    written += _save_closed(confusion_matrix(matrix, title=title), figures / "confusion_matrix")
+    written += _save_closed(per_class_accuracy(per_class, title=title), figures / "per_class_accuracy")
+    written += _save_closed(reliability_diagram(bins, ece, title=title), figures / "reliability_diagram")
     return written

@@ -2,18 +2,24 @@ import shutil
 import subprocess
 import sys
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pytest
+import torch
 
-from cifar_resnet import plots
+from cifar_resnet import analysis, plots, runs
+from cifar_resnet.config import load_config, override, save_config
+from cifar_resnet.data import load_cifar10
 
 from conftest import ROOT
 
-FROM_RECORDS = ["params_vs_width", "params_vs_depth", "params_vs_kernels", "params_vs_accuracy", "learning_curves"]
+FROM_RECORDS = ["params_vs_width", "params_vs_depth", "params_vs_kernels", "params_vs_accuracy", "learning_curves",
+                "confusion_matrix", "per_class_accuracy", "reliability_diagram"]
 FROM_SEARCH = ["search_pareto", "search_history", "search_importance"]
-FROM_DATA = ["class_samples", "pixel_histograms", "augmentations", "confusion_matrix", "per_class_accuracy",
-             "confident_mistakes", "reliability_diagram"]
-TABLES = ["presets_table.csv", "presets_table.tex", "runs_table.csv", "runs_table.tex", "README.md"]
-DATA_TABLES = ["dataset_stats.csv", "channel_stats.csv", "per_class_accuracy.csv", "per_class_accuracy.tex"]
+FROM_DATA = ["class_samples", "pixel_histograms", "augmentations", "confident_mistakes"]
+TABLES = ["presets_table.csv", "presets_table.tex", "runs_table.csv", "runs_table.tex", "seeds_table.csv",
+          "seeds_table.tex", "README.md", "per_class_accuracy.csv", "per_class_accuracy.tex"]
+DATA_TABLES = ["dataset_stats.csv", "channel_stats.csv"]
 
 SEARCH_CSV = """number,state,val_acc,epochs,trainable_params,seconds,channels,params_width
 0,complete,0.91,12,2100000,50.0,64-128-256,64
@@ -24,12 +30,35 @@ SEARCH_CSV = """number,state,val_acc,epochs,trainable_params,seconds,channels,pa
 """
 
 
-def repo_copy(tmp_path, name, search=True):
-    """configs/ and the recorded runs of the project, plus (optionally) a small recorded search."""
+def write_records(results, labels):
+    """Runs as a GPU would record them, of the smoke recipe: two seeds and one stopped by its time
+    limit, with predictions for the images whose `labels` are given."""
+    cfg = load_config(ROOT / "configs" / "smoke.yaml")
+    rng = np.random.default_rng(0)
+    for name, seed, epochs, done in (("best", 0, 4, 4), ("best-seed1", 1, 4, 4), ("best-long", 0, 6, 5)):
+        run = results / "runs" / name
+        run.mkdir(parents=True)
+        save_config(override(cfg, **{"train.seed": seed, "train.epochs": epochs}), run / "config.yaml")
+        rows = [{"epoch": e, "lr": 0.1, "train_loss": 2 - e / 4, "train_acc": 0.2 * e, "test_loss": 2 - e / 3,
+                 "test_acc": 0.15 * e + seed / 100, "seconds": 1.0} for e in range(1, done + 1)]
+        runs.write_history(rows, run / "history.csv")
+        metrics = {"name": "smoke", "status": "finished" if done == epochs else "time_limit", "eval_split": "test",
+                   "params": 5266, "epochs": epochs, "epochs_completed": done, "train_seconds": 4.0 + seed,
+                   "wall_seconds": 5.0, "seed": seed, "device": "NVIDIA H200", "tta": "flip"}
+        if done == epochs:
+            logits = torch.tensor(rng.normal(size=(len(labels), 10)) + 3 * np.eye(10)[labels], dtype=torch.float32)
+            probs = torch.softmax(logits, 1)
+            runs.save_predictions(run / runs.PREDICTIONS, probs, torch.tensor(labels), probs_tta=probs.sqrt().softmax(1),
+                                  split="test", tta="flip")
+            metrics |= {"test_acc": 0.6 + seed / 100, "test_acc_tta": 0.62}
+        runs.write_metrics(metrics, run / "metrics.json")
+
+
+def repo_copy(tmp_path, name, labels, search=True):
+    """configs/ of the project, recorded runs, and (optionally) a small recorded search."""
     root = tmp_path / name
     shutil.copytree(ROOT / "configs", root / "configs")
-    shutil.copytree(ROOT / "results" / "runs", root / "results" / "runs",
-                    ignore=shutil.ignore_patterns("checkpoint.pt"))
+    write_records(root / "results", labels)
     if search:
         (root / "results" / "search").mkdir()
         (root / "results" / "search" / "main.csv").write_text(SEARCH_CSV)
@@ -42,9 +71,14 @@ def relative(paths, root):
 
 
 @pytest.fixture(scope="module")
-def two_builds(tmp_path_factory, synthetic_root):
+def test_labels(synthetic_root):
+    return load_cifar10(synthetic_root, "test", download=False).labels.numpy()
+
+
+@pytest.fixture(scope="module")
+def two_builds(tmp_path_factory, synthetic_root, test_labels):
     tmp = tmp_path_factory.mktemp("rebuild")
-    roots = [repo_copy(tmp, name) for name in ("a", "b")]
+    roots = [repo_copy(tmp, name, test_labels) for name in ("a", "b")]
     return [(root, plots.rebuild_all(root, data_root=str(synthetic_root))) for root in roots]
 
 
@@ -68,8 +102,8 @@ def test_rebuilt_files_are_byte_identical(two_builds):
             assert str(root_a).encode() not in path.read_bytes()  # no absolute paths baked in
 
 
-def test_without_the_data_set_only_the_figures_from_the_records_are_built(tmp_path):
-    root = repo_copy(tmp_path, "c", search=False)
+def test_without_the_data_set_everything_but_the_images_is_built_from_the_records(tmp_path, test_labels):
+    root = repo_copy(tmp_path, "c", test_labels, search=False)
     with pytest.warns(UserWarning, match="skipped"):
         written = plots.rebuild_all(root, data_root=str(tmp_path / "nowhere"))
     assert relative(written, root) == sorted([f"figures/{n}.{e}" for n in FROM_RECORDS for e in ("pdf", "png")]
@@ -77,12 +111,52 @@ def test_without_the_data_set_only_the_figures_from_the_records_are_built(tmp_pa
     assert not (tmp_path / "nowhere").exists()  # never downloads
 
 
-def test_runs_table_tex_lists_the_smoke_run(two_builds):
+def test_tables_list_every_run_and_summarise_the_seeds(two_builds):
     root, _ = two_builds[0]
     tex = (root / "results" / "runs_table.tex").read_text()
-    assert tex.startswith("\\begin{tabular}") and "\\toprule" in tex and "smoke-cpu & smoke & 5{,}266 & 4 &" in tex
+    assert tex.startswith("\\begin{tabular}") and "\\toprule" in tex
+    assert "best-long & smoke & 5{,}266 & 5 & time limit & 4.0 s & 5.0 s & H200 & -- & -- & 0 \\\\" in tex
     readme = (root / "results" / "README.md").read_text()
-    assert "| smoke-cpu | smoke | 5,266 | 4 |" in readme and "| cpu | 29.80% | 30.00% (flip) | 0 |" in readme
+    assert "| best | smoke | 5,266 | 4/4 | finished |" in readme and "| NVIDIA H200 | 60.00% | 62.00% (flip) | 0 |" in readme
+    assert "| smoke | 4 | 2 | best best-seed1 | 60.50 ± 0.71 | 62.00 ± 0.00 | 4.5 ± 0.7 s |" in readme
+    assert "stopped by its time limit after epoch 5 of 6" in readme and "(epoch 5) gave 75.00%" in readme
+    assert "\\pm" in (root / "results" / "seeds_table.tex").read_text()
+
+
+def test_the_figures_say_on_how_many_images_they_were_measured(test_labels):
+    matrix = analysis.confusion_matrix(test_labels, test_labels)
+    fig = plots.per_class_accuracy(analysis.per_class_accuracy(matrix), title="best")
+    assert fig.axes[0].get_title() == f"best: {len(test_labels):,} test images (10 per class)"
+    assert plots.confusion_matrix(matrix).axes[0].get_title() == f"{len(test_labels):,} test images"
+
+
+def test_a_png_shows_each_image_pixel_as_a_whole_square(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    fig, ax = plt.subplots(figsize=(1.3, 1.3))
+    plots._image(ax, image)
+    dpi = plots.png_dpi(fig)
+    assert dpi >= plots.PNG_DPI
+    png = plots.save(fig, tmp_path / "one")[1]
+    pixels = (plt.imread(png)[..., :3] * 255).round().astype(np.uint8)
+    inside = np.flatnonzero((pixels != 255).any(-1).any(0))
+    row = pixels[pixels.shape[0] // 2, inside[0]: inside[-1] + 1]
+    runs_ = np.diff(np.flatnonzero(np.r_[True, (row[1:] != row[:-1]).any(-1), True]))
+    assert len(runs_) == 32 and len(set(runs_.tolist())) == 1 and runs_[0] >= 3  # 32 pixels, k screen pixels each
+
+
+def test_the_reliability_diagram_of_recorded_predictions_is_the_same_in_any_order(tmp_path):
+    # Reproduces a failure: bar heights drawn from recomputed predictions differed in the 7th digit on
+    # another CPU. From the recorded predictions, the summation order no longer matters.
+    pred = analysis.load_predictions(ROOT / "results" / "runs" / "best")
+    order = np.random.default_rng(1).permutation(len(pred.labels))
+    shuffled = analysis.Predictions(pred.probs[order], pred.labels[order], pred.tta)
+    for name, p in (("a", pred), ("b", shuffled)):
+        bins = analysis.reliability_bins(p.confidence, p.correct)
+        ece = analysis.expected_calibration_error(p.confidence, p.correct)
+        plots.save(plots.reliability_diagram(bins, ece, title="best"), tmp_path / name)
+    assert (tmp_path / "a.pdf").read_bytes() == (tmp_path / "b.pdf").read_bytes()
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
 
 
 def test_importing_the_package_loads_no_plotting_library():
