@@ -85,16 +85,30 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, labels
 
 
+DOWNLOAD_TIMEOUT = 30  # seconds without an answer before an (offline) download gives up
+
+
 def _download(root: Path) -> None:
+    """Fetch and extract the official archive into `root`; on failure, leave no empty folder behind."""
+    import socket
+
     from torchvision.datasets.utils import download_and_extract_archive
 
+    created = not root.exists()
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)  # torchvision's urlopen has no timeout of its own
     try:
         download_and_extract_archive(ARCHIVE_URL, download_root=str(root), md5=ARCHIVE_MD5)
     except Exception as err:
+        if created and root.is_dir() and not any(root.iterdir()):
+            root.rmdir()
+        reason = str(getattr(err, "reason", "") or err).splitlines()[0][:120] if str(err) else ""
         raise DataError(
-            f"CIFAR-10 not found in {root / BATCH_DIR} and the download failed ({type(err).__name__}): "
-            f"download {ARCHIVE_URL} yourself and extract it into {root}, or point --data-root / CIFAR10_ROOT "
-            f"at a folder that holds {BATCH_DIR}") from None
+            f"CIFAR-10 not found in {root / BATCH_DIR} and the download failed ({type(err).__name__}"
+            f"{': ' + reason if reason else ''}): download {ARCHIVE_URL} yourself and extract it into {root}, "
+            f"or point --data-root / CIFAR10_ROOT at a folder that holds {BATCH_DIR}") from None
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def load_cifar10(root: str | os.PathLike | None = None, split: str = "train", *, download: bool = True,

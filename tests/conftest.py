@@ -23,10 +23,11 @@ def synthetic_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_root() -> Path:
-    """The real CIFAR-10; skipped where absent, unless REQUIRE_REAL_CIFAR=1 (as in CI), where that fails."""
-    root = os.environ.get("CIFAR10_ROOT")
-    if root and (Path(root) / BATCH_DIR).is_dir():
-        return Path(root)
+    """The real CIFAR-10 ($CIFAR10_ROOT, else ./data); skipped where absent, unless REQUIRE_REAL_CIFAR=1 (as in
+    CI), where that fails."""
+    root = Path(os.environ.get("CIFAR10_ROOT") or ROOT / "data")
+    if (root / BATCH_DIR).is_dir():
+        return root
     if os.environ.get("REQUIRE_REAL_CIFAR") == "1":
-        pytest.fail(f"REQUIRE_REAL_CIFAR=1 but CIFAR10_ROOT={root!r} holds no {BATCH_DIR}")
+        pytest.fail(f"REQUIRE_REAL_CIFAR=1 but {root} holds no {BATCH_DIR}")
     pytest.skip(f"real CIFAR-10 not available: set CIFAR10_ROOT to a folder holding {BATCH_DIR}")

@@ -86,3 +86,18 @@ def test_holdout_takes_the_last_images(synthetic_root):
     assert torch.equal(held.images, train.images[-50:])
     with pytest.raises(ValueError):
         split_holdout(train, 400)
+
+
+def test_failed_download_is_one_line_and_leaves_no_empty_folder(tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets.utils
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torchvision.datasets.utils, "download_and_extract_archive", offline)
+    with pytest.raises(DataError, match=r"the download failed \(URLError: Name or service not known\): download "
+                                        r"https://\S+ yourself") as err:
+        load_cifar10(tmp_path / "data")
+    assert "\n" not in str(err.value) and not (tmp_path / "data").exists()
