@@ -252,10 +252,25 @@ def test_per_class_accuracy_is_used_only_when_it_matches_the_best_run(tmp_path):
     assert values["HavePerClass"] is True
     assert (values["PerClassWorstName"], values["PerClassWorstAcc"]) == ("cat", "88.00")
     assert values["PerClassSecondWorstName"] == "dog" and values["PerClassBestName"] == "automobile"
+    assert values["PerClassWithTTA"] is False
+    # A table of the run's predictions with TTA (test_acc_tta 0.9534) is recognised as such.
+    write_per_class(results, [c + 6 if i < 4 else c + 7 for i, c in enumerate(correct)])
+    values, _ = numbers(results, tmp_path)
+    assert values["HavePerClass"] is True and values["PerClassWithTTA"] is True
     # A table of another run (or of the CPU smoke run) is ignored.
     write_per_class(results, [c - 10 for c in correct])
     values, _ = numbers(results, tmp_path)
     assert values["HavePerClass"] is False
+
+
+def test_accuracies_are_rounded_to_the_test_set_count(tmp_path):
+    """metrics.json holds float32 accuracies (0.9490999579 for 9,491 of 10,000): the mean is that of the counts."""
+    results = tmp_path / "results"
+    write_run(results, "best", test_acc=0.9490999579429626, test_acc_tta=0.9514999985694885)
+    write_run(results, "best-seed1", test_acc=0.9479999542236328, test_acc_tta=0.950499951839447)
+    values, _ = numbers(results, tmp_path)
+    assert values["SeedMeanAcc"] == "94.86" and values["SeedStdAcc"] == "0.08"  # mean of 9,491 and 9,480: 94.855
+    assert values["SeedMeanAccTTA"] == "95.10" and values["BestTestAcc"] == "94.91"
 
 
 def test_budget_is_the_models_budget():
