@@ -74,6 +74,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import sweep
+
+    out = Path(args.out or f"runs/sweeps/{Path(args.plan).stem}")
+    sweep(args.plan, out, time_limit=args.time_limit, smoke=args.smoke, calibration=args.calibration,
+          dry_run=args.dry_run, write_configs=args.write_configs, overwrite=args.overwrite,
+          data_root=args.data_root, device=args.device)
+    return 0
+
+
 def cmd_figures(args: argparse.Namespace) -> int:
     from .plots import rebuild_all
 
@@ -138,6 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the study database and trial run folders (default runs/search, ignored by git)")
     p.add_argument("--allow-slow", action="store_true", help="train trials even where the CPU estimate is over an hour")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("sweep", help="train a plan's runs back to back under a time limit; summary.csv of them")
+    p.add_argument("plan", help="plan YAML, e.g. configs/plans/ablation.yaml")
+    p.add_argument("--out", help="folder for the run folders and summary.csv (default runs/sweeps/<plan name>)")
+    p.add_argument("--time-limit", type=float, help="seconds for the whole plan (default: the plan's time_limit)")
+    p.add_argument("--smoke", action="store_true", help="tiny networks and schedules: a CPU check of the pipeline")
+    p.add_argument("--calibration", help="folder of throughput JSON files (scripts/gpu_calibrate.sh) for the estimates")
+    p.add_argument("--dry-run", action="store_true", help="print the runs and their expected durations only")
+    p.add_argument("--write-configs", metavar="DIR", help="write each run's configuration to DIR and stop")
+    p.add_argument("--overwrite", action="store_true", help="replace the runs of an --out that holds a sweep")
+    p.add_argument("--data-root", help="folder holding cifar-10-batches-py (default $CIFAR10_ROOT, else ./data)")
+    p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("figures", help="redraw figures/ and the tables in results/ from the recorded results (no training)")
     p.add_argument("--root", default=".", help="repository root holding configs/ and results/ (default: .)")

@@ -25,7 +25,9 @@ from .config import Config, ConfigError, TrainConfig, config_to_dict, save_confi
 from .data import CIFAR10Split, load_splits
 from .evaluation import autocast, default_device, evaluate, model_from_weights, record_predictions, tta_views
 from .loader import GpuLoader
+from .mixing import make_batch_mix
 from .models import count_parameters, create_model
+from .sam import frozen_norm_stats, make_sam
 
 ACCURACY_MARKS = (0.93, 0.94, 0.95, 0.96)  # metrics.json records the training time to reach each
 SLOW_RUN_SECONDS = 3600.0  # on a CPU, a run estimated to train longer than this is refused unless allowed
@@ -145,7 +147,8 @@ class Trainer:
         if t.ema_decay:
             ema_fn = torch.optim.swa_utils.get_ema_multi_avg_fn(t.ema_decay)
             self.ema = torch.optim.swa_utils.AveragedModel(self.model, multi_avg_fn=ema_fn, use_buffers=True)
-        self.mix = self._make_mix(t)
+        self.mix = make_batch_mix(t, self.device)  # MixUp / CutMix / RICAP, or None
+        self.sam = make_sam(self.model, t)  # SAM / ASAM around the optimizer, or None
         self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
 
         self.epoch, self.history, self.train_seconds, self.earlier_wall_seconds = 0, [], 0.0, 0.0
@@ -220,6 +223,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
             "rng": {"torch": torch.get_rng_state(), "loader": self.train_loader.state_dict()["generator"],
+                    "mix": self.mix.state_dict() if self.mix is not None else None,
                     "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None},
         }
 
@@ -233,6 +237,8 @@ class Trainer:
                 self.ema.load_state_dict(state["ema"])
             torch.set_rng_state(state["rng"]["torch"])
             self.train_loader.load_state_dict({"generator": state["rng"]["loader"]})
+            if self.mix is not None and state["rng"].get("mix"):  # RICAP's generator (torchvision's mixes: none)
+                self.mix.load_state_dict(state["rng"]["mix"])
             if state["rng"]["cuda"] is not None and self.device.type == "cuda":
                 torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
             self.epoch, self.history = state["epoch"], state["history"]
@@ -244,31 +250,32 @@ class Trainer:
         self.log(f"resuming {self.out} after epoch {self.epoch}")
 
     # ---- training ----------------------------------------------------------------------------------
-    @staticmethod
-    def _make_mix(t: TrainConfig):
-        if not (t.mixup_alpha or t.cutmix_alpha):
-            return None
-        from torchvision.transforms import v2
-
-        mixes = ([v2.MixUp(alpha=t.mixup_alpha, num_classes=10)] if t.mixup_alpha else []) + \
-                ([v2.CutMix(alpha=t.cutmix_alpha, num_classes=10)] if t.cutmix_alpha else [])
-        return mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
-
     def eval_model(self) -> nn.Module:
         """The network that is evaluated and saved: the weight average when EMA is on."""
         return self.ema.module if self.ema else self.model
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimisation step; returns the loss and the number of correct predictions (on the device)."""
-        t = self.cfg.train
-        target = y
-        if self.mix is not None:
-            x, target = self.mix(x, y)
-        with autocast(self.device, t.precision):
+    def _forward_backward(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and loss of a batch; the loss's (scaled) gradients are left in `.grad`."""
+        with autocast(self.device, self.cfg.train.precision):
             logits = self.forward(x)
             loss = self.criterion(logits.float(), target)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        return logits, loss
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step; returns the loss and the number of correct predictions (on the device).
+        With SAM the optimizer steps with the gradient of a second pass at the perturbed weights."""
+        t = self.cfg.train
+        target = y
+        if self.mix is not None:
+            x, target = self.mix(x, y)
+        logits, loss = self._forward_backward(x, target)
+        if self.sam is not None:
+            self.sam.perturb()
+            with frozen_norm_stats(self.model):  # the batch's statistics were counted in the first pass
+                self._forward_backward(x, target)
+            self.sam.restore()
         if t.grad_clip:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)

@@ -43,7 +43,7 @@ from .models import OverBudgetError, count_parameters, create_model
 
 SUMMARY = "summary.csv"
 DEFAULT_HOLDOUT = 5000  # training images held out for tuning when a plan does not say
-SMOKE = {"data.train_subset": 512, "data.test_subset": 200, "train.compile": False, "train.precision": "fp32",
+SMOKE = {"data.train_subset": 256, "data.test_subset": 100, "train.compile": False, "train.precision": "fp32",
          "train.channels_last": False, "train.eval_every": 1}  # and networks 16 times narrower, 2 epochs at most
 FILL_MARGIN = 0.05  # `fill` plans its epochs 5% slower than estimated: an overrun would cost the whole record
 _PLAN_KEYS = ("base", "time_limit", "seconds_per_epoch", "overhead_s", "compile_s", "overrides", "runs")
@@ -94,7 +94,7 @@ def smoke_overrides(cfg: Config) -> dict[str, Any]:
     m, t = cfg.model, cfg.train
     return {**SMOKE, "model.channels": [max(4, c // 16) for c in m.channels],
             "model.stem_channels": max(4, m.stem_channels // 16), "train.epochs": min(t.epochs, 2),
-            "train.batch_size": min(t.batch_size, 64), "data.holdout": min(cfg.data.holdout, 200)}
+            "train.batch_size": min(t.batch_size, 64), "data.holdout": min(cfg.data.holdout, 100)}
 
 
 def load_plan(path: str | Path, *, smoke: bool = False, calibration: str | Path | None = None) -> Plan:
@@ -162,7 +162,7 @@ def _seconds_per_epoch_from_throughput(result: dict, cfg: Config) -> float | Non
     return train + evaluation / max(cfg.train.eval_every, 1)
 
 
-def write_configs(plan: Plan, folder: str | Path) -> list[Path]:
+def _write_configs(plan: Plan, folder: str | Path) -> list[Path]:
     """Write each run's resolved configuration to `folder`/<run name without seed>.yaml, with downloads off:
     what scripts/gpu_calibrate.sh hands to benchmarks/throughput.py."""
     folder = Path(folder)
@@ -262,10 +262,11 @@ def write_summary(rows: list[dict], out_dir: Path) -> Path:
 
 
 def format_summary(rows: list[dict]) -> str:
-    """The summary as a fixed-width table for the log."""
+    """The summary as a fixed-width table for the log: accuracies to 4 digits, '-' where there is none."""
     import pandas as pd
 
-    return pd.DataFrame(rows, columns=list(_COLUMNS)).to_string(index=False, na_rep="-", float_format="{:.4g}".format)
+    cell = lambda k, v: "-" if v is None else f"{v:.4f}" if "_acc" in k else v
+    return pd.DataFrame([{k: cell(k, row.get(k)) for k in _COLUMNS} for row in rows]).to_string(index=False)
 
 
 TrainFn = Callable[[Config, Path, "float | None"], dict]
@@ -279,7 +280,8 @@ def run_plan(plan: Plan, out_dir: str | Path, *, data_root: str | None = None, d
 
     `train_fn(cfg, run_dir, time_limit) -> metrics` defaults to the engine's `train`, with the data loaded
     once per distinct split and shared between runs."""
-    from .engine import TrainingDiverged, default_device
+    from .engine import TrainingDiverged
+    from .evaluation import default_device
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -321,7 +323,8 @@ def run_plan(plan: Plan, out_dir: str | Path, *, data_root: str | None = None, d
 
 
 def _engine_train(data_root: str | None, device: str | None, log: Callable[[str], None]) -> TrainFn:
-    from .engine import load_splits, train
+    from .data import load_splits
+    from .engine import train
 
     loaded: dict[str, tuple] = {}
 
@@ -338,10 +341,12 @@ def _engine_train(data_root: str | None, device: str | None, log: Callable[[str]
 
 
 def sweep(plan_path: str | Path, out_dir: str | Path, *, time_limit: float | None = None, smoke: bool = False,
-          calibration: str | Path | None = None, dry_run: bool = False, data_root: str | None = None,
-          device: str | None = None, log: Callable[[str], None] = print) -> list[dict]:
-    """What `cifar-resnet sweep` does: load the plan, print its expected duration, run it (unless `dry_run`)."""
-    from .engine import default_device
+          calibration: str | Path | None = None, dry_run: bool = False, write_configs: str | Path | None = None,
+          overwrite: bool = False, data_root: str | None = None, device: str | None = None,
+          log: Callable[[str], None] = print) -> list[dict]:
+    """What `cifar-resnet sweep` does: load the plan, print its runs and expected duration, then run it
+    (or only write each run's configuration to `write_configs`, or stop there with `dry_run`)."""
+    from .evaluation import default_device
 
     plan = load_plan(plan_path, calibration=calibration)
     if time_limit is not None:
@@ -351,8 +356,16 @@ def sweep(plan_path: str | Path, out_dir: str | Path, *, time_limit: float | Non
     if smoke:  # the same runs, tiny, with no limit: the plan's figures are a GPU's, this only checks the pipeline
         plan = load_plan(plan_path, smoke=True, calibration=calibration)
         plan.time_limit = time_limit
+        torch.set_num_threads(1)  # networks this small gain nothing from threads, and lose 10-20x on a busy CPU
         log("smoke run: networks 16 times narrower, at most 2 epochs on small subsets; the estimates above "
             "are for the GPU")
+    if write_configs:
+        for path in _write_configs(plan, write_configs):
+            log(f"wrote {path}")
+        return []
     if dry_run:
         return []
+    if (Path(out_dir) / SUMMARY).is_file() and not overwrite:
+        raise ConfigError(f"{out_dir} already holds a sweep ({SUMMARY}): add --overwrite to run it again "
+                          "(its runs are replaced), or choose another --out")
     return run_plan(plan, out_dir, data_root=data_root, device=device, log=log)

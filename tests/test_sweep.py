@@ -6,9 +6,9 @@ import yaml
 
 from cifar_resnet import runs
 from cifar_resnet.config import ConfigError, load_config
-from cifar_resnet.sweep import SUMMARY, describe_plan, load_plan, run_plan, sweep, write_configs
+from cifar_resnet.sweep import SUMMARY, describe_plan, load_plan, run_plan, sweep
 
-from conftest import CONFIGS, ROOT
+from conftest import CONFIGS
 
 
 def write_plan(tmp_path, runs_, **top):
@@ -107,8 +107,11 @@ def test_bad_plans_are_refused_before_any_training(tmp_path, runs_, message):
 
 
 def test_calibration_files_replace_the_estimates_and_configs_are_written(tmp_path):
-    plan = load_plan(write_plan(tmp_path, [{"name": "a"}, {"name": "b"}], overrides={"data.holdout": 0, "data.train_subset": 0}))
-    paths = write_configs(plan, tmp_path / "calib")
+    messages = []
+    sweep(write_plan(tmp_path, [{"name": "a"}, {"name": "b"}], overrides={"data.holdout": 0, "data.train_subset": 0}),
+          tmp_path / "unused", write_configs=tmp_path / "calib", device="cpu", log=messages.append)
+    paths = sorted((tmp_path / "calib").glob("*.yaml"))
+    assert messages[-1] == f"wrote {tmp_path / 'calib' / 'b.yaml'}" and not (tmp_path / "unused").exists()
     assert sorted(p.name for p in paths) == ["a.yaml", "b.yaml"]
     assert load_config(paths[0]).data.download is False
     (tmp_path / "calib" / "a.json").write_text(json.dumps(
@@ -134,3 +137,21 @@ def test_tiny_sweep_trains_each_run_into_its_folder(synthetic_root, tmp_path):
         assert metrics["eval_split"] == "val" and row["val_acc"] == metrics["val_acc"] and row["test_acc"] is None
     assert rows[1]["params"] < rows[0]["params"]
     assert (tmp_path / "out" / SUMMARY).read_text().startswith("run,seed,status,params,epochs")
+    with pytest.raises(ConfigError, match="already holds a sweep .*add --overwrite"):
+        sweep(path, tmp_path / "out", device="cpu", log=messages.append)
+
+
+@pytest.mark.parametrize("plan", ["ablation", "record"])
+def test_the_plans_load_and_print_their_expected_duration(plan, capsys):
+    from cifar_resnet.cli import main
+
+    assert main(["sweep", str(CONFIGS / "plans" / f"{plan}.yaml"), "--dry-run", "--device", "cuda"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"plan {CONFIGS / 'plans' / plan}.yaml: ") and "expected ~" in out
+
+
+def test_command_line_refuses_a_bad_plan_in_one_line(tmp_path, capsys):
+    from cifar_resnet.cli import main
+
+    assert main(["sweep", str(write_plan(tmp_path, [{"name": "a", "seeds": []}])), "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
