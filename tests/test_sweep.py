@@ -155,3 +155,32 @@ def test_command_line_refuses_a_bad_plan_in_one_line(tmp_path, capsys):
 
     assert main(["sweep", str(write_plan(tmp_path, [{"name": "a", "seeds": []}])), "--dry-run"]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_gpu_script_packs_a_plan_into_at_most_8_files(synthetic_root, tmp_path):
+    """scripts/gpu_plan.sh as a GPU session runs it, here on the CPU: 7 runs come back as 5 tars of one run
+    and one of the other two, with the summary and the log; no checkpoint travels."""
+    import os
+    import subprocess
+    import sys
+    import tarfile
+    from pathlib import Path
+
+    path = write_plan(tmp_path, [{"name": "a", "seeds": [0, 1, 2, 3]}, {"name": "b", "seeds": [0, 1, 2]}],
+                      overrides={"data.holdout": 40, "data.root": str(synthetic_root), "data.download": False,
+                                 "data.train_subset": 0, "data.test_subset": 0, "train.epochs": 1,
+                                 "train.batch_size": 64})
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"), "GIT_COMMIT": "test",
+           "CIFAR10_ROOT": str(synthetic_root), "OMP_NUM_THREADS": "1",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "scripts/gpu_plan.sh", str(path), "600", "--device", "cpu"], cwd=CONFIGS.parent,
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert files == ["a-s0.tar.gz", "a-s1.tar.gz", "a-s2.tar.gz", "a-s3.tar.gz", "b-s0.tar.gz", "more_runs.tar.gz",
+                     "summary.csv", "sweep.log"]
+    with tarfile.open(tmp_path / "out" / "more_runs.tar.gz") as tar:
+        names = tar.getnames()
+    assert {"b-s1/metrics.json", "b-s2/metrics.json"} <= set(names)
+    assert not any(n.endswith(("checkpoint.pt", "model.safetensors")) for n in names)
+    assert (tmp_path / "work" / "b-s2" / "checkpoint.pt").is_file()  # it stays behind
