@@ -162,22 +162,29 @@ class Trainer:
             save_config(cfg, self.out / runs.CONFIG)
 
     # ---- how long it will take ---------------------------------------------------------------------
-    def step_seconds(self, images: int = 16) -> float:
-        """Seconds per training step, from a forward and backward pass of a copy of the network on `images`
-        images scaled to the batch size (optimizer and augmentation excluded: a lower bound). Cheap on a
-        CPU; the run's weights and random state are untouched."""
-        n = min(images, self.cfg.train.batch_size)
+    def step_seconds(self, small: int = 16, large: int = 48) -> float:
+        """Seconds per training step, from forward and backward passes of a copy of the network on `small`
+        and `large` images, extrapolated linearly to the batch size (a CPU's cost per image falls as batches
+        grow; optimizer and augmentation excluded). Cheap on a CPU; the run's weights and random state are
+        untouched."""
+        batch = self.cfg.train.batch_size
         model = copy.deepcopy(self.model).train()
-        x = torch.zeros(n, 3, 32, 32, device=self.device)
-        if self.cfg.train.channels_last:
-            x = x.to(memory_format=torch.channels_last)
-        y = torch.zeros(n, dtype=torch.long, device=self.device)
+
+        def timed(n: int) -> float:
+            x = torch.zeros(n, 3, 32, 32, device=self.device)
+            if self.cfg.train.channels_last:
+                x = x.to(memory_format=torch.channels_last)
+            began = time.perf_counter()
+            self.criterion(model(x).float(), torch.zeros(n, dtype=torch.long, device=self.device)).backward()
+            return time.perf_counter() - began
+
         with torch.random.fork_rng(devices=[]):
-            for _ in range(2):  # the first pass warms up, the second is timed
-                began = time.perf_counter()
-                self.criterion(model(x).float(), y).backward()
-                seconds = time.perf_counter() - began
-        return seconds * self.cfg.train.batch_size / n
+            timed(min(8, batch))  # warm-up
+            if batch <= large:
+                return timed(batch)
+            t_small, t_large = timed(small), timed(large)
+        per_image = (t_large - t_small) / (large - small)
+        return t_large + per_image * (batch - large) if per_image > 0 else t_large * batch / large
 
     def _check_duration(self, allow_slow: bool) -> None:
         """On a CPU, say how long the remaining epochs will take, and refuse a run of hours unless allowed."""
