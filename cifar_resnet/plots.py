@@ -353,7 +353,7 @@ def confusion_matrix(matrix: np.ndarray, classes: Sequence[str] = CLASSES, title
                 xticklabels=classes, yticklabels=classes, annot_kws={"fontsize": 6.5}, linewidths=0.3,
                 linecolor="white")
     counted = f"{int(matrix.sum()):,} test images"
-    ax.set(xlabel="predicted class", ylabel="true class", title=f"{title}: {counted}" if title else counted)
+    ax.set(xlabel="predicted class", ylabel="true class", title=f"{title}\n{counted}" if title else counted)
     ax.tick_params(length=0, labelsize=6.5)
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
     return fig
@@ -365,19 +365,19 @@ def per_class_accuracy(table: pd.DataFrame, title: str | None = None) -> Figure:
     images each was measured."""
     fig, ax = plt.subplots(figsize=(COLUMN, 2.3))
     acc = 100 * table["accuracy"]
-    ax.barh(table["class"], acc, color=PALETTE[0], height=0.65, label="one class")
+    ax.barh(table["class"], acc, color=PALETTE[0], height=0.65)
     total = int(table["total"].sum())
     overall = 100 * table["correct"].sum() / total
     ax.axvline(overall, color="black", linestyle="--", linewidth=0.8, label=f"all classes: {overall:.2f}%")
     for y, value in enumerate(acc):
-        ax.text(value + 1, y, f"{value:.1f}", va="center", fontsize=6)
+        ax.text(1.5, y, f"{value:.1f}", va="center", ha="left", fontsize=6, color="white" if value > 12 else "black")
     sizes = sorted(set(table["total"]))
     each = f"{sizes[0]:,} per class" if len(sizes) == 1 else "per class as in the table"
     counted = f"{total:,} test images ({each})"
-    ax.set(xlabel="test accuracy (%)", xlim=(0, 105), title=f"{title}: {counted}" if title else counted)
+    ax.set(xlabel="test accuracy (%)", xlim=(0, 100), title=f"{title}\n{counted}" if title else counted)
     ax.invert_yaxis()
     ax.grid(axis="y", visible=False)
-    ax.legend(loc="lower right", framealpha=0.9, frameon=True)
+    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.2))  # below the axis: the bars fill the axes
     return fig
 
 
@@ -414,7 +414,7 @@ def confident_mistakes(pred: analysis.Predictions, mistakes: pd.DataFrame, cols:
                          "(analysis.load_predictions(run_dir, split=test))")
     n = len(mistakes)
     rows = max(1, -(-n // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(FULL, rows * 1.45), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(FULL, rows * 1.55), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (_, m) in zip(axes.flat, mistakes.iterrows()):

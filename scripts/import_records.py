@@ -26,7 +26,8 @@ import torch
 
 from cifar_resnet import runs
 from cifar_resnet.config import load_config
-from cifar_resnet.engine import load_splits, model_from_weights, tta_views
+from cifar_resnet.data import load_splits
+from cifar_resnet.evaluation import model_from_weights, tta_views
 from cifar_resnet.loader import GpuLoader
 
 

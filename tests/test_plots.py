@@ -126,7 +126,7 @@ def test_tables_list_every_run_and_summarise_the_seeds(two_builds):
 def test_the_figures_say_on_how_many_images_they_were_measured(test_labels):
     matrix = analysis.confusion_matrix(test_labels, test_labels)
     fig = plots.per_class_accuracy(analysis.per_class_accuracy(matrix), title="best")
-    assert fig.axes[0].get_title() == f"best: {len(test_labels):,} test images (10 per class)"
+    assert fig.axes[0].get_title() == f"best\n{len(test_labels):,} test images (10 per class)"
     assert plots.confusion_matrix(matrix).axes[0].get_title() == f"{len(test_labels):,} test images"
 
 
