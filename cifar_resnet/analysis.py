@@ -1,8 +1,12 @@
 """What the figures and tables show, computed apart from how they are drawn (`plots.py` draws).
 
-Sections: the data set, the design space under the parameter budget, the recorded runs, one run's test
-predictions (confusion matrix, per-class accuracy, calibration, confident mistakes), the architecture
-search, and table files. Everything here is deterministic: the same inputs give the same bytes on disk.
+Sections: the data set, the design space under the parameter budget, the recorded runs (one row per run,
+and mean ± std over seeds), one run's recorded test predictions (confusion matrix, per-class accuracy,
+calibration, confident mistakes), the architecture search, and table files. Everything here is
+deterministic: the same inputs give the same bytes on disk, on any CPU.
+
+Runs live in two places: training writes `runs/<name>` (ignored by git); the recorded runs that the
+figures, tables and report are made of are `results/runs/<name>`, and `record_run` copies one there.
 """
 
 from __future__ import annotations
@@ -209,11 +213,8 @@ class RunRecord:
 
 
 def load_runs(folder: str | Path) -> list[RunRecord]:
-    """The run folders `folder/*/metrics.json` (`results/runs`, or `runs` for your own), by name; for a
-    repository root or a results folder, its `runs/` subfolder is read."""
+    """The run folders `folder/*/metrics.json` (`RESULTS_RUNS`, or `USER_RUNS` for your own), by name."""
     folder = Path(folder)
-    if not any(folder.glob("*/metrics.json")) and (folder / "runs").is_dir():
-        folder = folder / "runs"
     return [RunRecord(p.parent, json.loads(p.read_text())) for p in sorted(folder.glob("*/metrics.json"))]
 
 

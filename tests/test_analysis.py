@@ -126,17 +126,17 @@ def _record(root, name, config=None, **metrics):
 
 def test_best_run_is_best_then_most_accurate_gpu_run_then_the_smoke_run(tmp_path):
     _record(tmp_path, "smoke-cpu", device="cpu", test_acc=0.99)
-    runs = analysis.load_runs(tmp_path)
+    runs = analysis.load_runs(tmp_path / "runs")
     best, reason = analysis.pick_best_run(runs)
     assert best.name == "smoke-cpu" and "CPU run" in reason and "means little" in reason
     _record(tmp_path, "a", device="NVIDIA H100", test_acc=0.93)
     _record(tmp_path, "b", device="NVIDIA H100", test_acc=0.95)
     _record(tmp_path, "c", device="NVIDIA H100", test_acc=None, status="time_limit")  # never the best
-    best, reason = analysis.pick_best_run(analysis.load_runs(tmp_path))
+    best, reason = analysis.pick_best_run(analysis.load_runs(tmp_path / "runs"))
     assert best.name == "b" and "optimistic" in reason
     _record(tmp_path, "best", device="NVIDIA H100", test_acc=0.94)
-    assert analysis.pick_best_run(analysis.load_runs(tmp_path))[0].name == "best"
-    table = analysis.runs_table(analysis.load_runs(tmp_path))
+    assert analysis.pick_best_run(analysis.load_runs(tmp_path / "runs"))[0].name == "best"
+    table = analysis.runs_table(analysis.load_runs(tmp_path / "runs"))
     assert table["run"].tolist() == ["a", "b", "best", "c", "smoke-cpu"]
     with pytest.raises(FileNotFoundError, match="train one first"):
         analysis.pick_best_run([])
@@ -149,7 +149,7 @@ def test_runs_of_one_recipe_are_summarised_over_seeds(tmp_path):
             train_seconds=20.0, seed=1)
     _record(tmp_path, "longer", override(cfg, **{"train.epochs": 9}), device="NVIDIA H200", test_acc=0.96)
     _record(tmp_path, "stopped", override(cfg, **{"train.seed": 2}), device="NVIDIA H200", status="time_limit")
-    seeds = analysis.seeds_table(analysis.load_runs(tmp_path))
+    seeds = analysis.seeds_table(analysis.load_runs(tmp_path / "runs"))
     assert seeds["runs"].tolist() == ["a b", "longer"] and seeds["seeds"].tolist() == [2, 1]
     pair = seeds.iloc[0]
     assert pair["test_acc_mean"] == pytest.approx(0.94855) and pair["test_acc_std"] == pytest.approx(0.000778, abs=1e-6)
@@ -229,7 +229,7 @@ def test_a_finished_run_is_recorded_into_results_runs(tmp_path):
     assert sorted(p.name for p in recorded.iterdir()) == ["metrics.json", "predictions.safetensors"]
     with pytest.raises(FileExistsError, match="exists"):
         analysis.record_run(run, tmp_path / "results", name="mine-1")
-    assert analysis.newest_run(tmp_path / "mine").name == "best"
+    assert analysis.newest_run(tmp_path / "mine" / "runs").name == "best"
     assert analysis.newest_run(tmp_path / "nothing") is None
 
 
@@ -268,7 +268,7 @@ def test_runs_table_keeps_integers_and_marks_missing_values(tmp_path):
     _record(tmp_path, "a", device="NVIDIA H100 80GB HBM3", test_acc=0.951234, status="finished", epochs=5)
     (tmp_path / "runs" / "b").mkdir()
     (tmp_path / "runs" / "b" / "metrics.json").write_text('{"name": "b", "device": "cpu", "params": 7}')
-    table = analysis.runs_table(analysis.load_runs(tmp_path))
+    table = analysis.runs_table(analysis.load_runs(tmp_path / "runs"))
     assert table.to_csv(index=False, lineterminator="\n").splitlines()[1:] == [
         "a,a,1000,finished,5,5,10.0,12.0,NVIDIA H100 80GB HBM3,0.9512,,flip,0", "b,b,7,,,,,,cpu,,,,"]
     tex = analysis.to_latex(table, analysis.RUNS_COLUMNS)
