@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 CONFIG ?= configs/best.yaml
 OUT ?= runs/$(basename $(notdir $(CONFIG)))
+ARGS ?=# more options for `cifar-resnet train`, e.g. ARGS=--resume or ARGS="--overwrite --epochs 2"
 # Where pip gets torch and torchvision. Empty: the configured index (PyPI's Linux wheels are the CUDA build,
 # about 6 GB of venv). On a machine without a GPU, `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu`
 # installs the CPU build instead (under 1 GB).
@@ -23,7 +24,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 # Without a GPU, best.yaml is refused with an estimate of its hours on the CPU and the CPU-sized command.
 train: setup
-	$(VENV)/bin/cifar-resnet train --config $(CONFIG) --out $(OUT)
+	$(VENV)/bin/cifar-resnet train --config $(CONFIG) --out $(OUT) $(ARGS)
 
 # The unit tests, then the notebooks with their outputs compared. The notebooks need the real CIFAR-10: where
 # it is not found they are skipped with one line (CI sets REQUIRE_REAL_CIFAR=1, and then they always run).
