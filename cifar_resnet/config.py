@@ -53,8 +53,7 @@ class DataConfig:
     flip: bool = True  # random horizontal flip
     flip_alternate: bool = False  # airbench's derandomised flip: random in epoch 1, then each image alternates
     cutout: int = 0  # side of the square zeroed at a random place in each image; 0 = off
-    policy: str = "none"  # torchvision.transforms.v2 policy: none | trivialaugment | randaugment | autoaugment
-    policy_group: int = 16  # images that share one sampled policy operation (per-image cost vs speed)
+    policy: str = "none"  # none | trivialaugment | randaugment | autoaugment (CIFAR-10 policy); per image, batched
 
 
 @dataclass
@@ -156,7 +155,7 @@ _RANGES = {
     "train.ricap_beta": (0, None, True), "train.sam_rho": (0, None, True), "train.ema_decay": (0, 1, True),
     "train.grad_clip": (0, None, True), "data.holdout": (0, None, True), "data.train_subset": (0, None, True),
     "data.test_subset": (0, None, True), "data.crop_padding": (0, None, True), "data.cutout": (0, None, True),
-    "data.policy_group": (1, None, True), "model.dropout": (0, 1, True),
+    "model.dropout": (0, 1, True),
 }
 
 
@@ -172,8 +171,16 @@ def check_ranges(cfg: Config) -> None:
                               f"got {value!r}")
 
 
+# Keys that earlier versions wrote into run records, dropped on reading so that those records still load.
+# data.policy_group: the policies drew one operation per group of images; they now draw per image.
+_RETIRED_KEYS = {"data": ("policy_group",)}
+
+
 def config_from_dict(data: dict) -> Config:
     """Build a `Config` from a plain mapping, rejecting unknown keys, wrong types and values out of range."""
+    if isinstance(data, dict):
+        data = {section: ({k: v for k, v in values.items() if k not in _RETIRED_KEYS.get(section, ())}
+                          if isinstance(values, dict) else values) for section, values in data.items()}
     cfg = dataclass_from_dict(Config, data, "")
     check_ranges(cfg)
     return cfg

@@ -229,7 +229,7 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
-            "rng": {"torch": torch.get_rng_state(), "loader": self.train_loader.state_dict()["generator"],
+            "rng": {"torch": torch.get_rng_state(), "loader": self.train_loader.state_dict(),
                     "mix": self.mix.state_dict() if self.mix is not None else None,
                     "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None},
         }
@@ -243,7 +243,7 @@ class Trainer:
             if self.ema:
                 self.ema.load_state_dict(state["ema"])
             torch.set_rng_state(state["rng"]["torch"])
-            self.train_loader.load_state_dict({"generator": state["rng"]["loader"]})
+            self.train_loader.load_state_dict(state["rng"]["loader"])
             if self.mix is not None and state["rng"].get("mix"):  # RICAP's generator (torchvision's mixes: none)
                 self.mix.load_state_dict(state["rng"]["mix"])
             if state["rng"]["cuda"] is not None and self.device.type == "cuda":

@@ -53,8 +53,10 @@ def _history_without_times(run_dir):
     return [row.rsplit(",", 1)[0] for row in (run_dir / "history.csv").read_text().splitlines()]
 
 
-def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(synthetic_root, tmp_path):
-    cfg = smoke(synthetic_root, **{"data.policy": "trivialaugment", "train.mixup_alpha": 0.2, "model.dropout": 0.1})
+@pytest.mark.parametrize("augment", [{"data.policy": "trivialaugment", "train.mixup_alpha": 0.2},
+                                     {"data.flip_alternate": True, "train.ricap_beta": 0.3}])
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(synthetic_root, tmp_path, augment):
+    cfg = smoke(synthetic_root, **augment, **{"model.dropout": 0.1})
     train(cfg, tmp_path / "straight", log=None)
     trainer = Trainer(cfg, tmp_path / "resumed", log=None)
     for stats in trainer.epochs():
