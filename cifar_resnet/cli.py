@@ -79,7 +79,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     out = Path(args.out or f"runs/sweeps/{Path(args.plan).stem}")
     sweep(args.plan, out, time_limit=args.time_limit, smoke=args.smoke, calibration=args.calibration,
-          dry_run=args.dry_run, write_configs=args.write_configs, overwrite=args.overwrite,
+          dry_run=args.dry_run, write_configs=args.write_configs, overwrite=args.overwrite, seeds=args.seeds,
           data_root=args.data_root, device=args.device)
     return 0
 
@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the runs and their expected durations only")
     p.add_argument("--write-configs", metavar="DIR", help="write each run's configuration to DIR and stop")
     p.add_argument("--overwrite", action="store_true", help="replace the runs of an --out that holds a sweep")
+    p.add_argument("--seeds", type=int, nargs="+", help="run every run of the plan with these seeds instead "
+                   "(e.g. a record's second seed: --seeds 1)")
     p.add_argument("--data-root", help="folder holding cifar-10-batches-py (default $CIFAR10_ROOT, else ./data)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
     p.set_defaults(func=cmd_sweep)

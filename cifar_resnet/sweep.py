@@ -97,9 +97,11 @@ def smoke_overrides(cfg: Config) -> dict[str, Any]:
             "train.batch_size": min(t.batch_size, 64), "data.holdout": min(cfg.data.holdout, 100)}
 
 
-def load_plan(path: str | Path, *, smoke: bool = False, calibration: str | Path | None = None) -> Plan:
+def load_plan(path: str | Path, *, smoke: bool = False, calibration: str | Path | None = None,
+              seeds: list[int] | None = None) -> Plan:
     """Read and resolve a plan: every run's configuration is built and its network counted (on the meta
-    device) before anything trains, so a typo or an over-budget network stops the plan at once."""
+    device) before anything trains, so a typo or an over-budget network stops the plan at once. `seeds`
+    replaces every run's seeds (a record's second seed in a later GPU call)."""
     path = Path(path)
     data = read_yaml(path, f"plan not found: {path} (plans live in configs/plans/)")
     where = str(path)
@@ -119,14 +121,15 @@ def load_plan(path: str | Path, *, smoke: bool = False, calibration: str | Path 
             raise ConfigError(f"{at}: each run needs a 'name' (used for its folder)")
         if bad := sorted(set(spec) - set(_RUN_KEYS)):
             raise ConfigError(f"{at}: unknown key {bad[0]!r}; a run has {', '.join(_RUN_KEYS)}")
-        seeds = spec.get("seeds", [0])
-        if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
-            raise ConfigError(f"{at}: seeds must be a non-empty list of integers, got {seeds!r}")
+        run_seeds = seeds or spec.get("seeds", [0])
+        if not (isinstance(run_seeds, list) and run_seeds
+                and all(isinstance(s, int) and not isinstance(s, bool) for s in run_seeds)):
+            raise ConfigError(f"{at}: seeds must be a non-empty list of integers, got {run_seeds!r}")
         changes = {"data.holdout": DEFAULT_HOLDOUT, **shared, **_mapping(spec, "overrides", at)}
         spe = _number(spec, "seconds_per_epoch", at, default_spe)
         if spec["name"] in measured:
             spe = _seconds_per_epoch_from_throughput(measured[spec["name"]], override(base, **changes)) or spe
-        for seed in seeds:
+        for seed in run_seeds:
             name = f"{spec['name']}-s{seed}"
             if name in names:
                 raise ConfigError(f"{at}: run {name!r} appears twice; give runs distinct names or seeds")
@@ -342,19 +345,19 @@ def _engine_train(data_root: str | None, device: str | None, log: Callable[[str]
 
 def sweep(plan_path: str | Path, out_dir: str | Path, *, time_limit: float | None = None, smoke: bool = False,
           calibration: str | Path | None = None, dry_run: bool = False, write_configs: str | Path | None = None,
-          overwrite: bool = False, data_root: str | None = None, device: str | None = None,
-          log: Callable[[str], None] = print) -> list[dict]:
+          overwrite: bool = False, seeds: list[int] | None = None, data_root: str | None = None,
+          device: str | None = None, log: Callable[[str], None] = print) -> list[dict]:
     """What `cifar-resnet sweep` does: load the plan, print its runs and expected duration, then run it
     (or only write each run's configuration to `write_configs`, or stop there with `dry_run`)."""
     from .evaluation import default_device
 
-    plan = load_plan(plan_path, calibration=calibration)
+    plan = load_plan(plan_path, calibration=calibration, seeds=seeds)
     if time_limit is not None:
         plan.time_limit = time_limit
     on_gpu = smoke or (torch.device(device).type if device else default_device().type) == "cuda"
     log(describe_plan(plan, compiles=on_gpu)[0])
     if smoke:  # the same runs, tiny, with no limit: the plan's figures are a GPU's, this only checks the pipeline
-        plan = load_plan(plan_path, smoke=True, calibration=calibration)
+        plan = load_plan(plan_path, smoke=True, calibration=calibration, seeds=seeds)
         plan.time_limit = time_limit
         torch.set_num_threads(1)  # networks this small gain nothing from threads, and lose 10-20x on a busy CPU
         log("smoke run: networks 16 times narrower, at most 2 epochs on small subsets; the estimates above "

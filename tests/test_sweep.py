@@ -90,6 +90,8 @@ def test_seeds_holdout_default_and_expected_duration(tmp_path):
     assert total == 3 * 2 + 10 + 10 + 20 and text.startswith(f"plan {path}: 3 runs, expected ~46 s")
     # compiled (on a GPU), the one network and batch size of these runs costs compile_s once, not per run
     assert describe_plan(plan, compiles=True)[1] == 46 + 30
+    # --seeds replaces every run's seeds: a record's second seed in a later GPU call
+    assert [(r.name, r.cfg.train.seed) for r in load_plan(path, seeds=[1]).runs] == [("a-s1", 1), ("b-s1", 1)]
 
 
 @pytest.mark.parametrize("runs_,message", [
