@@ -23,7 +23,8 @@ from torch import nn
 from . import runs
 from .config import Config, ConfigError, TrainConfig, config_to_dict, save_config
 from .data import CIFAR10Split, load_splits
-from .evaluation import autocast, default_device, evaluate, model_from_weights, record_predictions, tta_views
+from .evaluation import (autocast, default_device, evaluate, half_rounded, model_from_weights, record_predictions,
+                         tta_views)
 from .loader import GpuLoader
 from .mixing import make_batch_mix
 from .models import count_parameters, create_model
@@ -353,7 +354,10 @@ class Trainer:
                                    "lower train.lr, set train.grad_clip, or use precision bf16 instead of fp16")
         eval_loss = eval_acc = None
         if (self.epoch + 1) % t.eval_every == 0 or self.epoch + 1 == t.epochs:
-            eval_loss, eval_acc = evaluate(self.eval_model(), self.eval_loader, "none", t.precision)
+            model = self.eval_model()
+            if self.epoch + 1 == t.epochs:  # the weights as finish() saves them (half precision), so that the
+                model = half_rounded(model)  # last epoch's accuracy is the one metrics.json records
+            eval_loss, eval_acc = evaluate(model, self.eval_loader, "none", t.precision)
             for mark in ACCURACY_MARKS:
                 if self.eval_split == "test" and eval_acc >= mark and self.time_to_acc[f"{mark:.2f}"] is None:
                     self.time_to_acc[f"{mark:.2f}"] = round(self.train_seconds, 2)

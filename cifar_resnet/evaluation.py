@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -34,6 +35,17 @@ def tta_views(x: torch.Tensor, mode: str) -> list[tuple[torch.Tensor, float]]:
         views = [(v, w * 0.5) for v, w in views] + [(up_left, 0.125), (up_left.flip(-1), 0.125),
                                                     (down_right, 0.125), (down_right.flip(-1), 0.125)]
     return views
+
+
+def half_rounded(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose floating-point weights and buffers are rounded to half precision, as
+    `runs.save_weights` stores them."""
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+    return model
 
 
 def autocast(device: torch.device, precision: str):
