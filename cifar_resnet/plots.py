@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from . import analysis
+from . import analysis, records
 from .data import CLASSES, MEAN, STD, CIFAR10Split, DataError, load_cifar10
 from .models import PARAMETER_BUDGET
 from .runs import PREDICTIONS
@@ -500,8 +500,8 @@ def rebuild_all(repo_root: str | Path, *, data_root: str | None = None, study: s
     written += _save_closed(params_vs_width(analysis.width_sweep()), figures / "params_vs_width")
     written += _save_closed(params_vs_depth(analysis.depth_sweep()), figures / "params_vs_depth")
     written += _save_closed(params_vs_kernels(analysis.kernel_sweep()), figures / "params_vs_kernels")
-    written += analysis.write_table(analysis.presets_table(root / "configs"), results / "presets_table",
-                                    analysis.PRESETS_COLUMNS)
+    written += records.write_table(analysis.presets_table(root / "configs"), results / "presets_table",
+                                   records.PRESETS_COLUMNS)
     trials, importance = analysis.load_search(results, study), analysis.load_importance(results, study)
     if trials is not None:
         written += _save_closed(search_pareto(trials), figures / "search_pareto")
@@ -510,16 +510,16 @@ def rebuild_all(repo_root: str | Path, *, data_root: str | None = None, study: s
         written += _save_closed(search_importance(importance), figures / "search_importance")
 
     # Notebook 04, from the records alone (results/runs: never the runs you train into runs/).
-    records = analysis.load_runs(results / "runs")
-    seeds = analysis.seeds_table(records)
-    written += analysis.write_table(analysis.runs_table(records), results / "runs_table", analysis.RUNS_COLUMNS)
-    written += analysis.write_seeds_table(seeds, results / "seeds_table")
-    written.append(analysis.write_runs_readme(records, results / "README.md"))
+    run_records = records.load_runs(results / "runs")
+    seeds = records.seeds_table(run_records)
+    written += records.write_table(records.runs_table(run_records), results / "runs_table", records.RUNS_COLUMNS)
+    written += records.write_seeds_table(seeds, results / "seeds_table")
+    written.append(records.write_runs_readme(run_records, results / "README.md"))
     written += _save_closed(params_vs_accuracy(seeds), figures / "params_vs_accuracy")
-    best = analysis.pick_best_run(records)[0] if any(r.finished and r.test_acc is not None for r in records) else None
+    best = records.pick_best_run(run_records)[0] if any(r.finished and r.test_acc is not None for r in run_records) else None
     recorded = best is not None and (best.path / PREDICTIONS).is_file()
     if best is not None:
-        histories = {r.label: analysis.load_history(r.path) for r in analysis.same_model(records, best)}
+        histories = {r.label: records.load_history(r.path) for r in records.same_model(run_records, best)}
         written += _save_closed(learning_curves(histories), figures / "learning_curves")
     if recorded:
         written += prediction_outputs(best.name, analysis.load_predictions(best.path), figures, results)
@@ -532,10 +532,10 @@ def rebuild_all(repo_root: str | Path, *, data_root: str | None = None, study: s
         return written
 
     # Notebook 01: the data set.
-    written += analysis.write_table(analysis.class_counts(train, test), results / "dataset_stats")
+    written += records.write_table(analysis.class_counts(train, test), results / "dataset_stats")
     histograms = analysis.channel_histograms(train.images)
     stats = analysis.channel_stats(histograms)
-    written += analysis.write_table(stats, results / "channel_stats")
+    written += records.write_table(stats, results / "channel_stats")
     written += _save_closed(class_samples(train), figures / "class_samples")
     written += _save_closed(pixel_histograms(histograms, stats), figures / "pixel_histograms")
     written += _save_closed(augmentations(train), figures / "augmentations")
@@ -555,7 +555,7 @@ def prediction_outputs(name: str, pred: analysis.Predictions, figures: Path, res
     per_class = analysis.per_class_accuracy(matrix)
     bins = analysis.reliability_bins(pred.confidence, pred.correct)
     ece = analysis.expected_calibration_error(pred.confidence, pred.correct)
-    written = analysis.write_table(per_class, results / "per_class_accuracy", analysis.PER_CLASS_COLUMNS)
+    written = records.write_table(per_class, results / "per_class_accuracy", records.PER_CLASS_COLUMNS)
     written += _save_closed(confusion_matrix(matrix, title=title), figures / "confusion_matrix")
     written += _save_closed(per_class_accuracy(per_class, title=title), figures / "per_class_accuracy")
     written += _save_closed(reliability_diagram(bins, ece, title=title), figures / "reliability_diagram")

@@ -4,8 +4,10 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
+from cifar_resnet import runs
 from cifar_resnet.config import Config
 from cifar_resnet.data import BATCH_DIR, write_synthetic_cifar10
 
@@ -31,3 +33,10 @@ def real_root() -> Path:
     if os.environ.get("REQUIRE_REAL_CIFAR") == "1":
         pytest.fail(f"REQUIRE_REAL_CIFAR=1 but {root} holds no {BATCH_DIR}")
     pytest.skip(f"real CIFAR-10 not available: set CIFAR10_ROOT to a folder holding {BATCH_DIR}")
+
+
+def write_predictions(path, probs, labels, tta=None):
+    """A run's predictions.safetensors in `path`, as training records them (with flip TTA if `tta` is given)."""
+    runs.save_predictions(path / runs.PREDICTIONS, torch.tensor(probs), torch.tensor(labels),
+                          probs_tta=None if tta is None else torch.tensor(tta), split="test",
+                          tta="none" if tta is None else "flip")

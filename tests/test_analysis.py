@@ -1,4 +1,3 @@
-import json
 import math
 
 import numpy as np
@@ -6,12 +5,11 @@ import pandas as pd
 import pytest
 import torch
 
-from cifar_resnet import analysis, runs
-from cifar_resnet.config import load_config, override, save_config
+from cifar_resnet import analysis
 from cifar_resnet.data import CIFAR10Split
 from cifar_resnet.models import count_parameters, create_model
 
-from conftest import CONFIGS, ROOT
+from conftest import CONFIGS, write_predictions
 
 
 def test_confusion_matrix_counts_true_rows_and_predicted_columns():
@@ -113,82 +111,9 @@ def test_presets_table_counts_every_resnet_preset_and_skips_other_files(tmp_path
     assert table.loc[0, "description"].startswith("Small and fast")
 
 
-def _record(root, name, config=None, **metrics):
-    run = root / "runs" / name
-    run.mkdir(parents=True)
-    base = {"name": name, "params": 1000, "epochs_completed": 5, "train_seconds": 10.0, "wall_seconds": 12.0,
-            "seed": 0, "tta": "flip", "test_acc_tta": None}
-    (run / "metrics.json").write_text(json.dumps({**base, **metrics}))
-    if config is not None:
-        save_config(config, run / "config.yaml")
-    return run
-
-
-def test_best_run_is_best_then_most_accurate_gpu_run_then_the_smoke_run(tmp_path):
-    _record(tmp_path, "smoke-cpu", device="cpu", test_acc=0.99)
-    runs = analysis.load_runs(tmp_path / "runs")
-    best, reason = analysis.pick_best_run(runs)
-    assert best.name == "smoke-cpu" and "CPU run" in reason and "means little" in reason
-    _record(tmp_path, "a", device="NVIDIA H100", test_acc=0.93)
-    _record(tmp_path, "b", device="NVIDIA H100", test_acc=0.95)
-    _record(tmp_path, "c", device="NVIDIA H100", test_acc=None, status="time_limit")  # never the best
-    best, reason = analysis.pick_best_run(analysis.load_runs(tmp_path / "runs"))
-    assert best.name == "b" and "optimistic" in reason
-    _record(tmp_path, "best", device="NVIDIA H100", test_acc=0.94)
-    assert analysis.pick_best_run(analysis.load_runs(tmp_path / "runs"))[0].name == "best"
-    table = analysis.runs_table(analysis.load_runs(tmp_path / "runs"))
-    assert table["run"].tolist() == ["a", "b", "best", "c", "smoke-cpu"]
-    with pytest.raises(FileNotFoundError, match="train one first"):
-        analysis.pick_best_run([])
-
-
-def test_runs_of_one_recipe_are_summarised_over_seeds(tmp_path):
-    cfg = load_config(CONFIGS / "smoke.yaml")
-    _record(tmp_path, "a", override(cfg, **{"train.seed": 0}), device="NVIDIA H200", test_acc=0.9491, test_acc_tta=0.9515)
-    _record(tmp_path, "b", override(cfg, **{"train.seed": 1}), device="NVIDIA H200", test_acc=0.9480, test_acc_tta=0.9505,
-            train_seconds=20.0, seed=1)
-    _record(tmp_path, "longer", override(cfg, **{"train.epochs": 9}), device="NVIDIA H200", test_acc=0.96)
-    _record(tmp_path, "stopped", override(cfg, **{"train.seed": 2}), device="NVIDIA H200", status="time_limit")
-    seeds = analysis.seeds_table(analysis.load_runs(tmp_path / "runs"))
-    assert seeds["runs"].tolist() == ["a b", "longer"] and seeds["seeds"].tolist() == [2, 1]
-    pair = seeds.iloc[0]
-    assert pair["test_acc_mean"] == pytest.approx(0.94855) and pair["test_acc_std"] == pytest.approx(0.000778, abs=1e-6)
-    assert pair["train_seconds_mean"] == 15.0 and pd.isna(seeds.iloc[1]["test_acc_std"])
-    assert analysis.mean_std(pair["test_acc_mean"], pair["test_acc_std"]) == "94.86 ± 0.08"
-    assert analysis.mean_std(0.96, float("nan")) == "96.00"
-    paths = analysis.write_seeds_table(seeds, tmp_path / "seeds")
-    tex = paths[1].read_text()
-    assert "a & -- & 1{,}000 & 2 & 94.86 $\\pm$ 0.08 & 95.10 $\\pm$ 0.07 & 15.0 s \\\\" in tex
-    assert "longer & -- & 1{,}000 & 1 & 96.00 & -- & 10.0 s \\\\" in tex
-
-
-def test_recorded_gpu_runs_keep_their_provenance_and_the_stopped_run_has_no_result():
-    records = analysis.load_runs(ROOT / "results" / "runs")
-    table = analysis.runs_table(records).set_index("run")
-    assert {"best", "best-seed1", "best-e170"} <= set(table.index)
-    assert table.loc["best", "status"] == "finished" and table.loc["best", "device"] == "NVIDIA H200"
-    assert table.loc["best-e170", "status"] == "time_limit" and pd.isna(table.loc["best-e170", "test_acc"])
-    for r in records:
-        source = r.metrics["provenance"]
-        assert source["git_commit"].startswith("528e4a8") and f"--seed {r.metrics['seed']}" in source["command"]
-    best, _ = analysis.pick_best_run(records)
-    assert best.name == "best" and (best.path / "model.safetensors").is_file()
-    assert not (ROOT / "results" / "runs" / "best-seed1" / "model.safetensors").exists()  # the tree stays small
-    seeds = analysis.seeds_table(records)
-    assert seeds.loc[seeds["model"] == "best", "seeds"].tolist() == [2]  # best and best-seed1; not the stopped run
-    epoch, acc = analysis.last_evaluation(ROOT / "results" / "runs" / "best-e170")
-    assert epoch == 164 and acc > 0.9
-
-
-def _predictions(path, probs, labels, tta=None):
-    runs.save_predictions(path / runs.PREDICTIONS, torch.tensor(probs), torch.tensor(labels),
-                          probs_tta=None if tta is None else torch.tensor(tta), split="test",
-                          tta="none" if tta is None else "flip")
-
-
 def test_predictions_are_read_as_recorded_with_or_without_tta(tmp_path):
     probs = np.array([[0.7, 0.3], [0.2, 0.8], [0.6, 0.4]], np.float32)
-    _predictions(tmp_path, probs, [0, 0, 1], tta=probs[:, ::-1].copy())
+    write_predictions(tmp_path, probs, [0, 0, 1], tta=probs[:, ::-1].copy())
     pred = analysis.load_predictions(tmp_path)
     assert pred.tta == "flip" and pred.probs.dtype == np.float64 and pred.predicted.tolist() == [1, 0, 1]
     plain = analysis.load_predictions(tmp_path, tta=False)
@@ -218,21 +143,6 @@ def test_reliability_bins_and_ece_from_recorded_probabilities_do_not_depend_on_t
     assert ece == pytest.approx(float((bins["count"] * (bins["accuracy"] - bins["confidence"]).abs()).sum() / 10_000))
 
 
-def test_a_finished_run_is_recorded_into_results_runs(tmp_path):
-    run = _record(tmp_path / "mine", "best", device="NVIDIA H100", test_acc=0.9, status="finished")
-    with pytest.raises(FileNotFoundError, match="no finished run"):
-        analysis.record_run(run, tmp_path / "results")
-    _predictions(run, np.full((2, 10), 0.1, np.float32), [0, 1])
-    (run / "model.safetensors").write_bytes(b"weights")
-    recorded = analysis.record_run(run, tmp_path / "results", name="mine-1")
-    assert recorded == tmp_path / "results" / "runs" / "mine-1"
-    assert sorted(p.name for p in recorded.iterdir()) == ["metrics.json", "predictions.safetensors"]
-    with pytest.raises(FileExistsError, match="exists"):
-        analysis.record_run(run, tmp_path / "results", name="mine-1")
-    assert analysis.newest_run(tmp_path / "mine" / "runs").name == "best"
-    assert analysis.newest_run(tmp_path / "nothing") is None
-
-
 def test_pareto_front_keeps_only_undominated_trials():
     trials = pd.DataFrame({"params": [1, 2, 2, 3, 4, 5], "val_acc": [0.5, 0.7, 0.6, 0.65, 0.9, 0.85]})
     front = analysis.pareto_front(trials)
@@ -250,27 +160,3 @@ def test_search_results_are_read_with_either_parameter_column_name(tmp_path):
     (tmp_path / "search" / "main.csv").write_text("number,state\n0,complete\n")
     with pytest.raises(ValueError, match="lacks the column"):
         analysis.load_search(tmp_path)
-
-
-def test_latex_table_is_booktabs_with_escaped_text_and_formatted_numbers(tmp_path):
-    table = pd.DataFrame({"run": ["best_seed1", "smoke-cpu"], "params": [4_815_940, 5266], "acc": [0.9512, None]})
-    columns = {"run": analysis.Column("Run"), "params": analysis.Column("Params", "r", analysis.thousands),
-               "acc": analysis.Column("Acc.", "r", analysis.percent)}
-    paths = analysis.write_table(table, tmp_path / "t", columns)
-    assert [p.name for p in paths] == ["t.csv", "t.tex"]
-    assert paths[1].read_text() == ("\\begin{tabular}{lrr}\n\\toprule\nRun & Params & Acc. \\\\\n\\midrule\n"
-                                    "best\\_seed1 & 4{,}815{,}940 & 95.12 \\\\\nsmoke-cpu & 5{,}266 & -- \\\\\n"
-                                    "\\bottomrule\n\\end{tabular}\n")
-    assert paths[0].read_text().splitlines()[0] == "run,params,acc"
-
-
-def test_runs_table_keeps_integers_and_marks_missing_values(tmp_path):
-    _record(tmp_path, "a", device="NVIDIA H100 80GB HBM3", test_acc=0.951234, status="finished", epochs=5)
-    (tmp_path / "runs" / "b").mkdir()
-    (tmp_path / "runs" / "b" / "metrics.json").write_text('{"name": "b", "device": "cpu", "params": 7}')
-    table = analysis.runs_table(analysis.load_runs(tmp_path / "runs"))
-    assert table.to_csv(index=False, lineterminator="\n").splitlines()[1:] == [
-        "a,a,1000,finished,5,5,10.0,12.0,NVIDIA H100 80GB HBM3,0.9512,,flip,0", "b,b,7,,,,,,cpu,,,,"]
-    tex = analysis.to_latex(table, analysis.RUNS_COLUMNS)
-    assert "a & a & 1{,}000 & 5 & finished & 10.0 s & 12.0 s & H100 80GB HBM3 & 95.12 & -- & 0 \\\\" in tex
-    assert "b & b & 7 & -- & -- & -- & -- & CPU & -- & -- & -- \\\\" in tex

@@ -1,14 +1,18 @@
-"""The recorded GPU runs in results/runs: intact, small enough to commit, and reproducible on a CPU."""
+"""The recorded runs and their table files (`records.py`), and the recorded GPU runs in results/runs: intact,
+small enough to commit, and reproducible on a CPU."""
 
 import json
 import subprocess
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from cifar_resnet import analysis, runs
+from cifar_resnet import analysis, records, runs
 from cifar_resnet.cli import main
+from cifar_resnet.config import load_config, override, save_config
 
-from conftest import ROOT
+from conftest import CONFIGS, ROOT, write_predictions
 
 RUNS = ROOT / "results" / "runs"
 TREE_LIMIT = 15 * 2**20  # bytes: the repository must stay easy to clone
@@ -54,3 +58,109 @@ def test_cifar_resnet_evaluate_reproduces_the_recorded_accuracy_on_the_cpu(real_
     assert result["images"] == 10_000 and result["tta"] == "flip"
     assert abs(result["test_acc"] - metrics["test_acc"]) <= 0.001  # within 0.1 points
     assert abs(result["test_acc_tta"] - metrics["test_acc_tta"]) <= 0.001
+
+
+def _record(root, name, config=None, **metrics):
+    run = root / "runs" / name
+    run.mkdir(parents=True)
+    base = {"name": name, "params": 1000, "epochs_completed": 5, "train_seconds": 10.0, "wall_seconds": 12.0,
+            "seed": 0, "tta": "flip", "test_acc_tta": None}
+    (run / "metrics.json").write_text(json.dumps({**base, **metrics}))
+    if config is not None:
+        save_config(config, run / "config.yaml")
+    return run
+
+
+def test_best_run_is_best_then_most_accurate_gpu_run_then_the_smoke_run(tmp_path):
+    _record(tmp_path, "smoke-cpu", device="cpu", test_acc=0.99)
+    runs = records.load_runs(tmp_path / "runs")
+    best, reason = records.pick_best_run(runs)
+    assert best.name == "smoke-cpu" and "CPU run" in reason and "means little" in reason
+    _record(tmp_path, "a", device="NVIDIA H100", test_acc=0.93)
+    _record(tmp_path, "b", device="NVIDIA H100", test_acc=0.95)
+    _record(tmp_path, "c", device="NVIDIA H100", test_acc=None, status="time_limit")  # never the best
+    best, reason = records.pick_best_run(records.load_runs(tmp_path / "runs"))
+    assert best.name == "b" and "optimistic" in reason
+    _record(tmp_path, "best", device="NVIDIA H100", test_acc=0.94)
+    assert records.pick_best_run(records.load_runs(tmp_path / "runs"))[0].name == "best"
+    table = records.runs_table(records.load_runs(tmp_path / "runs"))
+    assert table["run"].tolist() == ["a", "b", "best", "c", "smoke-cpu"]
+    with pytest.raises(FileNotFoundError, match="train one first"):
+        records.pick_best_run([])
+
+
+def test_runs_of_one_recipe_are_summarised_over_seeds(tmp_path):
+    cfg = load_config(CONFIGS / "smoke.yaml")
+    _record(tmp_path, "a", override(cfg, **{"train.seed": 0}), device="NVIDIA H200", test_acc=0.9491, test_acc_tta=0.9515)
+    _record(tmp_path, "b", override(cfg, **{"train.seed": 1}), device="NVIDIA H200", test_acc=0.9480, test_acc_tta=0.9505,
+            train_seconds=20.0, seed=1)
+    _record(tmp_path, "longer", override(cfg, **{"train.epochs": 9}), device="NVIDIA H200", test_acc=0.96)
+    _record(tmp_path, "stopped", override(cfg, **{"train.seed": 2}), device="NVIDIA H200", status="time_limit")
+    seeds = records.seeds_table(records.load_runs(tmp_path / "runs"))
+    assert seeds["runs"].tolist() == ["a b", "longer"] and seeds["seeds"].tolist() == [2, 1]
+    pair = seeds.iloc[0]
+    assert pair["test_acc_mean"] == pytest.approx(0.94855) and pair["test_acc_std"] == pytest.approx(0.000778, abs=1e-6)
+    assert pair["train_seconds_mean"] == 15.0 and pd.isna(seeds.iloc[1]["test_acc_std"])
+    assert records.mean_std(pair["test_acc_mean"], pair["test_acc_std"]) == "94.86 ± 0.08"
+    assert records.mean_std(0.96, float("nan")) == "96.00"
+    paths = records.write_seeds_table(seeds, tmp_path / "seeds")
+    tex = paths[1].read_text()
+    assert "a & -- & 1{,}000 & 2 & 94.86 $\\pm$ 0.08 & 95.10 $\\pm$ 0.07 & 15.0 s \\\\" in tex
+    assert "longer & -- & 1{,}000 & 1 & 96.00 & -- & 10.0 s \\\\" in tex
+
+
+def test_recorded_gpu_runs_keep_their_provenance_and_the_stopped_run_has_no_result():
+    run_records = records.load_runs(ROOT / "results" / "runs")
+    table = records.runs_table(run_records).set_index("run")
+    assert {"best", "best-seed1", "best-e170"} <= set(table.index)
+    assert table.loc["best", "status"] == "finished" and table.loc["best", "device"] == "NVIDIA H200"
+    assert table.loc["best-e170", "status"] == "time_limit" and pd.isna(table.loc["best-e170", "test_acc"])
+    for r in run_records:
+        source = r.metrics["provenance"]
+        assert source["git_commit"].startswith("528e4a8") and f"--seed {r.metrics['seed']}" in source["command"]
+    best, _ = records.pick_best_run(run_records)
+    assert best.name == "best" and (best.path / "model.safetensors").is_file()
+    assert not (ROOT / "results" / "runs" / "best-seed1" / "model.safetensors").exists()  # the tree stays small
+    seeds = records.seeds_table(run_records)
+    assert seeds.loc[seeds["model"] == "best", "seeds"].tolist() == [2]  # best and best-seed1; not the stopped run
+    epoch, acc = records.last_evaluation(ROOT / "results" / "runs" / "best-e170")
+    assert epoch == 164 and acc > 0.9
+
+
+def test_a_finished_run_is_recorded_into_results_runs(tmp_path):
+    run = _record(tmp_path / "mine", "best", device="NVIDIA H100", test_acc=0.9, status="finished")
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        records.record_run(run, tmp_path / "results")
+    write_predictions(run, np.full((2, 10), 0.1, np.float32), [0, 1])
+    (run / "model.safetensors").write_bytes(b"weights")
+    recorded = records.record_run(run, tmp_path / "results", name="mine-1")
+    assert recorded == tmp_path / "results" / "runs" / "mine-1"
+    assert sorted(p.name for p in recorded.iterdir()) == ["metrics.json", "predictions.safetensors"]
+    with pytest.raises(FileExistsError, match="exists"):
+        records.record_run(run, tmp_path / "results", name="mine-1")
+    assert records.newest_run(tmp_path / "mine" / "runs").name == "best"
+    assert records.newest_run(tmp_path / "nothing") is None
+
+
+def test_latex_table_is_booktabs_with_escaped_text_and_formatted_numbers(tmp_path):
+    table = pd.DataFrame({"run": ["best_seed1", "smoke-cpu"], "params": [4_815_940, 5266], "acc": [0.9512, None]})
+    columns = {"run": records.Column("Run"), "params": records.Column("Params", "r", records.thousands),
+               "acc": records.Column("Acc.", "r", records.percent)}
+    paths = records.write_table(table, tmp_path / "t", columns)
+    assert [p.name for p in paths] == ["t.csv", "t.tex"]
+    assert paths[1].read_text() == ("\\begin{tabular}{lrr}\n\\toprule\nRun & Params & Acc. \\\\\n\\midrule\n"
+                                    "best\\_seed1 & 4{,}815{,}940 & 95.12 \\\\\nsmoke-cpu & 5{,}266 & -- \\\\\n"
+                                    "\\bottomrule\n\\end{tabular}\n")
+    assert paths[0].read_text().splitlines()[0] == "run,params,acc"
+
+
+def test_runs_table_keeps_integers_and_marks_missing_values(tmp_path):
+    _record(tmp_path, "a", device="NVIDIA H100 80GB HBM3", test_acc=0.951234, status="finished", epochs=5)
+    (tmp_path / "runs" / "b").mkdir()
+    (tmp_path / "runs" / "b" / "metrics.json").write_text('{"name": "b", "device": "cpu", "params": 7}')
+    table = records.runs_table(records.load_runs(tmp_path / "runs"))
+    assert table.to_csv(index=False, lineterminator="\n").splitlines()[1:] == [
+        "a,a,1000,finished,5,5,10.0,12.0,NVIDIA H100 80GB HBM3,0.9512,,flip,0", "b,b,7,,,,,,cpu,,,,"]
+    tex = records.to_latex(table, records.RUNS_COLUMNS)
+    assert "a & a & 1{,}000 & 5 & finished & 10.0 s & 12.0 s & H100 80GB HBM3 & 95.12 & -- & 0 \\\\" in tex
+    assert "b & b & 7 & -- & -- & -- & -- & CPU & -- & -- & -- \\\\" in tex

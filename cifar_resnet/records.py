@@ -1,0 +1,346 @@
+"""The recorded runs (one row per run, and mean ± std over seeds) and the table files they are written to:
+CSV, LaTeX for the report, and `results/README.md`. The same inputs give the same bytes on disk.
+
+Runs live in two places: training writes `runs/<name>` (ignored by git); the recorded runs that the
+figures, tables and report are made of are `results/runs/<name>`, and `record_run` copies one there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from . import runs
+from .config import load_config
+
+
+# ==== the recorded runs ==============================================================================
+
+RESULTS_RUNS = "results/runs"  # the recorded runs: committed, read by the figures, tables and the report
+USER_RUNS = "runs"  # where `cifar-resnet train` and `make train` write (ignored by git)
+
+
+@dataclass
+class RunRecord:
+    """A run folder and its metrics.json."""
+
+    path: Path
+    metrics: dict
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def on_gpu(self) -> bool:
+        """CPU runs are smoke tests, never results."""
+        device = str(self.metrics.get("device") or "").strip().lower()
+        return device not in ("", "cpu")
+
+    @property
+    def finished(self) -> bool:
+        """Trained to the end of its schedule (not stopped by a time limit)."""
+        return self.metrics.get("status", "finished") == "finished"
+
+    @property
+    def test_acc(self) -> float | None:
+        value = self.metrics.get("test_acc")
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    @property
+    def label(self) -> str:
+        """The folder name with seed and, for a run stopped early, the epochs it completed."""
+        x = self.metrics
+        stopped = "" if self.finished else f"; time limit: {x.get('epochs_completed')} of {x.get('epochs')} epochs"
+        return f"{self.name} (seed {x.get('seed')}{stopped})"
+
+
+def load_runs(folder: str | Path) -> list[RunRecord]:
+    """The run folders `folder/*/metrics.json` (`RESULTS_RUNS`, or `USER_RUNS` for your own), by name."""
+    folder = Path(folder)
+    return [RunRecord(p.parent, json.loads(p.read_text())) for p in sorted(folder.glob("*/metrics.json"))]
+
+
+def newest_run(folder: str | Path) -> RunRecord | None:
+    """The most recently finished run with recorded predictions under `folder` (by the time of its
+    metrics.json), or None."""
+    found = [r for r in load_runs(folder) if r.finished and (r.path / runs.PREDICTIONS).is_file()]
+    return max(found, key=lambda r: ((r.path / runs.METRICS).stat().st_mtime, r.name), default=None)
+
+
+def record_run(run_dir: str | Path, results_dir: str | Path = "results", *, name: str | None = None,
+               weights: bool = False) -> Path:
+    """Copy a finished run (config, history, metrics, predictions, log; the weights only if asked) into
+    `results_dir/runs/<name>`, where the figures, tables and the report read it; returns the new folder."""
+    src = Path(run_dir)
+    metrics = runs.read_metrics(src)
+    if metrics.get("status", "finished") != "finished" or not (src / runs.PREDICTIONS).is_file():
+        raise FileNotFoundError(f"{src} is no finished run with {runs.PREDICTIONS}: finish it first "
+                                f"(cifar-resnet train --resume --out {src})")
+    dst = Path(results_dir) / "runs" / (name or src.name)
+    if dst.exists():
+        raise FileExistsError(f"{dst} exists: choose another name, or remove it first")
+    dst.mkdir(parents=True)
+    names = [runs.CONFIG, runs.HISTORY, runs.METRICS, runs.PREDICTIONS, "train.log"] + ([runs.WEIGHTS] if weights else [])
+    for file in names:
+        if (src / file).is_file():
+            shutil.copyfile(src / file, dst / file)
+    return dst
+
+
+def runs_table(records: Sequence[RunRecord]) -> pd.DataFrame:
+    """The final results table: one row per recorded run. A run stopped by its time limit has status
+    `time_limit` and no test accuracy (it never reached the end of its schedule)."""
+    rows = []
+    for r in records:
+        x = r.metrics
+        rows.append({"run": r.name, "model": x.get("name"), "params": x.get("params"), "status": x.get("status"),
+                     "epochs": x.get("epochs_completed"), "epochs_planned": x.get("epochs"),
+                     "train_seconds": x.get("train_seconds"), "wall_seconds": x.get("wall_seconds"),
+                     "device": x.get("device"), "test_acc": r.test_acc, "test_acc_tta": x.get("test_acc_tta"),
+                     "tta": x.get("tta"), "seed": x.get("seed")})
+    table = pd.DataFrame(rows, columns=["run", "model", "params", "status", "epochs", "epochs_planned", "train_seconds",
+                                        "wall_seconds", "device", "test_acc", "test_acc_tta", "tta", "seed"])
+    # Integers stay integers where a run lacks a value; accuracies on <= 10,000 images need 4 decimals.
+    table = table.astype({"params": "Int64", "epochs": "Int64", "epochs_planned": "Int64", "seed": "Int64"})
+    return table.astype({"test_acc": float, "test_acc_tta": float}).round({"test_acc": 4, "test_acc_tta": 4})
+
+
+def _recipe(record: RunRecord) -> str:
+    """The run's configuration without its seed: runs that differ only in the seed share it."""
+    try:
+        cfg = dataclasses.asdict(load_config(record.path / runs.CONFIG))
+    except Exception:  # a run without a readable config is its own recipe
+        return record.name
+    cfg["train"].pop("seed")
+    return json.dumps(cfg, sort_keys=True)
+
+
+def seeds_table(records: Sequence[RunRecord]) -> pd.DataFrame:
+    """Finished runs of the same configuration and schedule that differ only in the seed, as one row:
+    the number of seeds, and mean and sample standard deviation (n - 1; empty for one seed) of the test
+    accuracy with and without TTA and of the training time."""
+    done = [r for r in records if r.finished and r.test_acc is not None]
+    groups: dict[str, list[RunRecord]] = {}
+    for r in done:
+        groups.setdefault(_recipe(r), []).append(r)
+    rows = []
+    for group in groups.values():
+        group = sorted(group, key=lambda r: (r.metrics.get("seed", 0), r.name))
+        row = {"model": group[0].metrics.get("name"), "epochs": group[0].metrics.get("epochs"),
+               "params": group[0].metrics.get("params"), "device": group[0].metrics.get("device"),
+               "seeds": len(group), "runs": " ".join(r.name for r in group)}
+        for key in ("test_acc", "test_acc_tta", "train_seconds"):
+            values = pd.Series([r.metrics.get(key) for r in group], dtype=float)
+            row[f"{key}_mean"], row[f"{key}_std"] = values.mean(), values.std(ddof=1)
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=["model", "epochs", "params", "device", "seeds", "runs", "test_acc_mean",
+                                        "test_acc_std", "test_acc_tta_mean", "test_acc_tta_std", "train_seconds_mean",
+                                        "train_seconds_std"])
+    table = table.astype({"epochs": "Int64", "params": "Int64", "seeds": "Int64"})
+    return table.round({c: 6 for c in table.columns if c.startswith("test_acc")} | {"train_seconds_mean": 2,
+                                                                                    "train_seconds_std": 2})
+
+
+def pick_best_run(records: Sequence[RunRecord]) -> tuple[RunRecord, str]:
+    """The run to analyse and, in words, why: `best` if recorded on a GPU, else the most accurate GPU run,
+    else a CPU smoke run, which is no result at all."""
+    scored = [r for r in records if r.test_acc is not None and r.finished]
+    gpu = [r for r in scored if r.on_gpu]
+    named = [r for r in gpu if r.name == "best"]
+    if named:
+        return named[0], (f"{named[0].label}: the run recorded as the project's final one, on "
+                          f"{named[0].metrics.get('device')}.")
+    if gpu:
+        best = max(gpu, key=lambda r: r.test_acc)
+        return best, (f"{best.label}: the most accurate of {len(gpu)} GPU run(s). No run is recorded as "
+                      "`best`; picking by test accuracy makes this number optimistic.")
+    if not scored:
+        raise FileNotFoundError("no finished run with a test accuracy here: train one first "
+                                "(notebook 03 or `cifar-resnet train`)")
+    smoke = scored[0]
+    return smoke, (f"{smoke.label}: a {smoke.metrics.get('epochs_completed')}-epoch CPU run of a "
+                   f"{smoke.metrics.get('params'):,}-parameter network. On a CPU it shows the analysis working; "
+                   "its accuracy means little. For a real result, train on a GPU.")
+
+
+def same_model(records: Sequence[RunRecord], run: RunRecord) -> list[RunRecord]:
+    """`run` first, then the other runs of the same configuration name on the same kind of device (other
+    seeds and schedules), by name."""
+    others = [r for r in records if r.metrics.get("name") == run.metrics.get("name") and r.on_gpu == run.on_gpu
+              and r.path != run.path]
+    return [run] + others
+
+
+def load_history(run_dir: Path) -> pd.DataFrame:
+    """A run's history.csv, with the evaluation columns renamed to eval_loss / eval_acc (test or val)."""
+    history = pd.read_csv(Path(run_dir) / runs.HISTORY)
+    return history.rename(columns={c: "eval" + c[c.index("_"):] for c in history.columns
+                                   if c.startswith(("test_", "val_"))})
+
+
+def last_evaluation(run_dir: Path) -> tuple[int, float] | None:
+    """(epoch, accuracy) of a run's last evaluation in history.csv: for a run stopped by its time limit,
+    the only accuracy it has, measured before the end of its schedule."""
+    history = load_history(run_dir).dropna(subset=["eval_acc"])
+    return (int(history["epoch"].iloc[-1]), float(history["eval_acc"].iloc[-1])) if len(history) else None
+
+
+# ==== table files ====================================================================================
+
+_TEX_SPECIALS = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
+                 "^": r"\^{}", "_": r"\_", "%": r"\%", "~": r"\~{}"}
+
+
+def tex_escape(text: str) -> str:
+    return "".join(_TEX_SPECIALS.get(c, c) for c in str(text))
+
+
+@dataclass
+class Column:
+    """How a table column appears in LaTeX: its header, alignment, and formatter of a cell (None = escaped str)."""
+
+    header: str
+    align: str = "l"
+    format: Callable[[object], str] | None = None
+
+
+def to_latex(table: pd.DataFrame, columns: dict[str, Column]) -> str:
+    """A booktabs tabular of the given columns (no float environment: the report wraps it)."""
+    lines = [f"\\begin{{tabular}}{{{''.join(c.align for c in columns.values())}}}", "\\toprule",
+             " & ".join(c.header for c in columns.values()) + " \\\\", "\\midrule"]
+    for _, row in table.iterrows():
+        cells = []
+        for key, col in columns.items():
+            value = row[key]
+            missing = value is None or (not isinstance(value, str) and pd.isna(value))
+            cells.append("--" if missing else col.format(value) if col.format else tex_escape(value))
+        lines.append(" & ".join(cells) + " \\\\")
+    return "\n".join(lines + ["\\bottomrule", "\\end{tabular}"]) + "\n"
+
+
+def write_table(table: pd.DataFrame, stem: Path, columns: dict[str, Column] | None = None) -> list[Path]:
+    """Write `stem`.csv and, given LaTeX columns, `stem`.tex; returns the paths written."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    csv = stem.parent / f"{stem.name}.csv"
+    table.to_csv(csv, index=False, lineterminator="\n")
+    if columns is None:
+        return [csv]
+    tex = stem.parent / f"{stem.name}.tex"
+    tex.write_text(to_latex(table, columns))
+    return [csv, tex]
+
+
+def mean_std(mean: object, std: object, scale: float = 100, digits: int = 2, pm: str = " ± ") -> str:
+    """"94.86 ± 0.08" from a mean and a standard deviation (the mean alone where there is no std)."""
+    if pd.isna(mean):
+        return "-"
+    return f"{scale * float(mean):.{digits}f}" + ("" if pd.isna(std) else f"{pm}{scale * float(std):.{digits}f}")
+
+
+def write_seeds_table(table: pd.DataFrame, stem: Path) -> list[Path]:
+    """`stem`.csv (numbers) and `stem`.tex (mean $\\pm$ std in percent) of `seeds_table`'s rows."""
+    def cells(key: str) -> list[str | None]:
+        return [None if pd.isna(m) else mean_std(m, s, pm=" $\\pm$ ")
+                for m, s in zip(table[f"{key}_mean"], table[f"{key}_std"])]
+
+    shown = table.assign(acc=cells("test_acc"), acc_tta=cells("test_acc_tta"))
+    csv = write_table(table, stem)
+    tex = Path(stem).parent / f"{Path(stem).name}.tex"
+    tex.write_text(to_latex(shown, SEEDS_COLUMNS))
+    return csv + [tex]
+
+
+def write_runs_readme(records: Sequence[RunRecord], path: Path) -> Path:
+    """`results/README.md`: the recorded runs as Markdown tables (one row per run, then one per recipe
+    over its seeds), and where each run came from."""
+    table, seeds = runs_table(records), seeds_table(records)
+    lines = ["# Recorded runs", "",
+             "Generated by `cifar-resnet figures` (and notebook 04) from `results/runs/*/metrics.json`; do not edit.",
+             "Runs on a CPU are smoke tests of the pipeline, not results; a run stopped by its time limit has no",
+             "test accuracy of its own (see the notes).", "",
+             "| run | model | parameters | epochs | status | train time | wall time | device | test acc. | with TTA | seed |",
+             "| --- | --- | ---: | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+    for row in table.itertuples():
+        acc = f"{100 * row.test_acc:.2f}%" if pd.notna(row.test_acc) else "-"
+        tta = f"{100 * row.test_acc_tta:.2f}% ({row.tta})" if pd.notna(row.test_acc_tta) else "-"
+        lines.append(f"| {row.run} | {row.model} | {int(row.params):,} | {row.epochs}/{row.epochs_planned} | "
+                     f"{row.status} | {float(row.train_seconds):.1f} s | {float(row.wall_seconds):.1f} s | "
+                     f"{row.device} | {acc} | {tta} | {row.seed} |")
+    if table.empty:
+        lines.append("| (none yet: train with `cifar-resnet train`, then `analysis.record_run`) |||||||||||")
+    lines += ["", "## Over seeds", "",
+              "Finished runs of the same configuration and schedule that differ only in the seed: mean ± sample",
+              "standard deviation over the seeds.", "",
+              "| model | epochs | seeds | runs | test acc. (%) | with TTA (%) | train time |",
+              "| --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+    for row in seeds.itertuples():
+        lines.append(f"| {row.model} | {row.epochs} | {row.seeds} | {row.runs} | "
+                     f"{mean_std(row.test_acc_mean, row.test_acc_std)} | "
+                     f"{mean_std(row.test_acc_tta_mean, row.test_acc_tta_std)} | "
+                     f"{mean_std(row.train_seconds_mean, row.train_seconds_std, scale=1, digits=1)} s |")
+    lines += ["", "## Notes", ""]
+    for r in records:
+        x, note = r.metrics, []
+        if not r.finished:
+            last = last_evaluation(r.path)
+            seen = f"; its last evaluation (epoch {last[0]}) gave {100 * last[1]:.2f}%" if last else ""
+            note.append(f"stopped by its time limit after epoch {x.get('epochs_completed')} of {x.get('epochs')}, "
+                        f"before the end of its schedule{seen}: no final result")
+        source = x.get("provenance", {})
+        if source:
+            note.append(f"trained with `{source.get('command')}` on {source.get('device')}, torch "
+                        f"{source.get('torch_version')}, commit {str(source.get('git_commit'))[:7]} "
+                        f"(records {source.get('source')})")
+        note.append("predictions: " + (source.get("predictions") if source.get("predictions") else
+                                       "recorded at the end of training" if (r.path / runs.PREDICTIONS).is_file()
+                                       else "none"))
+        note.append("weights: " + (source.get("weights") if source.get("weights") else
+                                   "committed" if (r.path / runs.WEIGHTS).is_file() else "not committed"))
+        lines.append(f"- **{r.name}**: " + "; ".join(note) + ".")
+    path = Path(path)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def thousands(n: object) -> str:
+    return f"{int(n):,}".replace(",", "{,}")
+
+
+def percent(x: object) -> str:
+    return f"{100 * float(x):.2f}"
+
+
+def duration(seconds: object) -> str:
+    s = float(seconds)
+    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
+
+
+def device_name(device: object) -> str:
+    """A short device name for tables: 'CPU', 'H100 80GB HBM3' (vendor prefix dropped)."""
+    name = str(device)
+    return "CPU" if name.lower() == "cpu" else tex_escape(name.removeprefix("NVIDIA ").removeprefix("Tesla "))
+
+
+RUNS_COLUMNS = {"run": Column("Run"), "model": Column("Config"), "params": Column("Params", "r", thousands),
+                "epochs": Column("Epochs", "r"), "status": Column("Status", "l", lambda s: tex_escape(str(s).replace("_", " "))),
+                "train_seconds": Column("Train", "r", duration),
+                "wall_seconds": Column("Wall", "r", duration), "device": Column("Device", "l", device_name),
+                "test_acc": Column("Acc.\\ (\\%)", "r", percent), "test_acc_tta": Column("TTA (\\%)", "r", percent),
+                "seed": Column("Seed", "r")}
+PRESETS_COLUMNS = {"preset": Column("Preset"), "block": Column("Block"), "channels": Column("$C_i$"),
+                   "blocks": Column("$B_i$"), "kernels": Column("$F_i$"), "skip_kernels": Column("$K_i$"),
+                   "pool": Column("$P$", "r"), "params": Column("Params", "r", thousands),
+                   "epochs": Column("Epochs", "r")}
+PER_CLASS_COLUMNS = {"class": Column("Class"), "correct": Column("Correct", "r"), "total": Column("Images", "r"),
+                     "accuracy": Column("Acc.\\ (\\%)", "r", percent)}
+SEEDS_COLUMNS = {"model": Column("Config"), "epochs": Column("Epochs", "r"), "params": Column("Params", "r", thousands),
+                 "seeds": Column("Seeds", "r"), "acc": Column("Acc.\\ (\\%)", "r", str),
+                 "acc_tta": Column("TTA (\\%)", "r", str), "train_seconds_mean": Column("Train", "r", duration)}
