@@ -18,7 +18,7 @@ from .engine import TrainingDiverged, TrainingInterrupted
 from .models import PARAMETER_BUDGET, OverBudgetError
 from .runs import CheckpointError, holds_run
 
-USER_ERRORS = (ConfigError, OverBudgetError, DataError, CheckpointError, FileNotFoundError)
+USER_ERRORS = (ConfigError, OverBudgetError, DataError, CheckpointError, FileNotFoundError, FileExistsError)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -81,6 +81,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sweep(args.plan, out, time_limit=args.time_limit, smoke=args.smoke, calibration=args.calibration,
           dry_run=args.dry_run, write_configs=args.write_configs, overwrite=args.overwrite, seeds=args.seeds,
           data_root=args.data_root, device=args.device)
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from .records import record_run
+
+    print(record_run(args.run_dir, args.results, name=args.name, weights=args.weights))
     return 0
 
 
@@ -163,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="folder holding cifar-10-batches-py (default $CIFAR10_ROOT, else ./data)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("record", help="copy a finished run (e.g. runs/best) into results/runs/, where the figures, "
+                                      "tables and report read it")
+    p.add_argument("run_dir", help="a finished run folder, e.g. runs/best")
+    p.add_argument("--name", help="folder name under results/runs (default: the run folder's name)")
+    p.add_argument("--weights", action="store_true", help="also copy model.safetensors (8.6 MB for best.yaml)")
+    p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("figures", help="redraw figures/ and the tables in results/ from the recorded results (no training)")
     p.add_argument("--root", default=".", help="repository root holding configs/ and results/ (default: .)")

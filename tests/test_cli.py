@@ -142,3 +142,14 @@ def test_evaluate_refuses_damaged_weights_naming_the_file(finished_run, syntheti
     err = error_line(capsys)
     assert err.startswith(f"cifar-resnet: error: {run / runs.WEIGHTS} is damaged (its ")
     assert ("metrics.json" in err) == keep_record_checksum
+
+
+def test_record_copies_a_finished_run_into_the_results_and_refuses_to_replace_one(finished_run, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert cli.main(["record", str(finished_run), "--name", "mine", "--results", str(results)]) == 0
+    copied = results / "runs" / "mine"
+    assert capsys.readouterr().out.strip() == str(copied)
+    assert (copied / runs.METRICS).read_bytes() == (finished_run / runs.METRICS).read_bytes()
+    assert (copied / runs.PREDICTIONS).is_file() and not (copied / runs.WEIGHTS).exists()
+    assert cli.main(["record", str(finished_run), "--name", "mine", "--results", str(results)]) == 2
+    assert error_line(capsys).startswith(f"cifar-resnet: error: {copied} exists")
