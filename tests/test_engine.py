@@ -57,7 +57,8 @@ def _history_without_times(run_dir):
 
 
 @pytest.mark.parametrize("augment", [{"data.policy": "trivialaugment", "train.mixup_alpha": 0.2},
-                                     {"data.flip_alternate": True, "train.ricap_beta": 0.3}])
+                                     {"data.flip_alternate": True, "train.ricap_beta": 0.3, "train.sam_rho": 0.1,
+                                      "train.grad_clip": 5.0}])
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(synthetic_root, tmp_path, augment):
     cfg = smoke(synthetic_root, **augment, **{"model.dropout": 0.1})
     train(cfg, tmp_path / "straight", log=None)

@@ -325,27 +325,6 @@ def test_tex_specials_are_escaped(tmp_path):
     assert values["BestDevice"] == "GPU \\#1 \\& 50\\% \\{x\\}"
 
 
-def test_report_uses_only_generated_macros(tmp_path):
-    """Every flag and number macro in report.tex is one that write_numbers can produce."""
-    results = tmp_path / "results"
-    for name in ("best", "best-seed1"):
-        write_run(results, name)
-    write_speed(results)
-    values, _ = numbers(results, tmp_path)
-    source = (REPO / "report" / "report.tex").read_text()
-    flags = set(re.findall(r"\\if([A-Z]\w*)", source))
-    assert flags <= set(FLAGS)
-    used = set(re.findall(r"\\((?:Best|Seed|Speed|Num)[A-Za-z]+)", source))
-    assert used <= set(values), used - set(values)
-
-
-def test_build_without_latexmk_says_what_to_install(tmp_path, monkeypatch):
-    shutil.copytree(REPO / "report", tmp_path / "report")
-    monkeypatch.setattr(report.shutil, "which", lambda name: None)
-    with pytest.raises(RuntimeError, match="install texlive-latex-extra texlive-fonts-recommended latexmk"):
-        build_report(tmp_path)
-
-
 # ---- the sources --------------------------------------------------------------------------------
 
 SMALL_TYPE = re.compile(r"\\(tiny|scriptsize|resizebox|scalebox|adjustbox)\b")

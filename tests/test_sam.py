@@ -101,30 +101,20 @@ def test_options_are_validated():
         make_sam(tiny_model(), TrainConfig(sam_adaptive=True))
 
 
-def test_resume_of_a_sam_and_ricap_run_is_exact(synthetic_root, tmp_path):
-    """A run with SAM, RICAP, EMA and gradient clipping, stopped after epoch 1 and resumed, ends exactly as
-    one that ran straight through (weights, history); and SAM changes what is learnt."""
+def test_sam_changes_what_is_learnt(synthetic_root, tmp_path):
+    """The same run with and without SAM ends on other weights. (Exact resume of a SAM + RICAP run is tested
+    with the other resume cases in test_engine.py.)"""
     from cifar_resnet.config import load_config, override
-    from cifar_resnet.engine import Trainer, train
+    from cifar_resnet.engine import train
     from cifar_resnet.evaluation import load_run
 
     from conftest import CONFIGS
 
     cfg = override(load_config(CONFIGS / "smoke.yaml"), **{
         "data.root": str(synthetic_root), "data.download": False, "data.train_subset": 0, "data.test_subset": 0,
-        "train.batch_size": 64, "train.epochs": 3, "train.sam_rho": 0.1, "train.ricap_beta": 0.3,
-        "train.grad_clip": 5.0})
-    train(cfg, tmp_path / "straight", log=None)
-    trainer = Trainer(cfg, tmp_path / "resumed", log=None)
-    for stats in trainer.epochs():
-        if stats.epoch == 1:
-            break  # the process "dies" after epoch 1's checkpoint
-    del trainer
-    train(cfg, tmp_path / "resumed", resume=True, log=None)
-    rows = [(tmp_path / d / "history.csv").read_text().splitlines() for d in ("straight", "resumed")]
-    assert [r.rsplit(",", 1)[0] for r in rows[0]] == [r.rsplit(",", 1)[0] for r in rows[1]]
-    a, b = (load_run(tmp_path / d, "cpu")[1].state_dict() for d in ("straight", "resumed"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    train(override(cfg, **{"train.sam_rho": 0.0}), tmp_path / "plain", log=None)
-    plain = load_run(tmp_path / "plain", "cpu")[1].state_dict()
-    assert not torch.equal(plain["fc.weight"], a["fc.weight"])
+        "train.batch_size": 64, "train.epochs": 1, "train.sam_rho": 0.1})
+    weights = {}
+    for name, rho in (("sam", 0.1), ("plain", 0.0)):
+        train(override(cfg, **{"train.sam_rho": rho}), tmp_path / name, log=None)
+        weights[name] = load_run(tmp_path / name, "cpu")[1].state_dict()["fc.weight"]
+    assert not torch.equal(weights["sam"], weights["plain"])
