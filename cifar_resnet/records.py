@@ -275,7 +275,7 @@ def write_runs_readme(records: Sequence[RunRecord], path: Path) -> Path:
                      f"{row.status} | {float(row.train_seconds):.1f} s | {float(row.wall_seconds):.1f} s | "
                      f"{row.device} | {acc} | {tta} | {row.seed} |")
     if table.empty:
-        lines.append("| (none yet: train with `cifar-resnet train`, then `analysis.record_run`) |||||||||||")
+        lines.append("| (none yet: train with `cifar-resnet train`, then `cifar-resnet record RUN_DIR`) |||||||||||")
     lines += ["", "## Over seeds", "",
               "Finished runs of the same configuration and schedule that differ only in the seed: mean ± sample",
               "standard deviation over the seeds.", "",
