@@ -57,15 +57,25 @@ def autocast(device: torch.device, precision: str):
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: GpuLoader, tta: str = "none", precision: str = "fp32") -> torch.Tensor:
-    """Logits (N, classes) of the loader's images in order, averaged over the test-time views."""
+def predict_views(model: nn.Module, loader: GpuLoader, tta: str = "none",
+                  precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits (N, classes) of the loader's images in order, without test-time augmentation and, unless `tta`
+    is "none", averaged over its views; each view is computed once (the plain one serves both)."""
     model.eval()
-    outputs = []
+    plain, averaged = [], []
     for x, _ in loader:
         with autocast(loader.device, precision):
-            logits = sum(w * model(v).float() for v, w in tta_views(x, tta))
-        outputs.append(logits)
-    return torch.cat(outputs)
+            views = tta_views(x, tta)
+            outputs = [model(v).float() for v, _ in views]
+        plain.append(outputs[0])
+        averaged.append(sum(w * out for (_, w), out in zip(views, outputs)))
+    return torch.cat(plain), (torch.cat(averaged) if tta != "none" else None)
+
+
+def predict(model: nn.Module, loader: GpuLoader, tta: str = "none", precision: str = "fp32") -> torch.Tensor:
+    """Logits (N, classes) of the loader's images in order, averaged over the test-time views."""
+    plain, averaged = predict_views(model, loader, tta, precision)
+    return plain if averaged is None else averaged
 
 
 def evaluate(model: nn.Module, loader: GpuLoader, tta: str = "none", precision: str = "fp32") -> tuple[float, float]:
@@ -79,8 +89,7 @@ def record_predictions(model: nn.Module, loader: GpuLoader, out_dir: Path, split
                        precision: str) -> dict:
     """Evaluate `model` on `loader`'s split, save its probabilities (with and without `tta`) in
     predictions.safetensors, and return the metrics they give: loss, accuracy, accuracy with TTA."""
-    logits = predict(model, loader, "none", precision)
-    logits_tta = predict(model, loader, tta, precision) if tta != "none" else None
+    logits, logits_tta = predict_views(model, loader, tta, precision)
     labels = loader.labels
     runs.save_predictions(Path(out_dir) / runs.PREDICTIONS, torch.softmax(logits, 1), labels,
                           probs_tta=torch.softmax(logits_tta, 1) if logits_tta is not None else None,
@@ -126,10 +135,13 @@ def evaluate_run(run_dir: str | Path, *, tta: bool = False, data_root: str | Non
     loader = GpuLoader(evaluation, batch_size=1024, device=device, train=False, channels_last=cfg.train.channels_last)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loss, acc = evaluate(model, loader, "none", cfg.train.precision)
-    result = {"run": str(run_dir), "split": split, "images": len(evaluation), f"{split}_loss": loss,
-              f"{split}_acc": acc, "device": runs.environment(device)["device"]}
-    if tta:
-        mode = cfg.train.tta if cfg.train.tta != "none" else "flip"
-        result["tta"], result[f"{split}_acc_tta"] = mode, evaluate(model, loader, mode, cfg.train.precision)[1]
+    mode = (cfg.train.tta if cfg.train.tta != "none" else "flip") if tta else "none"
+    logits, logits_tta = predict_views(model, loader, mode, cfg.train.precision)
+    labels = loader.labels
+    result = {"run": str(run_dir), "split": split, "images": len(evaluation),
+              f"{split}_loss": F.cross_entropy(logits, labels).item(),
+              f"{split}_acc": (logits.argmax(1) == labels).float().mean().item(),
+              "device": runs.environment(device)["device"]}
+    if logits_tta is not None:
+        result["tta"], result[f"{split}_acc_tta"] = mode, (logits_tta.argmax(1) == labels).float().mean().item()
     return result

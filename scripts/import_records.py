@@ -22,12 +22,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from cifar_resnet import runs
 from cifar_resnet.config import load_config
 from cifar_resnet.data import load_splits
-from cifar_resnet.evaluation import model_from_weights, tta_views
+from cifar_resnet.evaluation import model_from_weights, record_predictions
 from cifar_resnet.loader import GpuLoader
 
 
@@ -62,31 +60,13 @@ def readme_hashes(source: Path) -> dict[str, str]:
 
 
 def compute_predictions(run_dir: Path, weights: Path, data_root: str | None) -> dict:
-    """Write run_dir/predictions.safetensors from `weights` on the CPU in fp32; returns the accuracies.
-
-    As `engine.record_predictions`, but each view is computed once (the TTA average reuses the plain
-    view's logits, summed in the same order as `engine.predict`): two passes over the test set, not three.
-    """
+    """Write run_dir/predictions.safetensors from `weights` on the CPU in fp32; returns the accuracies."""
     cfg = load_config(run_dir / runs.CONFIG)
     model = model_from_weights(cfg, weights, "cpu")
     _, evaluation, split = load_splits(cfg, data_root)
     loader = GpuLoader(evaluation, batch_size=500, device="cpu", train=False)
-    plain, averaged = [], []
-    with torch.no_grad():
-        for x, _ in loader:
-            views = tta_views(x, cfg.train.tta)
-            logits = [model(v).float() for v, _ in views]
-            plain.append(logits[0])
-            averaged.append(sum(w * out for (_, w), out in zip(views, logits)))
-    logits, logits_tta = torch.cat(plain), torch.cat(averaged)
-    labels = loader.labels
-    has_tta = cfg.train.tta != "none"
-    runs.save_predictions(run_dir / runs.PREDICTIONS, torch.softmax(logits, 1), labels,
-                          probs_tta=torch.softmax(logits_tta, 1) if has_tta else None, split=split, tta=cfg.train.tta)
-    result = {f"{split}_acc": round((logits.argmax(1) == labels).float().mean().item(), 4)}
-    if has_tta:
-        result[f"{split}_acc_tta"] = round((logits_tta.argmax(1) == labels).float().mean().item(), 4)
-    return result
+    metrics = record_predictions(model, loader, run_dir, split, cfg.train.tta, "fp32")
+    return {key: round(metrics[key], 4) for key in (f"{split}_acc", f"{split}_acc_tta") if metrics[key] is not None}
 
 
 def import_run(source: Path, results: Path, run: Imported, hashes: dict[str, str], data_root: str | None) -> None:
