@@ -189,7 +189,7 @@ def _read_folder(folder: Path) -> Images:
               if p.is_dir() or p.suffix.lower() not in IMAGE_SUFFIXES]
     if others:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-        raise InputError(f"{folder} holds {len(others)} entries that are not PNG or JPEG files ({shown}): "
+        raise InputError(f"{folder} holds entries that are not PNG or JPEG files ({shown}): "
                          "move them out, so that the folder holds only the images to predict")
     return _read_image_files(entries)
 

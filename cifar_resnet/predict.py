@@ -51,11 +51,15 @@ def predict(run: str | Path, images: Images | torch.Tensor | np.ndarray, *, tta:
     return probs if probs_tta is None else probs_tta
 
 
-def top_classes(probs: torch.Tensor, ids: list[str], k: int = 3) -> list[dict]:
-    """Per image, its id and its `k` most probable classes with their probabilities ("cat 91.2%")."""
+def top_classes(probs: torch.Tensor, ids: list[str], k: int = 3, labels: torch.Tensor | None = None) -> list[dict]:
+    """Per image, its id, its true class where `labels` are given, and its `k` most probable classes with
+    their probabilities ("cat 91.2%")."""
     values, indices = probs.topk(k, dim=1)
-    return [{"id": i, **{f"top {j + 1}": f"{CLASSES[c]} {p:.1%}" for j, (p, c) in enumerate(zip(v.tolist(), ix.tolist()))}}
-            for i, v, ix in zip(ids, values, indices)]
+    rows = []
+    for n, (image_id, v, ix) in enumerate(zip(ids, values.tolist(), indices.tolist())):
+        row = {"id": image_id} | ({"true class": CLASSES[int(labels[n])]} if labels is not None else {})
+        rows.append(row | {f"top {j + 1}": f"{CLASSES[c]} {p:.1%}" for j, (p, c) in enumerate(zip(v, ix))})
+    return rows
 
 
 def submission_csv(ids: list[str], probs: torch.Tensor, *, probabilities: bool = False,
