@@ -92,7 +92,8 @@ def test_image_files_of_other_sizes_are_resized_and_said_so(tmp_path, capsys):
 
 def test_pickle_keys_layouts_and_ids(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
-    (tmp_path / "kaggle.pkl").write_bytes(pickle.dumps({"data": images, "ids": np.arange(100, 105)}))
+    # protocol 5 (pickle.HIGHEST_PROTOCOL) stores arrays as buffers, which the restricted unpickler accepts too
+    (tmp_path / "kaggle.pkl").write_bytes(pickle.dumps({"data": images, "ids": np.arange(100, 105)}, protocol=5))
     (tmp_path / "cifar").write_bytes(pickle.dumps({b"data": images.transpose(0, 3, 1, 2).reshape(5, -1),
                                                    b"labels": [0, 1, 2, 3, 9], b"ids": [b"a", b"b", b"c", b"d", b"e"]}))
     kaggle, cifar = read_images(tmp_path / "kaggle.pkl"), read_images(tmp_path / "cifar")
