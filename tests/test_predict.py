@@ -90,6 +90,16 @@ def test_image_files_of_other_sizes_are_resized_and_said_so(tmp_path, capsys):
         assert row["Labels"] == CLASSES[int(np.argmax(probs))] and sum(probs) == pytest.approx(1, abs=1e-4)
 
 
+def test_the_resize_rule_crops_a_centred_square(tmp_path):
+    wide = np.zeros((48, 96, 3), np.uint8)
+    wide[:, :, 2] = 200
+    wide[:, :16] = wide[:, -16:] = (255, 0, 0)  # well outside the centred 48 x 48 square (columns 24-71)
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    read = read_images(tmp_path / "wide.png")
+    assert read.images.shape == (1, 32, 32, 3) and read.resized == 1 and read.ids == ["wide"]
+    assert (read.images == torch.tensor([0, 0, 200], dtype=torch.uint8)).all()
+
+
 def test_pickle_keys_layouts_and_ids(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
     # protocol 5 (pickle.HIGHEST_PROTOCOL) stores arrays as buffers, which the restricted unpickler accepts too
