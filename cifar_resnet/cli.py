@@ -63,6 +63,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict_file
+
+    predict_file(args.run_dir, args.input, args.out, tta=args.tta, device=args.device,
+                 probabilities=args.probabilities, class_names=args.class_names)
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from .search import export_results, run_search
 
@@ -138,6 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="folder holding cifar-10-batches-py")
     p.add_argument("--device", help="cuda, cpu (default: cuda if available)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict new images (pickle, .npy/.npz, PNG/JPEG files) into a CSV; "
+                                       "accuracy JSON beside it where they are labelled")
+    p.add_argument("run_dir", help="a run folder with weights, e.g. results/runs/best")
+    p.add_argument("input", help="a CIFAR-style pickle (dict with 'data', optional 'ids'/'labels'), a .npy/.npz of "
+                                 "uint8 images (CIFAR-10.1's *_data.npy), a PNG/JPEG file or a folder of them")
+    p.add_argument("--out", required=True, help="CSV to write (ID,Labels); refused if it exists")
+    p.add_argument("--tta", action="store_true", help="predict with the run's test-time augmentation")
+    p.add_argument("--probabilities", action="store_true", help="add the ten class probabilities to each row")
+    p.add_argument("--class-names", action="store_true", help="write class names, not indices, under Labels")
+    p.add_argument("--device", help="cuda, cpu (default: cuda if available)")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("search", help="architecture search under the budget (Optuna: resumable, multi-worker)")
     p.add_argument("--space", required=True, help="search space YAML, e.g. configs/search_space.yaml")

@@ -55,13 +55,17 @@ class _ArraysOnly(pickle.Unpickler):
     """Unpickles the numpy arrays, lists and dicts of a CIFAR batch and refuses every other global."""
 
     _allowed = {("numpy", "ndarray"), ("numpy", "dtype"),
-                ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}
+                ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                # pickle protocol 5 (pickle.HIGHEST_PROTOCOL) stores arrays as raw buffers
+                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self._allowed:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR batch holds only arrays")
         if name == "_reconstruct":
             return np.ndarray(0).__reduce__()[0]  # numpy's own reconstructor, without importing numpy.core
+        if name == "_frombuffer":
+            return np.zeros(1, np.uint8).__reduce_ex__(5)[0]  # numpy's array-from-bytes, likewise
         return getattr(np, name)
 
 
