@@ -461,9 +461,11 @@ def corruption_accuracy(record: dict, title: str | None = None) -> Figure:
     table = pd.DataFrame(rr.rows(record)).set_index("corruption")
     values = 100 * table.drop(columns="family")
     fig, ax = plt.subplots(figsize=(COLUMN, 0.75 + 0.17 * len(values)))
-    sns.heatmap(values, annot=True, fmt=".1f", cmap="Blues", vmin=0, vmax=100 * record["clean_acc"], cbar=False,
-                ax=ax, annot_kws={"fontsize": MIN_FONT}, linewidths=0.3, linecolor="white")
-    ax.set_xticks(np.arange(len(values.columns)) + 0.5, [c.removeprefix("severity ") for c in values.columns])
+    sns.heatmap(values, annot=True, fmt=".1f", cmap="Blues_r", vmin=values.min().min(),  # darker: worse
+                vmax=100 * record["clean_acc"], cbar=False, ax=ax, annot_kws={"fontsize": MIN_FONT},
+                linewidths=0.3, linecolor="white")
+    ax.set_xticks(np.arange(len(values.columns)) + 0.5, [c.removeprefix("severity ") for c in values.columns],
+                  rotation=0)
     counted = (f"{record['images']:,} test images: clean {100 * record['clean_acc']:.2f}%, "
                f"corrupted {100 * record['mean_corruption_acc']:.2f}% on average")
     ax.set(xlabel="severity (generated CIFAR-10-C corruptions)", ylabel="",
