@@ -85,6 +85,7 @@ SETTINGS: dict[str, tuple[str, str, Callable[[Any], str]]] = {
     "train.gamma": ("Schedule", "step factor", lambda v: f"{v:g}"),
     "train.label_smoothing": ("Regularisers", "label smoothing", _off()),
     "train.ema_decay": ("Regularisers", "weight average (EMA) decay", _off()),
+    "train.ema_warmup_power": ("Regularisers", "EMA warm-up power", _off()),
     "train.mixup_alpha": ("Regularisers", "MixUp", _off()),
     "train.cutmix_alpha": ("Regularisers", "CutMix", _off()),
     "train.ricap_beta": ("Regularisers", "RICAP", _off()),
@@ -101,7 +102,7 @@ ONLY_WITH = {"train.pct_start": ("train.schedule", {"onecycle"}),
              "train.warmup_epochs": ("train.schedule", {"cosine", "step", "linear"}),
              "train.milestones": ("train.schedule", {"step"}), "train.gamma": ("train.schedule", {"step"}),
              "train.sam_adaptive": ("train.sam_rho", None), "data.policy_group": ("data.policy", None),
-             "data.flip_alternate": ("data.flip", None)}
+             "data.flip_alternate": ("data.flip", None), "train.ema_warmup_power": ("train.ema_decay", None)}
 
 
 def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:

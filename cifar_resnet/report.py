@@ -179,7 +179,7 @@ FLAGS = ("HaveBestRun", "HaveBestTTA", "HaveBestThroughput", "BestSelectedOnTest
          "HaveSeedSpread", "HaveSeedSpreadTTA", "HaveStoppedRun", "StoppedAboveSeeds", "HaveSpeedBench",
          "SpeedOursReached", "SpeedAirbenchReached",
          "HaveThroughputBench", "ThroughputOnRandomImages", "HavePerClass", "PerClassWithTTA",
-         "HaveResultsTable", "HaveRecipe", "HaveBestEMA", "SpeedSameParams", "HaveRobustness", "RobustTimed")
+         "HaveResultsTable", "HaveRecipe", "HaveBestEMA", "BestEMAWarmup", "SpeedSameParams", "HaveRobustness", "RobustTimed")
 
 
 class _Macros:
@@ -442,7 +442,8 @@ def results_table(runs: list[Run], stopped: list[StoppedRun]) -> str:
 
 def _recipe_and_average(best: Run | None, m: _Macros, out_dir: Path) -> None:
     """The best run's recipe table (every setting of its config.yaml) and how fast its weight average
-    forgets the initial weights: the half-life, in epochs, of their share of the average."""
+    forgets the initial weights: the half-life, in epochs, of their share of the average at full decay, and
+    the power of its warm-up where it has one."""
     from .recipe import load_config_yaml, recipe, recipe_latex
 
     config = load_config_yaml(best.path) if best is not None else None
@@ -460,6 +461,11 @@ def _recipe_and_average(best: Run | None, m: _Macros, out_dir: Path) -> None:
     m.text("BestEMADecay", f"{decay:g}")
     m.text("BestStepsPerEpoch", str(steps))
     m.text("BestEMAHalfLifeEpochs", f"{math.log(0.5) / math.log(decay) / steps:.1f}")
+    # train.ema_warmup_power p > 0: the decay after n updates is min(decay, 1 - (1 + n)^-p), as timm's ModelEmaV3.
+    power = _number(train.get("ema_warmup_power"))
+    m.flag("BestEMAWarmup", power is not None and power > 0)
+    if power is not None and power > 0:
+        m.text("BestEMAWarmupPower", f"{power:g}")
 
 
 def _robustness(best: Run | None, m: _Macros, out_dir: Path) -> None:

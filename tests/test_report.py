@@ -324,6 +324,17 @@ def test_weight_average_half_life(tmp_path):
     assert (values["BestEMADecay"], values["BestStepsPerEpoch"], values["BestEMAHalfLifeEpochs"]) == ("0.9995", "98", "14.1")
 
 
+def test_a_warmed_up_average_is_said_to_warm_up(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, "best")
+    config = results / "runs" / "best" / "config.yaml"
+    assert not numbers(results, tmp_path)[0]["BestEMAWarmup"]  # no key: a record from before the warm-up
+    config.write_text(config.read_text() + "  ema_warmup_power: 0.75\n")
+    values, _ = numbers(results, tmp_path)
+    assert values["BestEMAWarmup"] and values["BestEMAWarmupPower"] == "0.75"
+    assert "EMA warm-up power 0.75" in (tmp_path / "generated" / report.RECIPE_FILE).read_text()
+
+
 def test_robustness_from_its_json(tmp_path):
     results = tmp_path / "results"
     write_run(results, "best")
@@ -432,6 +443,8 @@ def test_report_uses_only_generated_macros(tmp_path):
     write_throughput(results)
     write_per_class(results, [970, 985, 940, 890, 965, 915, 980, 975, 980, 912])  # 9,512 correct
     write_robustness(results)
+    config = results / "runs" / "best" / "config.yaml"
+    config.write_text(config.read_text() + "  ema_warmup_power: 0.75\n")
     values, _ = numbers(results, tmp_path)
     assert values["HavePerClass"] and values["HaveStoppedRun"] and values["HaveThroughputBench"]
     assert values["HaveRecipe"] and values["HaveBestEMA"] and values["HaveRobustness"]
