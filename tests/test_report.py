@@ -44,11 +44,12 @@ def write_run(results: Path, name: str, **overrides) -> dict:
 
 
 CORRUPTIONS = [("gaussian_noise", "noise"), ("shot_noise", "noise"), ("defocus_blur", "blur"),
-               ("motion_blur", "blur"), ("contrast", "digital"), ("jpeg_compression", "digital")]
+               ("gaussian_blur", "blur"), ("contrast", "digital"), ("jpeg_compression", "digital"),
+               ("brightness", "weather")]  # CIFAR-10-C's family for brightness: listed last, ordered second-last
 
 
 def write_robustness(results: Path, name: str = "best") -> dict:
-    """robustness.json as `cifar-resnet robustness` writes it: six corruptions, accuracy falling with severity."""
+    """robustness.json as `cifar-resnet robustness` writes it: seven corruptions, accuracy falling with severity."""
     corruptions = [{"name": c, "family": f, "accuracy": [0.93 - 0.05 * s - 0.02 * i for s in range(5)]}
                    for i, (c, f) in enumerate(CORRUPTIONS)]
     record = {"images": 1000, "seed": 0, "device": "cpu", "torch_version": "2.4.0", "git_commit": "abc1234",
@@ -343,11 +344,13 @@ def test_robustness_from_its_json(tmp_path):
     values, _ = numbers(results, tmp_path)
     assert values["HaveRobustness"] and values["RobustTimed"]
     assert (values["RobustImages"], values["RobustCleanAcc"], values["RobustMeanAcc"], values["RobustCount"]) == (
-        "1{,}000", "95.10", "78.00", "6")
-    # JPEG compression, the last of six, falls most: 0.93 - 0.10 - 0.10 on average over its severities.
-    assert (values["RobustWorstName"], values["RobustWorstAcc"]) == ("jpeg compression", "73.00")
+        "1{,}000", "95.10", "78.00", "7")
+    # Brightness, the last of seven, falls most: 0.93 - 0.10 - 0.12 on average over its severities.
+    assert (values["RobustWorstName"], values["RobustWorstAcc"]) == ("brightness", "71.00")
     table = (tmp_path / "generated" / report.ROBUSTNESS_FILE).read_text()
-    assert "Noise (2) & 92.0 & 87.0 & 82.0 & 77.0 & 72.0 & 82.0" in table and "All (6)" in table
+    assert "Noise (2) & 92.0 & 87.0 & 82.0 & 77.0 & 72.0 & 82.0" in table and "All (7)" in table
+    families = [line.split(" (")[0] for line in table.splitlines() if " (" in line]
+    assert families == ["Noise", "Blur", "Weather", "Digital", "All"]  # CIFAR-10-C's order
 
 
 def test_a_damaged_robustness_record_is_ignored_with_a_warning(tmp_path):
