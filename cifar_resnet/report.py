@@ -488,7 +488,8 @@ def _robustness(best: Run | None, m: _Macros, out_dir: Path) -> None:
     m.flag("RobustTimed", seconds is not None)
     if seconds is not None:
         m.text("RobustSeconds", f"{seconds:.0f}")
-        m.text("RobustDevice", tex_escape(str(record.get("device", "unknown"))))
+        device = str(record.get("device", "unknown"))
+        m.text("RobustDevice", "CPU" if device.lower() == "cpu" else tex_escape(device))
 
 
 def write_numbers(results_dir: Path, out_path: Path) -> dict[str, str | bool]:

@@ -342,7 +342,7 @@ def test_robustness_from_its_json(tmp_path):
     assert not numbers(results, tmp_path)[0]["HaveRobustness"]
     write_robustness(results)
     values, _ = numbers(results, tmp_path)
-    assert values["HaveRobustness"] and values["RobustTimed"]
+    assert values["HaveRobustness"] and values["RobustTimed"] and values["RobustDevice"] == "CPU"
     assert (values["RobustImages"], values["RobustCleanAcc"], values["RobustMeanAcc"], values["RobustCount"]) == (
         "1{,}000", "95.10", "78.00", "7")
     # Brightness, the last of seven, falls most: 0.93 - 0.10 - 0.12 on average over its severities.
