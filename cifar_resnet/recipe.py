@@ -152,12 +152,6 @@ def load_config_yaml(run_dir: str | Path) -> dict | None:
     return config if isinstance(config, dict) else None
 
 
-def load_recipe(run_dir: str | Path) -> dict[str, list[tuple[str, str]]] | None:
-    """The recipe of the run in `run_dir`, from its config.yaml; None where it has none."""
-    config = load_config_yaml(run_dir)
-    return recipe(config) if config is not None else None
-
-
 def ema_decay(run_dir: str | Path) -> float | None:
     """The decay of the weight average whose accuracy the run's history records as `<split>_acc`
     (`train.ema_decay`), or None where it evaluates its trained weights."""
