@@ -4,7 +4,9 @@ Each figure function takes what `analysis.py` computed and returns a matplotlib 
 pyplot, so a notebook shows it); `save` writes `<stem>.pdf` (vector, for the report) and `<stem>.png`
 (for the README and the notebooks). `rebuild_all` redraws every figure and table from the recorded
 results, without training, calling the same functions in the same order as the notebooks.
-Sizes are for the report's AAAI layout: 3.3 in for one column, 6.9 in for the full width. PNGs are
+Sizes are for the report's AAAI layout: 3.3 in for one column, 6.9 in for the full width. The report
+includes each figure at the size it is drawn, so no text is smaller than `MIN_FONT` points on paper; a
+notebook shows a figure at `figure.dpi` = 200, where 7 pt text is about 19 pixels high. PNGs are
 drawn at `PNG_DPI` or more: a figure of images gets the resolution at which every image pixel is a whole
 square of screen pixels (nearest-neighbour upscaling by an integer), so a 32x32 image stays sharp.
 """
@@ -29,17 +31,18 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from . import analysis, records
+from . import analysis, recipe, records, robustness_record
 from .data import CLASSES, MEAN, STD, CIFAR10Split, DataError, load_cifar10
 from .models import PARAMETER_BUDGET
 from .runs import PREDICTIONS
 
-COLUMN, FULL = 3.3, 6.9  # figure widths in inches
+COLUMN, FULL = 3.3, 6.9  # figure widths in inches, as printed in the report
+MIN_FONT = 7  # points: the smallest text in any figure, as printed (the report includes figures unscaled)
 PNG_DPI = 300  # the least PNG resolution: 6 pt text and the confusion matrix's counts stay legible
 PALETTE = sns.color_palette("colorblind").as_hex()
 RGB = ("#c0392b", "#27ae60", "#2e6fba")
 STYLE = {
-    "figure.dpi": 100, "savefig.dpi": 100, "savefig.bbox": "tight", "savefig.pad_inches": 0.03,
+    "figure.dpi": 200, "savefig.dpi": 100, "savefig.bbox": "tight", "savefig.pad_inches": 0.03,
     "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
     "xtick.labelsize": 7, "ytick.labelsize": 7, "legend.frameon": False,
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
@@ -199,24 +202,12 @@ def augmentations(split: CIFAR10Split, classes: Sequence[int] = (0, 3, 7, 8), se
             if c == 0:
                 ax.set_ylabel(CLASSES[labels[r]])
             if name in notes:
-                ax.set_xlabel(notes[name][r].replace(" + ", "\n"), fontsize=6, labelpad=1)
+                ax.set_xlabel(notes[name][r].replace(" + ", "\n"), fontsize=MIN_FONT, labelpad=1)
     fig.tight_layout(pad=0.2, h_pad=0.3, w_pad=0.2)
     return fig
 
 
 # ==== the design space ===============================================================================
-
-
-def _label_ends(ax, lines: list, labels: list[str]) -> None:
-    """Name each line at its last point inside the axes instead of in a legend."""
-    top = ax.get_ylim()[1]
-    for line, label in zip(lines, labels):
-        x, y = line.get_xdata(), line.get_ydata()
-        inside = np.flatnonzero(y <= top)
-        i = inside[-1]
-        end = i == len(x) - 1  # the whole line fits: name it on the right; else left of where it leaves the top
-        ax.annotate(label, (x[i], y[i]), xytext=(4 if end else -4, 0), textcoords="offset points",
-                    color=line.get_color(), fontsize=7, va="center", ha="left" if end else "right")
 
 
 def _millions(ax) -> None:
@@ -226,33 +217,33 @@ def _millions(ax) -> None:
 @_styled
 def params_vs_width(sweep: pd.DataFrame) -> Figure:
     """Parameters against the first stage's width, one line per blocks-per-stage B (stages C, 2C, 4C)."""
-    fig, ax = plt.subplots(figsize=(COLUMN, 2.2))
+    fig, ax = plt.subplots(figsize=(COLUMN, 1.8))
     ax.set_ylim(0, 2.2 * PARAMETER_BUDGET / 1e6)
     groups = list(sweep.groupby("blocks"))
-    lines = [ax.plot(part["width"], part["params"] / 1e6, marker="o", markersize=2)[0] for _, part in groups]
-    _label_ends(ax, lines, [f"B = {b}" for b, _ in groups])
+    for b, part in groups:
+        ax.plot(part["width"], part["params"] / 1e6, marker="o", markersize=2, label=f"B = {b}")
     _budget_line(ax)
     ax.set(xlabel="channels C of the first stage (then 2C, 4C)", ylabel="trainable parameters",
-           xlim=(0, sweep["width"].max() * 1.12))
+           xlim=(0, sweep["width"].max() * 1.05))
     _millions(ax)
-    ax.legend(loc="upper left")
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1), ncol=3)  # above the axes, clear of every line
     return fig
 
 
 @_styled
 def params_vs_depth(sweep: pd.DataFrame) -> Figure:
     """Parameters against blocks per stage, one line per first-stage width C."""
-    fig, ax = plt.subplots(figsize=(COLUMN, 2.2))
+    fig, ax = plt.subplots(figsize=(COLUMN, 1.8))
     ax.set_ylim(0, 2.2 * PARAMETER_BUDGET / 1e6)
     groups = list(sweep.groupby("width"))
-    lines = [ax.plot(part["blocks"], part["params"] / 1e6, marker="o", markersize=2)[0] for _, part in groups]
-    _label_ends(ax, lines, [f"C = {c}" for c, _ in groups])
+    for c, part in groups:
+        ax.plot(part["blocks"], part["params"] / 1e6, marker="o", markersize=2, label=f"C = {c}")
     _budget_line(ax)
     top = sweep["blocks"].max()
     ax.set(xlabel="residual blocks per stage B (depth 6B + 2 layers)", ylabel="trainable parameters",
-           xticks=range(1, top + 1), xlim=(0.5, top + 1.6))
+           xticks=range(1, top + 1), xlim=(0.5, top + 0.5))
     _millions(ax)
-    ax.legend(loc="upper left")
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1), ncol=3)
     return fig
 
 
@@ -260,22 +251,26 @@ def params_vs_depth(sweep: pd.DataFrame) -> Figure:
 def params_vs_kernels(sweep: pd.DataFrame, width: int = 64, blocks: int = 2) -> Figure:
     """Parameters as the conv kernel F, the skip kernel K or the pool P changes (the others fixed)."""
     titles = {"F": "conv kernel F", "K": "projection-skip kernel K", "P": "average pool P before the classifier"}
-    fig, axes = plt.subplots(1, 3, figsize=(FULL, 2.0), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(FULL, 1.75), sharey=True)
+    top = max(sweep["params"].max() / 1e6, PARAMETER_BUDGET / 1e6) * 1.15
     for ax, (variable, title) in zip(axes, titles.items()):
         part = sweep[sweep["variable"] == variable]
         labels = [("global" if v == 0 else f"{v}x{v}") if variable == "P" else f"{v}x{v}" for v in part["value"]]
         bars = ax.bar(labels, part["params"] / 1e6, color=PALETTE[0], width=0.6)
-        ax.bar_label(bars, labels=[f"{p / 1e6:.2f}" for p in part["params"]], fontsize=6, padding=1)
+        for bar, params in zip(bars, part["params"] / 1e6):
+            inside = params > 0.15 * top  # in the bar where it fits: clear of the budget line above
+            ax.annotate(f"{params:.2f}", (bar.get_x() + bar.get_width() / 2, params), ha="center",
+                        va="top" if inside else "bottom", xytext=(0, -2 if inside else 1.5),
+                        textcoords="offset points", fontsize=MIN_FONT, color="white" if inside else "black")
         _budget_line(ax)
         ax.set_title(title)
         ax.grid(axis="x", visible=False)
     axes[0].set_ylabel("trainable parameters")
     _millions(axes[0])
-    top = max(sweep["params"].max() / 1e6, PARAMETER_BUDGET / 1e6) * 1.15
     axes[0].set_ylim(0, top)
     axes[-1].legend(handles=axes[-1].get_lines()[:1], loc="upper right")
     fig.suptitle(f"stages of {width}, {2 * width}, {4 * width} channels, {blocks} blocks each; "
-                 "the others at F = 3, K = 1, P = global", fontsize=7, y=1.0)
+                 "the others at F = 3, K = 1, P = global", fontsize=MIN_FONT, y=1.0)
     fig.tight_layout(pad=0.2)
     return fig
 
@@ -283,40 +278,69 @@ def params_vs_kernels(sweep: pd.DataFrame, width: int = 64, blocks: int = 2) -> 
 # ==== the recorded runs ==============================================================================
 
 
+def weights_label(ema_decay: float | None) -> str:
+    """Which weights an evaluation measured, in words: the run's exponential moving average of its weights
+    (`train.ema_decay` of its config) where it keeps one, else the trained weights themselves."""
+    return f"weight average (EMA {ema_decay:g})" if ema_decay else "trained weights"
+
+
 @_styled
-def learning_curves(histories: Mapping[str, pd.DataFrame], *, lr: bool = False) -> Figure:
-    """Loss and accuracy per epoch (training dashed, evaluation solid) of each run; with `lr`, its learning rate."""
+def learning_curves(histories: Mapping[str, pd.DataFrame], *, lr: bool = False,
+                    ema_decay: float | None = None) -> Figure:
+    """Loss and accuracy per epoch of each run: on the training batches dashed, on the test set solid, for
+    the weights the runs evaluate (`ema_decay`: their weight average's decay, None for the trained weights);
+    dotted, the trained (raw) weights where the history records them too (`eval_acc_raw`). With `lr`, the
+    learning rate. The first run is drawn widest, so that later ones on top of it leave it visible."""
     panels = ["loss", "acc"] + (["lr"] if lr else [])
-    key = 0.13 * len(histories) + 0.05  # inches below the panels for the runs' legend, one line each
-    height = 1.9 + key
-    fig, axes = plt.subplots(1, len(panels), figsize=(COLUMN if not lr else FULL, height))
-    for (name, history), colour in zip(histories.items(), PALETTE):
+    raw = any(f"eval_{p}_raw" in h.columns for h in histories.values() for p in ("loss", "acc"))
+    key = 0.14 * len(histories) + 0.05  # inches below the panels for the runs' legend, one line each
+    height = 1.75 + key
+    fig, axes = plt.subplots(1, len(panels), figsize=(COLUMN - 0.1 if not lr else FULL, height))  # tight bbox adds a little
+    for i, ((name, history), colour) in enumerate(zip(histories.items(), PALETTE)):
+        width = 2.2 if i == 0 and len(histories) > 1 else 1.0
         for ax, panel in zip(axes, panels):
             if panel == "lr":
-                ax.plot(history["epoch"], history["lr"], color=colour)
+                ax.plot(history["epoch"], history["lr"], color=colour, linewidth=width)
                 continue
             scale = 100 if panel == "acc" else 1
-            ax.plot(history["epoch"], scale * history[f"train_{panel}"], color=colour, linestyle="--", linewidth=0.9)
-            evaluated = history.dropna(subset=[f"eval_{panel}"])
-            ax.plot(evaluated["epoch"], scale * evaluated[f"eval_{panel}"], color=colour)
+            ax.plot(history["epoch"], scale * history[f"train_{panel}"], color=colour, linestyle="--",
+                    linewidth=0.8 * width)
+            for column, line in ((f"eval_{panel}", "-"), (f"eval_{panel}_raw", ":")):
+                if column in history.columns:
+                    evaluated = history.dropna(subset=[column])
+                    ax.plot(evaluated["epoch"], scale * evaluated[column], color=colour, linestyle=line,
+                            linewidth=width)
     for ax, panel in zip(axes, panels):
         ax.set(xlabel="epoch", ylabel={"loss": "cross-entropy", "acc": "accuracy (%)", "lr": "learning rate"}[panel])
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
-    style = [Line2D([], [], color="grey", linestyle="--", linewidth=0.9, label="train"),
-             Line2D([], [], color="grey", label="test")]
-    axes[0].legend(handles=style, loc="upper right")
+    style = [Line2D([], [], color="grey", linestyle="--", linewidth=0.9, label="train batches"),
+             Line2D([], [], color="grey", label=f"test, {weights_label(ema_decay)}")]
+    if raw:
+        style.append(Line2D([], [], color="grey", linestyle=":", label="test, trained weights"))
     names = [Line2D([], [], color=c, label=n) for n, c in zip(histories, PALETTE)]
-    fig.legend(handles=names, loc="lower left", bbox_to_anchor=(0, 0), ncol=1, borderaxespad=0.1)
+    fig.legend(handles=names, loc="lower left", bbox_to_anchor=(0, 0.14 / (height + 0.14)), ncol=1,
+               borderaxespad=0.1)
+    fig.legend(handles=style, loc="lower left", bbox_to_anchor=(0, 0), ncol=len(style), borderaxespad=0.1,
+               columnspacing=0.8, handlelength=1.6)
+    key, height = key + 0.14, height + 0.14  # and one line for the line styles
+    fig.set_figheight(height)
     fig.tight_layout(pad=0.2, rect=(0, key / height, 1, 1))
     return fig
 
 
+def _recipes_on_gpu(seeds: pd.DataFrame) -> int:
+    return int((~seeds["device"].astype(str).str.lower().isin(("cpu", "", "none", "nan"))).sum())
+
+
 @_styled
-def params_vs_accuracy(seeds: pd.DataFrame) -> Figure:
+def params_vs_accuracy(seeds: pd.DataFrame) -> Figure | None:
     """Test accuracy against trainable parameters, one point per recipe (mean over its seeds, with the
-    standard deviation as an error bar; CPU smoke runs hollow and grey)."""
-    fig, ax = plt.subplots(figsize=(COLUMN, 2.1))
+    standard deviation as an error bar; CPU smoke runs hollow and grey), with the axes zoomed to the points.
+    None where fewer than two recipes were recorded on a GPU: one point compares nothing."""
     seeds = seeds.dropna(subset=["test_acc_mean"])
+    if _recipes_on_gpu(seeds) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.1))
     cpu = seeds["device"].astype(str).str.lower().eq("cpu")
     for mask, kwargs in ((~cpu, {"color": PALETTE[0], "label": "GPU runs (mean ± std over seeds)"}),
                          (cpu, {"mfc": "none", "color": "grey", "label": "CPU smoke run (no result)"})):
@@ -330,13 +354,13 @@ def params_vs_accuracy(seeds: pd.DataFrame) -> Figure:
                    label="with TTA (mean)")
     for _, row in seeds.iterrows():
         ax.annotate(f"{row['model']} ({row['seeds']} seed{'s' if row['seeds'] > 1 else ''})",
-                    (row["params"], 100 * row["test_acc_mean"]), fontsize=6, xytext=(-4, -3),
+                    (row["params"], 100 * row["test_acc_mean"]), fontsize=MIN_FONT, xytext=(-4, -3),
                     textcoords="offset points", ha="right", va="top")
     ax.set_xscale("log")
-    ax.set_xlim(1e3, 1e7)
+    ax.set_xlim(seeds["params"].min() / 2, max(seeds["params"].max(), PARAMETER_BUDGET) * 1.5)
     _budget_line(ax, vertical=True, unit=1)
-    ax.set(xlabel="trainable parameters", ylabel="test accuracy (%)", ylim=(0, 100))
-    ax.legend(loc="lower left")
+    ax.set(xlabel="trainable parameters", ylabel="test accuracy (%)")
+    ax.legend(loc="lower right")
     return fig
 
 
@@ -347,14 +371,14 @@ def params_vs_accuracy(seeds: pd.DataFrame) -> Figure:
 def confusion_matrix(matrix: np.ndarray, classes: Sequence[str] = CLASSES, title: str | None = None) -> Figure:
     """Counts per (true, predicted) class, coloured by the share of the true class; `title` names the
     run (the figure adds how many images were counted)."""
-    fig, ax = plt.subplots(figsize=(COLUMN, COLUMN * 0.95))
+    fig, ax = plt.subplots(figsize=(COLUMN, COLUMN * 0.85))
     share = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     sns.heatmap(share, annot=matrix, fmt="d", cmap="Blues", vmin=0, vmax=1, square=True, cbar=False, ax=ax,
-                xticklabels=classes, yticklabels=classes, annot_kws={"fontsize": 6.5}, linewidths=0.3,
+                xticklabels=classes, yticklabels=classes, annot_kws={"fontsize": MIN_FONT}, linewidths=0.3,
                 linecolor="white")
     counted = f"{int(matrix.sum()):,} test images"
     ax.set(xlabel="predicted class", ylabel="true class", title=f"{title}\n{counted}" if title else counted)
-    ax.tick_params(length=0, labelsize=6.5)
+    ax.tick_params(length=0, labelsize=MIN_FONT)
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
     return fig
 
@@ -363,18 +387,21 @@ def confusion_matrix(matrix: np.ndarray, classes: Sequence[str] = CLASSES, title
 def per_class_accuracy(table: pd.DataFrame, title: str | None = None) -> Figure:
     """Accuracy of each true class, with the overall accuracy as a dashed line, and on how many test
     images each was measured."""
-    fig, ax = plt.subplots(figsize=(COLUMN, 2.3))
+    fig, ax = plt.subplots(figsize=(COLUMN, 2.4))
     acc = 100 * table["accuracy"]
-    ax.barh(table["class"], acc, color=PALETTE[0], height=0.65)
+    low = max(0.0, 5 * math.floor((acc.min() - 4) / 5))  # zoomed to the data, room for a label in each bar
+    ax.barh(table["class"], acc - low, left=low, color=PALETTE[0], height=0.65)
     total = int(table["total"].sum())
     overall = 100 * table["correct"].sum() / total
     ax.axvline(overall, color="black", linestyle="--", linewidth=0.8, label=f"all classes: {overall:.2f}%")
     for y, value in enumerate(acc):
-        ax.text(1.5, y, f"{value:.1f}", va="center", ha="left", fontsize=6, color="white" if value > 12 else "black")
+        ax.annotate(f"{value:.1f}", (value, y), xytext=(-2, 0), textcoords="offset points", va="center",
+                    ha="right", fontsize=MIN_FONT, color="white")
     sizes = sorted(set(table["total"]))
     each = f"{sizes[0]:,} per class" if len(sizes) == 1 else "per class as in the table"
     counted = f"{total:,} test images ({each})"
-    ax.set(xlabel="test accuracy (%)", xlim=(0, 100), title=f"{title}\n{counted}" if title else counted)
+    ax.set(xlabel=f"test accuracy (%), axis from {low:g}", xlim=(low, 100),
+           title=f"{title}\n{counted}" if title else counted)
     ax.invert_yaxis()
     ax.grid(axis="y", visible=False)
     ax.legend(loc="upper left", bbox_to_anchor=(0, -0.2))  # below the axis: the bars fill the axes
@@ -419,8 +446,31 @@ def confident_mistakes(pred: analysis.Predictions, mistakes: pd.DataFrame, cols:
         ax.axis("off")
     for ax, (_, m) in zip(axes.flat, mistakes.iterrows()):
         ax.imshow(pred.images[m["index"]], interpolation="none")
-        ax.set_title(f"{m['predicted']} {100 * m['confidence']:.0f}%\n(is {m['true']}, #{m['index']})", fontsize=6.5)
+        ax.set_title(f"{m['predicted']} {100 * m['confidence']:.0f}%\n(is {m['true']}, #{m['index']})", fontsize=MIN_FONT)
     fig.tight_layout(pad=0.2, h_pad=0.4)
+    return fig
+
+
+@_styled
+def corruption_accuracy(record: dict, title: str | None = None) -> Figure:
+    """Test accuracy under each generated corruption (rows, CIFAR-10-C types) at each severity (columns),
+    with its mean over the severities; the title gives the clean and the mean corrupted accuracy.
+    `record` is a run's robustness.json as `robustness_record.load_robustness` returns it."""
+    from . import robustness_record as rr
+
+    table = pd.DataFrame(rr.rows(record)).set_index("corruption")
+    values = 100 * table.drop(columns="family")
+    fig, ax = plt.subplots(figsize=(COLUMN, 0.75 + 0.17 * len(values)))
+    sns.heatmap(values, annot=True, fmt=".1f", cmap="Blues_r", vmin=values.min().min(),  # darker: worse
+                vmax=100 * record["clean_acc"], cbar=False, ax=ax, annot_kws={"fontsize": MIN_FONT},
+                linewidths=0.3, linecolor="white")
+    ax.set_xticks(np.arange(len(values.columns)) + 0.5, [c.removeprefix("severity ") for c in values.columns],
+                  rotation=0)
+    counted = (f"{record['images']:,} test images: clean {100 * record['clean_acc']:.2f}%, "
+               f"corrupted {100 * record['mean_corruption_acc']:.2f}% on average")
+    ax.set(xlabel="severity (generated CIFAR-10-C corruptions)", ylabel="",
+           title=f"{title}\n{counted}" if title else counted)
+    ax.tick_params(length=0)
     return fig
 
 
@@ -487,6 +537,15 @@ def _save_closed(fig: Figure, stem: Path) -> list[Path]:
     return paths
 
 
+def _save_if_drawn(fig: Figure | None, stem: Path) -> list[Path]:
+    """Save `fig`; where there is nothing to draw (None), remove the figure an earlier build left."""
+    if fig is not None:
+        return _save_closed(fig, stem)
+    for suffix in (".pdf", ".png"):
+        stem.with_suffix(suffix).unlink(missing_ok=True)
+    return []
+
+
 def rebuild_all(repo_root: str | Path, *, data_root: str | None = None, study: str = "main") -> list[Path]:
     """Redraw every figure in figures/ and every table in results/ from configs/ and the recorded
     results, without training; returns the files written. The best run's figures come from the
@@ -515,12 +574,16 @@ def rebuild_all(repo_root: str | Path, *, data_root: str | None = None, study: s
     written += records.write_table(records.runs_table(run_records), results / "runs_table", records.RUNS_COLUMNS)
     written += records.write_seeds_table(seeds, results / "seeds_table")
     written.append(records.write_runs_readme(run_records, results / "README.md"))
-    written += _save_closed(params_vs_accuracy(seeds), figures / "params_vs_accuracy")
+    written += _save_if_drawn(params_vs_accuracy(seeds), figures / "params_vs_accuracy")
     best = records.pick_best_run(run_records)[0] if any(r.finished and r.test_acc is not None for r in run_records) else None
     recorded = best is not None and (best.path / PREDICTIONS).is_file()
     if best is not None:
         histories = {r.label: records.load_history(r.path) for r in records.same_model(run_records, best)}
-        written += _save_closed(learning_curves(histories), figures / "learning_curves")
+        written += _save_closed(learning_curves(histories, ema_decay=recipe.ema_decay(best.path)),
+                                figures / "learning_curves")
+    robustness = robustness_record.load_robustness(best.path) if best is not None else None
+    written += _save_if_drawn(corruption_accuracy(robustness, title=best.name) if robustness else None,
+                              figures / "corruption_accuracy")
     if recorded:
         written += prediction_outputs(best.name, analysis.load_predictions(best.path), figures, results)
 

@@ -67,10 +67,11 @@ def load_runs(folder: str | Path) -> list[RunRecord]:
     return [RunRecord(p.parent, json.loads(p.read_text())) for p in sorted(folder.glob("*/metrics.json"))]
 
 
-def newest_run(folder: str | Path) -> RunRecord | None:
+def newest_run(folder: str | Path, *, gpu_only: bool = False) -> RunRecord | None:
     """The most recently finished run with recorded predictions under `folder` (by the time of its
-    metrics.json), or None."""
-    found = [r for r in load_runs(folder) if r.finished and (r.path / runs.PREDICTIONS).is_file()]
+    metrics.json), or None; with `gpu_only`, CPU smoke runs are passed over."""
+    found = [r for r in load_runs(folder) if r.finished and (r.path / runs.PREDICTIONS).is_file()
+             and (r.on_gpu or not gpu_only)]
     return max(found, key=lambda r: ((r.path / runs.METRICS).stat().st_mtime, r.name), default=None)
 
 
@@ -236,6 +237,24 @@ def write_table(table: pd.DataFrame, stem: Path, columns: dict[str, Column] | No
     tex = stem.parent / f"{stem.name}.tex"
     tex.write_text(to_latex(table, columns))
     return [csv, tex]
+
+
+def for_display(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy of a table for reading in a notebook: accuracies (columns named `*acc*`, `accuracy`, `mean`,
+    `severity *`) and confidences as percentages with two decimals, seconds with one, parameters with
+    thousands separators; empty cells blank."""
+    def shown(column: str, formatter) -> pd.Series:
+        return table[column].map(lambda v: "" if pd.isna(v) else formatter(v))
+
+    out = table.copy()
+    for column in table.columns:
+        if "acc" in column or column in ("confidence", "mean") or column.startswith("severity "):
+            out[column] = shown(column, lambda v: f"{100 * float(v):.2f}%")
+        elif "seconds" in column:
+            out[column] = shown(column, lambda v: f"{float(v):.1f}")
+        elif column == "params":
+            out[column] = shown(column, lambda v: f"{int(v):,}")
+    return out
 
 
 def mean_std(mean: object, std: object, scale: float = 100, digits: int = 2, pm: str = " ± ") -> str:

@@ -30,6 +30,8 @@ TTA_NAMES = {"flip": "horizontal-flip", "flip_translate": "flip-and-translate"}
 SEED_RUN = re.compile(r"best(-seed\d+)?")
 STOPPED = "time_limit"  # metrics.json status of a run its time limit stopped
 TABLE_FILE = "results_table.tex"  # written beside numbers.tex
+RECIPE_FILE = "recipe_table.tex"  # the best run's settings, beside numbers.tex
+ROBUSTNESS_FILE = "robustness_table.tex"  # the best run's accuracy under generated corruptions
 # The project's budget, models.PARAMETER_BUDGET, repeated so that the report builds without torch.
 PARAMETER_BUDGET = 5_000_000
 _TEX_SPECIALS = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
@@ -177,7 +179,7 @@ FLAGS = ("HaveBestRun", "HaveBestTTA", "HaveBestThroughput", "BestSelectedOnTest
          "HaveSeedSpread", "HaveSeedSpreadTTA", "HaveStoppedRun", "StoppedAboveSeeds", "HaveSpeedBench",
          "SpeedOursReached", "SpeedAirbenchReached",
          "HaveThroughputBench", "ThroughputOnRandomImages", "HavePerClass", "PerClassWithTTA",
-         "HaveResultsTable")
+         "HaveResultsTable", "HaveRecipe", "HaveBestEMA", "BestEMAWarmup", "SpeedSameParams", "HaveRobustness", "RobustTimed")
 
 
 class _Macros:
@@ -348,6 +350,8 @@ def _speed(results_dir: Path, m: _Macros) -> None:
         m.text(f"{prefix}SecondsStd", f"{v['seconds_std']:.3f}")
         params = _number(data[side].get("params"))
         m.text(f"{prefix}ParamsM", f"{params / 1e6:.2f}" if params is not None else "unknown")
+    m.flag("SpeedSameParams", _number(data["ours"].get("params")) is not None
+           and data["ours"].get("params") == data["airbench"].get("params"))
     ratio = _number(data.get("ratio"))
     if ratio is None:
         ratio = sides["ours"]["seconds_mean"] / sides["airbench"]["seconds_mean"]
@@ -436,9 +440,61 @@ def results_table(runs: list[Run], stopped: list[StoppedRun]) -> str:
             + "\n".join(rows) + "\n\\bottomrule\n\\end{tabular}\n")
 
 
+def _recipe_and_average(best: Run | None, m: _Macros, out_dir: Path) -> None:
+    """The best run's recipe table (every setting of its config.yaml) and how fast its weight average
+    forgets the initial weights: the half-life, in epochs, of their share of the average at full decay, and
+    the power of its warm-up where it has one."""
+    from .recipe import load_config_yaml, recipe, recipe_latex
+
+    config = load_config_yaml(best.path) if best is not None else None
+    m.flag("HaveRecipe", config is not None)
+    (out_dir / RECIPE_FILE).write_text(recipe_latex(recipe(config), tex_escape) if config else "% No best run.\n")
+    train = (config or {}).get("train") or {}
+    data = (config or {}).get("data") or {}
+    decay, batch = _number(train.get("ema_decay")), _number(train.get("batch_size"))
+    ok = decay is not None and 0 < decay < 1 and batch is not None and batch > 0
+    m.flag("HaveBestEMA", ok)
+    if not ok:
+        return
+    images = (_number(data.get("train_subset")) or 50_000) - (_number(data.get("holdout")) or 0)
+    steps = math.ceil(images / batch)
+    m.text("BestEMADecay", f"{decay:g}")
+    m.text("BestStepsPerEpoch", str(steps))
+    m.text("BestEMAHalfLifeEpochs", f"{math.log(0.5) / math.log(decay) / steps:.1f}")
+    # train.ema_warmup_power p > 0: the decay after n updates is min(decay, 1 - (1 + n)^-p), as timm's ModelEmaV3.
+    power = _number(train.get("ema_warmup_power"))
+    m.flag("BestEMAWarmup", power is not None and power > 0)
+    if power is not None and power > 0:
+        m.text("BestEMAWarmupPower", f"{power:g}")
+
+
+def _robustness(best: Run | None, m: _Macros, out_dir: Path) -> None:
+    """The best run's accuracy under generated corruptions, from its robustness.json."""
+    from .robustness_record import corruption_label, load_robustness, mean_accuracy, robustness_latex
+
+    record = load_robustness(best.path) if best is not None else None
+    m.flag("HaveRobustness", record is not None)
+    (out_dir / ROBUSTNESS_FILE).write_text(robustness_latex(record) if record else "% No robustness.json.\n")
+    if record is None:
+        return
+    m.text("RobustImages", _thousands(record["images"]))
+    m.text("RobustCleanAcc", percent(record["clean_acc"]))
+    m.text("RobustMeanAcc", percent(record["mean_corruption_acc"]))
+    m.text("RobustCount", str(len(record["corruptions"])))
+    worst = min(record["corruptions"], key=mean_accuracy)
+    m.text("RobustWorstName", tex_escape(corruption_label(worst["name"]).lower()))
+    m.text("RobustWorstAcc", percent(mean_accuracy(worst)))
+    seconds = _number(record.get("seconds"))
+    m.flag("RobustTimed", seconds is not None)
+    if seconds is not None:
+        m.text("RobustSeconds", f"{seconds:.0f}")
+        device = str(record.get("device", "unknown"))
+        m.text("RobustDevice", "CPU" if device.lower() == "cpu" else tex_escape(device))
+
+
 def write_numbers(results_dir: Path, out_path: Path) -> dict[str, str | bool]:
     """Write the report's number macros, derived from `results_dir`, to `out_path` (numbers.tex), and the
-    results table beside it (results_table.tex).
+    results, recipe and robustness tables beside it.
 
     Returns the macros by name (without backslash): strings for values, booleans for the
     `\\ifName` flags. A CPU-only run never counts as a result.
@@ -459,6 +515,8 @@ def write_numbers(results_dir: Path, out_path: Path) -> dict[str, str | bool]:
     table = results_table(runs, stopped)
     m.flag("HaveResultsTable", bool(table))
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    _recipe_and_average(best, m, out_path.parent)
+    _robustness(best, m, out_path.parent)
     out_path.write_text(m.render())
     (out_path.parent / TABLE_FILE).write_text(table or "% No GPU result recorded yet.\n")
     return m.values

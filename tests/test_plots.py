@@ -1,10 +1,14 @@
+import json
 import os
+import re
+import zlib
 import shutil
 import subprocess
 import sys
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -14,7 +18,7 @@ from cifar_resnet.data import load_cifar10
 
 from conftest import ROOT
 
-FROM_RECORDS = ["params_vs_width", "params_vs_depth", "params_vs_kernels", "params_vs_accuracy", "learning_curves",
+FROM_RECORDS = ["params_vs_width", "params_vs_depth", "params_vs_kernels", "learning_curves", "corruption_accuracy",
                 "confusion_matrix", "per_class_accuracy", "reliability_diagram"]
 FROM_SEARCH = ["search_pareto", "search_history", "search_importance"]
 FROM_DATA = ["class_samples", "pixel_histograms", "augmentations", "confident_mistakes"]
@@ -53,6 +57,16 @@ def write_records(results, labels):
                                   split="test", tta="flip")
             metrics |= {"test_acc": 0.6 + seed / 100, "test_acc_tta": 0.62}
         runs.write_metrics(metrics, run / "metrics.json")
+    write_robustness(results / "runs" / "best")
+
+
+def write_robustness(run_dir):
+    """robustness.json as `cifar-resnet robustness` writes it, for three corruptions."""
+    corruptions = [{"name": n, "family": f, "accuracy": [0.6 - 0.05 * s for s in range(5)]}
+                   for n, f in (("contrast", "digital"), ("gaussian_noise", "noise"), ("defocus_blur", "blur"))]
+    (run_dir / "robustness.json").write_text(json.dumps(
+        {"images": 500, "seed": 0, "device": "cpu", "seconds": 3.0, "generated": True, "clean_acc": 0.6,
+         "corruptions": corruptions, "mean_corruption_acc": 0.5}))
 
 
 def repo_copy(tmp_path, name, labels, search=True):
@@ -189,3 +203,47 @@ def test_importing_the_package_loads_no_plotting_library():
             "print(sorted(m for m in ('matplotlib', 'seaborn', 'pandas') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def smallest_text(pdf):
+    """The smallest font size (points) a matplotlib PDF sets in its content streams."""
+    sizes = []
+    for stream in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", pdf.read_bytes(), re.S):
+        try:
+            sizes += [float(x) for x in re.findall(rb"([\d.]+) Tf\b", zlib.decompress(stream.group(1)))]
+        except zlib.error:
+            continue
+    return min(sizes)
+
+
+def test_no_figure_has_text_under_7_pt_and_notebooks_show_them_at_200_dpi(two_builds):
+    root, written = two_builds[0]
+    for pdf in (p for p in written if p.suffix == ".pdf"):
+        assert smallest_text(pdf) >= plots.MIN_FONT, f"{pdf.name}: text under {plots.MIN_FONT} pt"
+    fig = plots.params_vs_depth(analysis.depth_sweep())
+    assert fig.dpi >= 200  # a notebook embeds it at figure.dpi: 7 pt text is about 19 pixels high
+    plt.close(fig)
+
+
+def test_accuracy_against_parameters_is_drawn_only_with_two_recipes():
+    row = {"model": "a", "epochs": 4, "params": 5266, "device": "NVIDIA H200", "seeds": 2, "runs": "a b",
+           "test_acc_mean": 0.6, "test_acc_std": 0.01, "test_acc_tta_mean": 0.62, "test_acc_tta_std": 0.0}
+    one = pd.DataFrame([row, row | {"model": "smoke", "device": "cpu"}])
+    assert plots.params_vs_accuracy(one) is None  # one GPU recipe (and a smoke run) compares nothing
+    two = pd.DataFrame([row, row | {"model": "b", "params": 2_000_000, "test_acc_mean": 0.9}])
+    ax = plots.params_vs_accuracy(two).axes[0]
+    assert ax.get_ylim()[0] > 50 and ax.get_xlim()[0] > 1000  # zoomed to the points, not 0-100% and 10^3
+    plt.close("all")
+
+
+def test_learning_curves_say_which_weights_they_evaluate():
+    history = pd.DataFrame({"epoch": [1, 2], "lr": [0.1, 0.1], "train_loss": [2.0, 1.5], "train_acc": [0.2, 0.4],
+                            "eval_loss": [2.2, 2.0], "eval_acc": [0.1, 0.15], "eval_loss_raw": [1.8, 1.4],
+                            "eval_acc_raw": [0.3, 0.5], "seconds": [1.0, 1.0]})
+    fig = plots.learning_curves({"run": history}, ema_decay=0.9995)
+    labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert "test, weight average (EMA 0.9995)" in labels and "test, trained weights" in labels
+    fig = plots.learning_curves({"run": history.drop(columns=["eval_loss_raw", "eval_acc_raw"])})
+    labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert "test, trained weights" in labels and not any("average" in label for label in labels)
+    plt.close("all")

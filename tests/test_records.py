@@ -2,6 +2,7 @@
 small enough to commit, and reproducible on a CPU."""
 
 import json
+import os
 import subprocess
 
 import numpy as np
@@ -164,3 +165,20 @@ def test_runs_table_keeps_integers_and_marks_missing_values(tmp_path):
     tex = records.to_latex(table, records.RUNS_COLUMNS)
     assert "a & a & 1{,}000 & 5 & finished & 10.0 s & 12.0 s & H100 80GB HBM3 & 95.12 & -- & 0 \\\\" in tex
     assert "b & b & 7 & -- & -- & -- & -- & CPU & -- & -- & -- \\\\" in tex
+
+
+def test_tables_for_display_show_percentages_not_fractions():
+    table = records.seeds_table(records.load_runs(ROOT / "results" / "runs"))
+    shown = records.for_display(table)
+    assert shown.loc[0, "test_acc_mean"] == "94.86%" and shown.loc[0, "test_acc_std"] == "0.08%"
+    assert shown.loc[0, "params"] == "4,289,754" and shown.loc[0, "train_seconds_mean"] == "166.5"
+    assert table.loc[0, "test_acc_mean"] == 0.94855  # the table itself, and the files, keep the fractions
+
+
+def test_the_newest_gpu_run_passes_over_cpu_smoke_runs(tmp_path):
+    for age, (name, device) in enumerate((("smoke", "cpu"), ("on-gpu", "NVIDIA H200"))):
+        run = _record(tmp_path, name, device=device, test_acc=0.5)
+        (run / runs.PREDICTIONS).touch()
+        os.utime(run / runs.METRICS, (1e9 - age, 1e9 - age))  # the smoke run is the newer one
+    assert records.newest_run(tmp_path / "runs").name == "smoke"
+    assert records.newest_run(tmp_path / "runs", gpu_only=True).name == "on-gpu"

@@ -8,11 +8,12 @@ import re
 import shutil
 import statistics
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
 
-from cifar_resnet import report
+from cifar_resnet import recipe, report
 from cifar_resnet.report import FLAGS, build_report, write_numbers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,8 +38,27 @@ def write_run(results: Path, name: str, **overrides) -> dict:
     (folder / "metrics.json").write_text(json.dumps(metrics))
     (folder / "config.yaml").write_text(
         "name: wide_resnet\nmodel:\n  block: basic\n  stem_channels: 64\n  channels: [96, 192, 384]\n"
-        "  blocks: [2, 2, 2]\n  kernels: [3, 3, 3]\n  skip_kernels: [1, 1, 1]\n  strides: [1, 2, 2]\n  pool: 0\n")
+        "  blocks: [2, 2, 2]\n  kernels: [3, 3, 3]\n  skip_kernels: [1, 1, 1]\n  strides: [1, 2, 2]\n  pool: 0\n"
+        "data:\n  cutout: 16\n  policy: trivialaugment\ntrain:\n  batch_size: 512\n  lr: 0.4\n  ema_decay: 0.9995\n")
     return metrics
+
+
+CORRUPTIONS = [("gaussian_noise", "noise"), ("shot_noise", "noise"), ("defocus_blur", "blur"),
+               ("gaussian_blur", "blur"), ("contrast", "digital"), ("jpeg_compression", "digital"),
+               ("brightness", "weather")]  # CIFAR-10-C's family for brightness: listed last, ordered second-last
+
+
+def write_robustness(results: Path, name: str = "best") -> dict:
+    """robustness.json as `cifar-resnet robustness` writes it: seven corruptions, accuracy falling with severity."""
+    corruptions = [{"name": c, "family": f, "accuracy": [0.93 - 0.05 * s - 0.02 * i for s in range(5)]}
+                   for i, (c, f) in enumerate(CORRUPTIONS)]
+    record = {"images": 1000, "seed": 0, "device": "cpu", "torch_version": "2.4.0", "git_commit": "abc1234",
+              "seconds": 412.3, "generated": True,
+              "note": "corruptions generated on the fly with the CIFAR-10-C types and severities; "
+                      "not the released CIFAR-10-C files",
+              "clean_acc": 0.951, "corruptions": corruptions, "mean_corruption_acc": 0.78}
+    (results / "runs" / name / "robustness.json").write_text(json.dumps(record))
+    return record
 
 
 def write_speed(results: Path, ours_acc: float = 0.9403) -> None:
@@ -279,6 +299,70 @@ def test_budget_is_the_models_budget():
     assert report.PARAMETER_BUDGET == PARAMETER_BUDGET
 
 
+def test_recipe_table_is_every_setting_of_the_recorded_best_config(tmp_path):
+    """The recipe table is generated from results/runs/best/config.yaml: each setting a reader needs to rerun it."""
+    write_numbers(REPO / "results", tmp_path / "numbers.tex")
+    table = (tmp_path / report.RECIPE_FILE).read_text()
+    for phrase in ("batch 512", "peak learning rate 0.4", "weight decay 0.0005", "label smoothing 0.1",
+                   "weight average (EMA) decay 0.9995", "cutout $16\\times16$", "share rising to the peak 0.15",
+                   "policy TrivialAugment", "autocast bfloat16", "test-time augmentation flip", "epochs 120"):
+        assert phrase in table, phrase
+
+
+def test_a_setting_the_recipe_has_no_words_for_is_shown_not_dropped():
+    groups = recipe.recipe({"model": {"block": "preact"}, "train": {"ema_warmup": True, "schedule": "cosine",
+                                                                     "pct_start": 0.3, "warmup_epochs": 2}})
+    assert ("ema warmup", "True") in groups["Regularisers"]
+    assert ("warm-up epochs", "2") in groups["Schedule"]  # the cosine schedule's setting, not one-cycle's
+    assert all(label != "share rising to the peak" for label, _ in groups["Schedule"])
+
+
+def test_weight_average_half_life(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, "best")
+    values, _ = numbers(results, tmp_path)
+    # 0.9995 per step, 98 steps an epoch: ln 0.5 / ln 0.9995 = 1386 steps = 14.1 epochs.
+    assert (values["BestEMADecay"], values["BestStepsPerEpoch"], values["BestEMAHalfLifeEpochs"]) == ("0.9995", "98", "14.1")
+
+
+def test_a_warmed_up_average_is_said_to_warm_up(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, "best")
+    config = results / "runs" / "best" / "config.yaml"
+    assert not numbers(results, tmp_path)[0]["BestEMAWarmup"]  # no key: a record from before the warm-up
+    config.write_text(config.read_text() + "  ema_warmup_power: 0.75\n")
+    values, _ = numbers(results, tmp_path)
+    assert values["BestEMAWarmup"] and values["BestEMAWarmupPower"] == "0.75"
+    assert "EMA warm-up power 0.75" in (tmp_path / "generated" / report.RECIPE_FILE).read_text()
+
+
+def test_robustness_from_its_json(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, "best")
+    assert not numbers(results, tmp_path)[0]["HaveRobustness"]
+    write_robustness(results)
+    values, _ = numbers(results, tmp_path)
+    assert values["HaveRobustness"] and values["RobustTimed"] and values["RobustDevice"] == "CPU"
+    assert (values["RobustImages"], values["RobustCleanAcc"], values["RobustMeanAcc"], values["RobustCount"]) == (
+        "1{,}000", "95.10", "78.00", "7")
+    # Brightness, the last of seven, falls most: 0.93 - 0.10 - 0.12 on average over its severities.
+    assert (values["RobustWorstName"], values["RobustWorstAcc"]) == ("brightness", "71.00")
+    table = (tmp_path / "generated" / report.ROBUSTNESS_FILE).read_text()
+    assert "Noise (2) & 92.0 & 87.0 & 82.0 & 77.0 & 72.0 & 82.0" in table and "All (7)" in table
+    families = [line.split(" (")[0] for line in table.splitlines() if " (" in line]
+    assert families == ["Noise", "Blur", "Weather", "Digital", "All"]  # CIFAR-10-C's order
+
+
+def test_a_damaged_robustness_record_is_ignored_with_a_warning(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, "best")
+    record = write_robustness(results)
+    record["corruptions"][0]["accuracy"] = [0.9, 0.8]  # two severities, not five
+    (results / "runs" / "best" / "robustness.json").write_text(json.dumps(record))
+    with pytest.warns(UserWarning, match="5 accuracies"):
+        assert not numbers(results, tmp_path)[0]["HaveRobustness"]
+
+
 def test_speed_benchmark(tmp_path):
     results = tmp_path / "results"
     write_speed(results)
@@ -361,12 +445,16 @@ def test_report_uses_only_generated_macros(tmp_path):
     write_speed(results)
     write_throughput(results)
     write_per_class(results, [970, 985, 940, 890, 965, 915, 980, 975, 980, 912])  # 9,512 correct
+    write_robustness(results)
+    config = results / "runs" / "best" / "config.yaml"
+    config.write_text(config.read_text() + "  ema_warmup_power: 0.75\n")
     values, _ = numbers(results, tmp_path)
     assert values["HavePerClass"] and values["HaveStoppedRun"] and values["HaveThroughputBench"]
+    assert values["HaveRecipe"] and values["HaveBestEMA"] and values["HaveRobustness"]
     source = (REPO / "report" / "report.tex").read_text()
     flags = set(re.findall(r"\\if([A-Z]\w*)", source))
     assert flags <= set(FLAGS), flags - set(FLAGS)
-    used = set(re.findall(r"\\((?:Best|Seed|Speed|Num|Stopped|Throughput|PerClass|Budget)[A-Za-z]+)", source))
+    used = set(re.findall(r"\\((?:Best|Seed|Speed|Num|Stopped|Throughput|PerClass|Budget|Robust)[A-Za-z]+)", source))
     assert used <= set(values), used - set(values)
 
 
@@ -413,6 +501,44 @@ def check_layout(pdf: Path) -> str:
     return text
 
 
+COLUMN_BP, TEXT_BP = 3.3 * 72, 6.975 * 72  # the report's column and text widths in PostScript points
+MIN_PRINTED_PT = 6.5
+
+
+def figure_pdf_facts(pdf: Path) -> tuple[float, float]:
+    """(width in points, smallest font size in points) of a matplotlib PDF: its MediaBox, and the sizes its
+    text operators (`/F1 7 Tf`) set in its content streams."""
+    data = pdf.read_bytes()
+    width = float(re.search(rb"/MediaBox \[\s*[\d.]+ [\d.]+ ([\d.]+) [\d.]+\s*\]", data).group(1))
+    sizes = []
+    for stream in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
+        try:
+            body = zlib.decompress(stream.group(1))
+        except zlib.error:
+            continue  # a font or an image, not a content stream
+        sizes += [float(size) for size in re.findall(rb"([\d.]+) Tf\b", body)]
+    return width, min(sizes, default=float("inf"))
+
+
+def test_every_figure_in_the_report_is_printed_unscaled_with_text_of_at_least_6_5_pt():
+    """Each figure report.tex includes is placed at the size it was drawn (\\Fig has no scaling), fits its
+    column or the page width, and its smallest text is at least 6.5 pt: so on paper too."""
+    source = (REPO / "report" / "report.tex").read_text()
+    assert re.search(r"\\newcommand\\Fig\[1\]\{\\includegraphics\{\.\./#1\}\}", source), "\\Fig must not scale"
+    assert source.count("\\includegraphics") == 1, "every figure goes through \\Fig"
+    included = 0
+    for env in re.finditer(r"\\begin\{(figure\*?)\}(.*?)\\end\{\1\}", source, re.S):
+        slot = TEXT_BP if env.group(1) == "figure*" else COLUMN_BP
+        for path in re.findall(r"\\Fig\{([^}]+)\}", env.group(2)):
+            if not (REPO / path).is_file():
+                continue
+            width, smallest = figure_pdf_facts(REPO / path)
+            assert width <= slot + 0.5, f"{path} is {width / 72:.2f} in wide, its slot {slot / 72:.3f} in"
+            assert smallest >= MIN_PRINTED_PT, f"{path} has {smallest} pt text"
+            included += 1
+    assert included >= 3 or not (REPO / "figures").is_dir()
+
+
 def plain(macro: str) -> str:
     """A macro value as pdftotext prints it."""
     return macro.replace("{,}", ",").replace("\\_", "_").replace("\\", "")
@@ -454,6 +580,7 @@ def full_fake_results(results: Path) -> None:
     write_speed(results)
     write_throughput(results)
     write_per_class(results, [970, 985, 940, 890, 965, 915, 980, 975, 980, 912])
+    write_robustness(results)
 
 
 @needs_tex
@@ -467,6 +594,8 @@ def test_report_with_every_result_still_fits_four_pages(tmp_path):
     assert "4,870,123" in text and "9.810" in text and "3.200" in text and "37,738" in text
     assert "least accurate on cat (89.00%)" in text
     assert "No GPU run has been recorded yet" not in text
+    assert "generated on the fly (not the released CIFAR-10-C files)" in text and "78.00% on average" in text
+    assert "peak learning rate 0.4" in text and "Table 1: The recipe of run best" in text
 
 
 @needs_tex
@@ -492,4 +621,4 @@ def test_missing_figures_are_left_out_with_a_sentence(tmp_path):
     full_fake_results(tmp_path / "results")
     text = check_layout(build_report(tmp_path))
     assert "Figure 1" not in text and "cifar-resnet figures" in text
-    assert "confusion matrix is not drawn yet" in text
+    assert "learning curves are not drawn yet" in text
