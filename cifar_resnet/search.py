@@ -427,6 +427,10 @@ def run_search(space_path: str | Path, study_name: str, n_trials: int, storage: 
     on the same study and storage (default `sqlite:///<work_dir>/<study>.db`) at once. Trial run folders go
     to `work_dir/<study>/trial_<n>`. Over-budget samples are recorded but do not count toward `n_trials`.
     """
+    if n_trials < 1:
+        raise ConfigError(f"--trials {n_trials}: a search needs at least 1 trained trial")
+    if timeout is not None and not timeout > 0:
+        raise ConfigError(f"--timeout must be above 0 seconds, got {timeout:g}")
     space = load_space(space_path)
     if storage is None:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
