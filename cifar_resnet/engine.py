@@ -113,7 +113,7 @@ class Trainer:
 
     On a CPU, a run estimated (from a timed step) to train longer than `SLOW_RUN_SECONDS` is refused with
     `SlowRunError` unless `allow_slow`, or a `time_limit` below that bounds it. The trainer holds `out_dir`'s
-    lock (`runs.lock_run_dir`) until `run()` ends or `close()` is called: a second trainer there is refused.
+    lock (`runs.RunLock`) until `run()` ends or `close()` is called: a second trainer there is refused.
     """
 
     def __init__(self, cfg: Config, out_dir: str | Path, *, data_root: str | None = None,
@@ -128,7 +128,7 @@ class Trainer:
         self.time_limit, self.log = time_limit, log or (lambda message: None)
         self.progress = progress if progress is not None else (sys.stderr.isatty() or "ipykernel" in sys.modules)
         created = not self.out.exists()
-        self._lock = runs.lock_run_dir(self.out)
+        self._lock = runs.RunLock(self.out)
         try:
             self._setup(cfg, data_root, resume, splits, allow_slow)
         except BaseException:

@@ -10,8 +10,8 @@
 
 Every file is written to a temporary name and renamed, so an interruption never leaves a half-written
 file. The checkpoint carries a SHA-256 of its payload: a damaged one is refused, never half-loaded. A
-process that trains into a folder holds its lock (`.lock`, with the holder in `.lock.owner`); the operating
-system releases it when the process ends, however it ends.
+process that trains into a folder holds its lock (`RunLock`: `.lock`, the holder named in `.lock.owner`);
+the operating system releases it when the process ends, however it ends.
 """
 
 from __future__ import annotations
@@ -51,22 +51,29 @@ def user_runs_dir() -> Path:
     return Path(os.environ.get(RUNS_ENV) or "runs")
 
 
-def lock_run_dir(run_dir: Path) -> FileLock:
-    """Take `run_dir`'s lock (creating the folder), or raise `CheckpointError` naming the process that holds it.
-    Release it with `.release()`; a killed process never leaves it held (an flock, not a marker file)."""
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir} is a file, not a run folder: choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock, owner = FileLock(str(run_dir / LOCK)), run_dir / f"{LOCK}.owner"
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        holder = owner.read_text().strip() if owner.is_file() else "another process"
-        raise CheckpointError(f"{run_dir} is in use by {holder}: wait for it to end, or choose another "
-                              "--out") from None
-    atomic_write_text(owner, f"process {os.getpid()} ({' '.join(sys.argv)[:200]})\n")
-    return lock
+class RunLock:
+    """The lock of a run folder (`.lock`, an flock through filelock: a killed process never leaves it held),
+    taken when made, or `CheckpointError` naming the process that holds it; `.lock.owner` names the holder
+    until `release()`."""
+
+    def __init__(self, run_dir: Path) -> None:
+        run_dir = Path(run_dir)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise CheckpointError(f"{run_dir} is a file, not a run folder: choose another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.lock, self.owner = FileLock(str(run_dir / LOCK)), run_dir / f"{LOCK}.owner"
+        try:
+            self.lock.acquire(timeout=0)
+        except Timeout:
+            holder = self.owner.read_text().strip() if self.owner.is_file() else "another process"
+            raise CheckpointError(f"{run_dir} is in use by {holder}: wait for it to end, or choose another "
+                                  "--out") from None
+        atomic_write_text(self.owner, f"process {os.getpid()} ({' '.join(sys.argv)[:200]})\n")
+
+    def release(self) -> None:
+        if self.lock.is_locked:
+            self.owner.unlink(missing_ok=True)
+            self.lock.release()
 
 
 def holds_run(run_dir: Path) -> bool:
