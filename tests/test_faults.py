@@ -242,6 +242,35 @@ def test_weights_after_sigkill_and_resume_are_byte_identical(synthetic_root, tmp
     assert list(metadata) == sorted(metadata) == ["name", "tensors_sha256"]
 
 
+# ---- 9: make setup resolves torch and torchvision together, then checks that they work together -------------
+@pytest.mark.parametrize("matched", [False, True])
+def test_make_setup_checks_torch_and_torchvision(tmp_path, matched):
+    """`make setup` with stand-ins for venv and pip: one pip call with TORCH_INDEX as an extra index, then the
+    check, which fails in one line naming the fix when torchvision does not fit torch (simulated by a
+    torchvision that fails as such a build does) and does not mark the venv as set up."""
+    venv, shim = tmp_path / "venv", tmp_path / "shim"
+    (venv / "bin").mkdir(parents=True)
+    (shim / "torchvision").mkdir(parents=True)
+    if not matched:
+        (shim / "torchvision" / "__init__.py").write_text(
+            'raise RuntimeError("operator torchvision::nms does not exist")\n')
+    for name, body in (("pip", f'echo "$*" >> {tmp_path / "pip-calls"}'),
+                       ("python", f'PYTHONPATH={shim if not matched else ""} exec {sys.executable} "$@"')):
+        (venv / "bin" / name).write_text(f"#!/bin/sh\n{body}\n")
+        (venv / "bin" / name).chmod(0o755)
+    done = subprocess.run(["make", "-s", "setup", f"VENV={venv}", "PYTHON=true", "TORCH_INDEX=https://example.invalid/cpu"],
+                          cwd=ROOT, capture_output=True, text=True)
+    calls = (tmp_path / "pip-calls").read_text().splitlines()
+    assert calls == ["install -q -r requirements.txt -e . --extra-index-url https://example.invalid/cpu"]
+    if matched:
+        assert done.returncode == 0 and "work together" in done.stdout and (venv / ".installed").is_file()
+    else:
+        errors = [line for line in done.stderr.splitlines() if line.startswith("setup: error:")]
+        assert done.returncode != 0 and not (venv / ".installed").exists()
+        assert len(errors) == 1 and "do not work together (operator torchvision::nms does not exist)" in errors[0]
+        assert f"fix: rm -rf {venv} && make setup TORCH_INDEX=https://example.invalid/cpu" in errors[0]
+
+
 # ---- 10: a plan's paths are the plan file's ---------------------------------------------------------------------
 def test_a_plan_runs_from_any_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
