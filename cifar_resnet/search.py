@@ -319,6 +319,7 @@ def _end(trial: optuna.Trial, state: str, trainer: Trainer | None = None) -> Non
         trial.set_user_attr("epochs", trainer.epoch)
         trial.set_user_attr("seconds", round(trainer.train_seconds, 2))
         (trainer.out / runs.CHECKPOINT).unlink(missing_ok=True)  # ~3x the weights per trial; only a retry needs it
+        trainer.close()  # the trial's folder is free again (its lock released)
 
 
 def _params_key(params: dict) -> str:
