@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 CONFIG ?= configs/best.yaml
-OUT ?= runs/$(basename $(notdir $(CONFIG)))
+OUT ?= $(or $(CIFAR_RESNET_RUNS),runs)/$(basename $(notdir $(CONFIG)))
 ARGS ?=# more options for `cifar-resnet train`, e.g. ARGS=--resume or ARGS="--overwrite --epochs 2"
 # Where pip gets torch and torchvision. Empty: the configured index (PyPI's Linux wheels are the CUDA build,
 # about 6 GB of venv). On a machine without a GPU, `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu`
