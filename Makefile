@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 CONFIG ?= configs/best.yaml
-OUT ?= runs/$(basename $(notdir $(CONFIG)))
+OUT ?= $(or $(CIFAR_RESNET_RUNS),runs)/$(basename $(notdir $(CONFIG)))
 ARGS ?=# more options for `cifar-resnet train`, e.g. ARGS=--resume or ARGS="--overwrite --epochs 2"
 # Where pip gets torch and torchvision. Empty: the configured index (PyPI's Linux wheels are the CUDA build,
 # about 6 GB of venv). On a machine without a GPU, `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu`
@@ -14,12 +14,17 @@ DATA_ROOT := $(if $(CIFAR10_ROOT),$(CIFAR10_ROOT),$(CURDIR)/data)
 .PHONY: setup train test
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+# One resolver call for torch, torchvision and the rest (TORCH_INDEX as an extra index: its +cpu builds rank
+# above PyPI's of the same version), then scripts/check_torch.py runs a torchvision operator: a torchvision
+# built for another torch stops setup here, in one line naming the fix, and .installed is not written.
+$(VENV)/.installed: requirements.txt pyproject.toml scripts/check_torch.py
 	$(PYTHON) -m venv $(VENV)
 	@command -v nvidia-smi >/dev/null || [ -n "$(TORCH_INDEX)" ] || echo "setup: no GPU found; torch's default \
 	build includes CUDA (about 6 GB). For the CPU build: rm -rf $(VENV) && make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu"
-	$(if $(TORCH_INDEX),$(VENV)/bin/pip install -q torch torchvision --index-url $(TORCH_INDEX))
-	$(VENV)/bin/pip install -q -r requirements.txt -e .
+	$(VENV)/bin/pip install -q -r requirements.txt -e . $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+	$(VENV)/bin/python scripts/check_torch.py "rm -rf $(VENV) && make setup$(if $(TORCH_INDEX), TORCH_INDEX=$(TORCH_INDEX)) \
+	(if it fails again, the index was unreachable: check the network, or install torch and torchvision yourself \
+	in one pip call)"
 	touch $@
 
 # Without a GPU, best.yaml is refused with an estimate of its hours on the CPU and the CPU-sized command.
@@ -28,9 +33,11 @@ train: setup
 
 # The unit tests, then the notebooks with their outputs compared. The notebooks need the real CIFAR-10: where
 # it is not found they are skipped with one line (CI sets REQUIRE_REAL_CIFAR=1, and then they always run).
+# Both write their runs to a temporary CIFAR_RESNET_RUNS, deleted afterwards: never into your runs/.
 test: setup
-	$(VENV)/bin/python -m pytest
-	@if [ -n "$(REQUIRE_REAL_CIFAR)" ] || [ -d "$(DATA_ROOT)/cifar-10-batches-py" ]; then \
+	@runs="$$(mktemp -d)" && trap 'rm -rf "$$runs"' EXIT && export CIFAR_RESNET_RUNS="$$runs" && \
+	echo "CIFAR_RESNET_RUNS=$$runs $(VENV)/bin/python -m pytest" && $(VENV)/bin/python -m pytest && \
+	if [ -n "$(REQUIRE_REAL_CIFAR)" ] || [ -d "$(DATA_ROOT)/cifar-10-batches-py" ]; then \
 	  echo "CIFAR10_ROOT=$(DATA_ROOT) $(VENV)/bin/python -m pytest --nbval ... notebooks/"; \
 	  CIFAR10_ROOT="$(DATA_ROOT)" $(VENV)/bin/python -m pytest --nbval --nbval-current-env \
 	    --nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks/; \

@@ -16,7 +16,7 @@ from .config import ConfigError, load_config, override
 from .data import DataError
 from .engine import TrainingDiverged, TrainingInterrupted
 from .models import PARAMETER_BUDGET, OverBudgetError
-from .runs import CheckpointError, holds_run
+from .runs import CheckpointError, holds_run, user_runs_dir
 
 USER_ERRORS = (ConfigError, OverBudgetError, DataError, CheckpointError, FileNotFoundError, FileExistsError)
 
@@ -36,7 +36,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .engine import train
 
-    out = Path(args.out or f"runs/{Path(args.config).stem if args.config else 'run'}")
+    out = Path(args.out or user_runs_dir() / (Path(args.config).stem if args.config else "run"))
     if args.resume and args.overwrite:
         raise ConfigError("give either --resume (continue the run) or --overwrite (start again), not both")
     if holds_run(out) and not (args.resume or args.overwrite):
@@ -75,7 +75,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .search import export_results, run_search
 
     study = run_search(args.space, args.study, args.trials, storage=args.storage, timeout=args.timeout,
-                       data_root=args.data_root, device=args.device, work_dir=Path(args.work_dir),
+                       data_root=args.data_root, device=args.device, work_dir=Path(args.work_dir or user_runs_dir() / "search"),
                        allow_slow=args.allow_slow)
     for path in export_results(study, args.out).values():
         print(f"wrote {path}")
@@ -85,7 +85,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import sweep
 
-    out = Path(args.out or f"runs/sweeps/{Path(args.plan).stem}")
+    out = Path(args.out or user_runs_dir() / "sweeps" / Path(args.plan).stem)
     sweep(args.plan, out, time_limit=args.time_limit, smoke=args.smoke, calibration=args.calibration,
           dry_run=args.dry_run, write_configs=args.write_configs, overwrite=args.overwrite, seeds=args.seeds,
           data_root=args.data_root, device=args.device)
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a configuration into a run folder (checkpointed every epoch)")
     p.add_argument("--config", help="YAML configuration (optional with --resume: the run's own is used)")
-    p.add_argument("--out", help="run folder (default runs/<config name>)")
+    p.add_argument("--out", help="run folder (default runs/<config name>, or $CIFAR_RESNET_RUNS/<config name>)")
     p.add_argument("--data-root", help="folder holding cifar-10-batches-py (default $CIFAR10_ROOT, else ./data)")
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--seed", type=int, help="override train.seed")
@@ -171,8 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
     p.add_argument("--out", default="results/search",
                    help="where <study>.csv, _best.yaml and _importance.csv are exported (default results/search)")
-    p.add_argument("--work-dir", default="runs/search",
-                   help="the study database and trial run folders (default runs/search, ignored by git)")
+    p.add_argument("--work-dir", help="the study database and trial run folders (default runs/search, ignored by "
+                                      "git; $CIFAR_RESNET_RUNS/search where that is set)")
     p.add_argument("--allow-slow", action="store_true", help="train trials even where the CPU estimate is over an hour")
     p.set_defaults(func=cmd_search)
 

@@ -155,7 +155,7 @@ _RANGES = {
     "train.ricap_beta": (0, None, True), "train.sam_rho": (0, None, True), "train.ema_decay": (0, 1, True),
     "train.grad_clip": (0, None, True), "data.holdout": (0, None, True), "data.train_subset": (0, None, True),
     "data.test_subset": (0, None, True), "data.crop_padding": (0, None, True), "data.cutout": (0, None, True),
-    "model.dropout": (0, 1, True),
+    "model.dropout": (0, 1, True), "train.seed": (0, None, True),
 }
 
 

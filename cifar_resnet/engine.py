@@ -23,7 +23,7 @@ from torch import nn
 from . import runs
 from .config import Config, ConfigError, TrainConfig, config_to_dict, save_config
 from .data import CIFAR10Split, load_splits
-from .evaluation import (autocast, default_device, evaluate, half_rounded, model_from_weights, record_predictions,
+from .evaluation import (autocast, evaluate, half_rounded, model_from_weights, record_predictions, resolve_device,
                          tta_views)
 from .loader import GpuLoader
 from .mixing import make_batch_mix
@@ -46,6 +46,10 @@ class TrainingInterrupted(RuntimeError):
 
 class SlowRunError(ConfigError):
     """A run that would take hours on this device; the message gives the estimate and a CPU-sized command."""
+
+
+class RunFinished(ConfigError):
+    """`resume` on a run that has finished: there is nothing to continue, and nothing is changed."""
 
 
 @dataclass
@@ -108,7 +112,8 @@ class Trainer:
     without it any earlier record in `out_dir` is replaced (the command line asks for --overwrite first).
 
     On a CPU, a run estimated (from a timed step) to train longer than `SLOW_RUN_SECONDS` is refused with
-    `SlowRunError` unless `allow_slow`, or a `time_limit` below that bounds it.
+    `SlowRunError` unless `allow_slow`, or a `time_limit` below that bounds it. The trainer holds `out_dir`'s
+    lock (`runs.RunLock`) until `run()` ends or `close()` is called: a second trainer there is refused.
     """
 
     def __init__(self, cfg: Config, out_dir: str | Path, *, data_root: str | None = None,
@@ -117,9 +122,26 @@ class Trainer:
                  splits: tuple[CIFAR10Split, CIFAR10Split, str] | None = None, allow_slow: bool = False) -> None:
         self.started = time.perf_counter()
         self.out = Path(out_dir)
-        self.device = torch.device(device) if device else default_device()
+        self.device = resolve_device(device)
+        if time_limit is not None and not time_limit > 0:
+            raise ConfigError(f"--time-limit must be above 0 seconds, got {time_limit:g}")
         self.time_limit, self.log = time_limit, log or (lambda message: None)
         self.progress = progress if progress is not None else (sys.stderr.isatty() or "ipykernel" in sys.modules)
+        created = not self.out.exists()
+        self._lock = runs.RunLock(self.out)
+        try:
+            self._setup(cfg, data_root, resume, splits, allow_slow)
+        except BaseException:
+            self.close()
+            if created:  # a refused run leaves no folder behind
+                for name in (runs.LOCK, f"{runs.LOCK}.owner"):
+                    (self.out / name).unlink(missing_ok=True)
+                if not any(self.out.iterdir()):
+                    self.out.rmdir()
+            raise
+
+    def _setup(self, cfg: Config, data_root: str | None, resume: bool,
+               splits: tuple[CIFAR10Split, CIFAR10Split, str] | None, allow_slow: bool) -> None:
         checkpoint = self._read_checkpoint(cfg) if resume else None
         self.cfg = cfg
         t = cfg.train
@@ -217,7 +239,20 @@ class Trainer:
                           for k in given[section] if saved.get(section, {}).get(k) != given[section][k])
             raise runs.CheckpointError(f"{path} belongs to a run with another configuration (differs in: "
                                        f"{', '.join(diff) or 'name'}); resume with its own config.yaml or use another --out")
+        if checkpoint.get("epoch", 0) >= cfg.train.epochs and (self.out / runs.WEIGHTS).is_file():
+            try:
+                finished = runs.read_metrics(self.out).get("status") == "finished"
+            except (FileNotFoundError, runs.CheckpointError):
+                finished = False  # killed while writing its record: resuming finishes it
+            if finished:
+                raise RunFinished(f"{self.out} has finished ({cfg.train.epochs} of {cfg.train.epochs} epochs): "
+                                  f"nothing to resume, nothing changed; `cifar-resnet evaluate {self.out}` re-evaluates "
+                                  "it, --overwrite trains it again")
         return checkpoint
+
+    def close(self) -> None:
+        """Release the run folder's lock (`run()` does so when it ends)."""
+        self._lock.release()
 
     def wall_seconds(self) -> float:
         """Wall time of the whole run so far: earlier (resumed) sessions plus this one since it started."""
@@ -406,11 +441,13 @@ class Trainer:
         try:
             for _ in self.epochs():
                 pass
+            return self.finish()
         except KeyboardInterrupt:
             kept = f"the checkpoint after epoch {self.epoch} is kept" if self.epoch else "no epoch was completed"
             raise TrainingInterrupted(f"interrupted during epoch {self.epoch + 1} of {self.cfg.train.epochs}: {kept}; "
                                       f"continue with: cifar-resnet train --out {self.out} --resume") from None
-        return self.finish()
+        finally:
+            self.close()
 
 
 def train(cfg: Config, out_dir: str | Path, **options) -> dict:

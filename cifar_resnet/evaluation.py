@@ -22,6 +22,27 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`device` as a torch.device (None: `default_device()`); `ConfigError` for a name torch does not know or a
+    device this machine lacks."""
+    if device is None or device == "":
+        return default_device()
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {device}: not a device name; use cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"--device {device}: this machine has no CUDA GPU; use --device cpu (or leave "
+                              "--device out)")
+        if resolved.index is not None and resolved.index >= count:
+            raise ConfigError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif resolved.type != "cpu":
+        raise ConfigError(f"--device {device}: only cpu and cuda are supported; use cpu, cuda or cuda:N")
+    return resolved
+
+
 def tta_views(x: torch.Tensor, mode: str) -> list[tuple[torch.Tensor, float]]:
     """The test-time views of a normalised batch and their weights: identity, flip, and 1-pixel translates."""
     if mode not in _TTA_MODES:
@@ -129,7 +150,7 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> t
 def evaluate_run(run_dir: str | Path, *, tta: bool = False, data_root: str | None = None,
                  device: str | torch.device | None = None) -> dict:
     """Re-evaluate a run's saved weights on the split it was evaluated on; with `tta`, also with its TTA."""
-    device = torch.device(device) if device else default_device()
+    device = resolve_device(device)
     cfg, model = load_run(run_dir, device)
     _, evaluation, split = load_splits(cfg, data_root)
     loader = GpuLoader(evaluation, batch_size=1024, device=device, train=False, channels_last=cfg.train.channels_last)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from . import runs
-from .config import load_config
+from .config import ConfigError, load_config
 
 
 # ==== the recorded runs ==============================================================================
@@ -75,23 +76,52 @@ def newest_run(folder: str | Path, *, gpu_only: bool = False) -> RunRecord | Non
     return max(found, key=lambda r: ((r.path / runs.METRICS).stat().st_mtime, r.name), default=None)
 
 
+def _check_record(src: Path, weights: bool) -> None:
+    """Refuse a run whose files would not load where the figures read them: its configuration, its predictions
+    (complete, one row per label) and, with `weights`, its weights (the checks `evaluate` makes)."""
+    load_config(src / runs.CONFIG)
+    tensors, _ = runs.load_predictions(src / runs.PREDICTIONS)
+    probs, labels = tensors.get("probs"), tensors.get("labels")
+    if probs is None or labels is None or probs.ndim != 2 or len(probs) != len(labels) or any(
+            t.shape != probs.shape for k, t in tensors.items() if k.startswith("probs")):
+        raise runs.CheckpointError(f"{src / runs.PREDICTIONS} does not hold one row of probabilities per label; "
+                                   "retrain the run")
+    if weights:
+        if not (src / runs.WEIGHTS).is_file():
+            raise FileNotFoundError(f"{src} holds no {runs.WEIGHTS}: record it without --weights")
+        runs.verify_weights(src)
+        runs.load_weights(src / runs.WEIGHTS)
+
+
 def record_run(run_dir: str | Path, results_dir: str | Path = "results", *, name: str | None = None,
                weights: bool = False) -> Path:
     """Copy a finished run (config, history, metrics, predictions, log; the weights only if asked) into
-    `results_dir/runs/<name>`, where the figures, tables and the report read it; returns the new folder."""
+    `results_dir/runs/<name>`, where the figures, tables and the report read it; returns the new folder.
+    Every file is checked first, and the folder appears whole or not at all."""
     src = Path(run_dir)
+    name = name or src.resolve().name
+    if name in ("", ".", "..") or "/" in name or "\\" in name or name.startswith("."):
+        raise ConfigError(f"--name {name!r}: a record's name is one folder name under {Path(results_dir) / 'runs'} "
+                          "(letters, digits, - and _), not a path")
     metrics = runs.read_metrics(src)
     if metrics.get("status", "finished") != "finished" or not (src / runs.PREDICTIONS).is_file():
         raise FileNotFoundError(f"{src} is no finished run with {runs.PREDICTIONS}: finish it first "
                                 f"(cifar-resnet train --resume --out {src})")
-    dst = Path(results_dir) / "runs" / (name or src.name)
+    dst = Path(results_dir) / "runs" / name
     if dst.exists():
         raise FileExistsError(f"{dst} exists: choose another name, or remove it first")
-    dst.mkdir(parents=True)
-    names = [runs.CONFIG, runs.HISTORY, runs.METRICS, runs.PREDICTIONS, "train.log"] + ([runs.WEIGHTS] if weights else [])
-    for file in names:
-        if (src / file).is_file():
-            shutil.copyfile(src / file, dst / file)
+    _check_record(src, weights)
+    tmp = dst.with_name(f".{name}.{os.getpid()}.tmp")
+    tmp.mkdir(parents=True)
+    try:
+        names = [runs.CONFIG, runs.HISTORY, runs.METRICS, runs.PREDICTIONS, "train.log"] + ([runs.WEIGHTS] if weights else [])
+        for file in names:
+            if (src / file).is_file():
+                shutil.copyfile(src / file, tmp / file)
+        tmp.rename(dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return dst
 
 

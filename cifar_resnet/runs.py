@@ -9,7 +9,9 @@
     checkpoint.pt      everything needed to resume; rewritten atomically every epoch
 
 Every file is written to a temporary name and renamed, so an interruption never leaves a half-written
-file. The checkpoint carries a SHA-256 of its payload: a damaged one is refused, never half-loaded.
+file. The checkpoint carries a SHA-256 of its payload: a damaged one is refused, never half-loaded. A
+process that trains into a folder holds its lock (`RunLock`: `.lock`, the holder named in `.lock.owner`);
+the operating system releases it when the process ends, however it ends.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import io
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.safetensors"
@@ -30,6 +34,8 @@ HISTORY = "history.csv"
 METRICS = "metrics.json"
 CONFIG = "config.yaml"
 PREDICTIONS = "predictions.safetensors"
+LOCK = ".lock"
+RUNS_ENV = "CIFAR_RESNET_RUNS"  # where your own runs go instead of ./runs (the tests point it at a temporary folder)
 _MAGIC = b"cifar_resnet-checkpoint-v1\n"
 
 
@@ -38,6 +44,36 @@ class CheckpointError(RuntimeError):
 
 
 RECORD = (CHECKPOINT, WEIGHTS, HISTORY, METRICS, CONFIG, PREDICTIONS)  # the files a run writes
+
+
+def user_runs_dir() -> Path:
+    """The folder your own runs go to by default: $CIFAR_RESNET_RUNS, else ./runs (ignored by git)."""
+    return Path(os.environ.get(RUNS_ENV) or "runs")
+
+
+class RunLock:
+    """The lock of a run folder (`.lock`, an flock through filelock: a killed process never leaves it held),
+    taken when made, or `CheckpointError` naming the process that holds it; `.lock.owner` names the holder
+    until `release()`."""
+
+    def __init__(self, run_dir: Path) -> None:
+        run_dir = Path(run_dir)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise CheckpointError(f"{run_dir} is a file, not a run folder: choose another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.lock, self.owner = FileLock(str(run_dir / LOCK)), run_dir / f"{LOCK}.owner"
+        try:
+            self.lock.acquire(timeout=0)
+        except Timeout:
+            holder = self.owner.read_text().strip() if self.owner.is_file() else "another process"
+            raise CheckpointError(f"{run_dir} is in use by {holder}: wait for it to end, or choose another "
+                                  "--out") from None
+        atomic_write_text(self.owner, f"process {os.getpid()} ({' '.join(sys.argv)[:200]})\n")
+
+    def release(self) -> None:
+        if self.lock.is_locked:
+            self.owner.unlink(missing_ok=True)
+            self.lock.release()
 
 
 def holds_run(run_dir: Path) -> bool:
@@ -99,6 +135,18 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def _canonical_safetensors(data: bytes) -> bytes:
+    """safetensors bytes with the metadata's keys in sorted order. The library writes them in a hash map's
+    order, which differs between processes: the same tensors would give files with different SHA-256s."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as the library pads it
+    return len(text).to_bytes(8, "little") + text + data[8 + size:]
+
+
 def save_weights(state_dict: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     """Save a state dict as safetensors, floating-point tensors in half precision (a 5M model is 10 MB),
     with the tensors' SHA-256 in the metadata ("tensors_sha256"), which `load_weights` checks."""
@@ -107,7 +155,19 @@ def save_weights(state_dict: dict[str, torch.Tensor], path: Path, metadata: dict
     tensors = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu()).contiguous()
                for k, v in state_dict.items()}
     metadata = {**(metadata or {}), "tensors_sha256": tensors_sha256(tensors)}
-    atomic_write_bytes(path, save_safetensors(tensors, metadata=metadata))
+    atomic_write_bytes(path, _canonical_safetensors(save_safetensors(tensors, metadata=metadata)))
+
+
+def _restore_hint(path: Path) -> str:
+    """How to get a damaged file back: from git where the repository tracks it, else by retraining."""
+    try:
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", Path(path).name], cwd=Path(path).parent,
+                                 capture_output=True).returncode == 0
+    except OSError:
+        tracked = False
+    if tracked:
+        return f"restore it with `git checkout -- {path}` or retrain"
+    return "restore it from your own copy, or retrain the run (cifar-resnet train ... --overwrite)"
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -117,7 +177,7 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
 
     if not path.is_file():
         raise CheckpointError(f"no weights at {path}: the run has not finished; train it (or --resume it) first")
-    fix = "restore it from the repository (git checkout) or retrain"
+    fix = _restore_hint(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
@@ -140,10 +200,10 @@ def verify_weights(run_dir: Path) -> None:
     weights, metrics = run_dir / WEIGHTS, run_dir / METRICS
     if not (weights.is_file() and metrics.is_file()):
         return
-    expected = json.loads(metrics.read_text()).get("weights_sha256")
+    expected = read_metrics(run_dir).get("weights_sha256")
     if expected and file_sha256(weights) != expected:
         raise CheckpointError(f"{weights} is damaged (its SHA-256 differs from the one in {metrics}); "
-                              "restore it from the repository (git checkout) or retrain")
+                              f"{_restore_hint(weights)}")
 
 
 def save_predictions(path: Path, probs: torch.Tensor, labels: torch.Tensor, *, probs_tta: torch.Tensor | None,
@@ -156,7 +216,7 @@ def save_predictions(path: Path, probs: torch.Tensor, labels: torch.Tensor, *, p
                "labels": labels.detach().to("cpu", torch.uint8).contiguous()}
     if probs_tta is not None:
         tensors["probs_tta"] = probs_tta.detach().to("cpu", torch.float16).contiguous()
-    atomic_write_bytes(path, save_safetensors(tensors, metadata={"split": split, "tta": tta}))
+    atomic_write_bytes(path, _canonical_safetensors(save_safetensors(tensors, metadata={"split": split, "tta": tta})))
 
 
 def load_predictions(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -169,7 +229,7 @@ def load_predictions(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
         with safe_open(str(path), framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
     except Exception as err:
-        raise CheckpointError(f"{path} is damaged ({type(err).__name__}); retrain or restore it") from None
+        raise CheckpointError(f"{path} is damaged ({type(err).__name__}); {_restore_hint(path)}") from None
 
 
 def write_history(rows: list[dict], path: Path) -> None:
@@ -192,7 +252,13 @@ def read_metrics(run_dir: str | Path) -> dict:
     path = Path(run_dir) / METRICS
     if not path.is_file():
         raise FileNotFoundError(f"no {METRICS} in {run_dir}: is it a run folder written by `cifar-resnet train`?")
-    return json.loads(path.read_text())
+    try:
+        metrics = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err}); {_restore_hint(path)}") from None
+    if not isinstance(metrics, dict):
+        raise CheckpointError(f"{path} holds no mapping of metrics; {_restore_hint(path)}")
+    return metrics
 
 
 def git_commit() -> str:

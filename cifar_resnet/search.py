@@ -319,6 +319,7 @@ def _end(trial: optuna.Trial, state: str, trainer: Trainer | None = None) -> Non
         trial.set_user_attr("epochs", trainer.epoch)
         trial.set_user_attr("seconds", round(trainer.train_seconds, 2))
         (trainer.out / runs.CHECKPOINT).unlink(missing_ok=True)  # ~3x the weights per trial; only a retry needs it
+        trainer.close()  # the trial's folder is free again (its lock released)
 
 
 def _params_key(params: dict) -> str:
@@ -427,6 +428,10 @@ def run_search(space_path: str | Path, study_name: str, n_trials: int, storage: 
     on the same study and storage (default `sqlite:///<work_dir>/<study>.db`) at once. Trial run folders go
     to `work_dir/<study>/trial_<n>`. Over-budget samples are recorded but do not count toward `n_trials`.
     """
+    if n_trials < 1:
+        raise ConfigError(f"--trials {n_trials}: a search needs at least 1 trained trial")
+    if timeout is not None and not timeout > 0:
+        raise ConfigError(f"--timeout must be above 0 seconds, got {timeout:g}")
     space = load_space(space_path)
     if storage is None:
         Path(work_dir).mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 A plan is a YAML file (examples in `configs/plans/`):
 
-    base: configs/best.yaml        # every run starts from this configuration (path from the working directory)
+    base: ../best.yaml             # every run starts from this configuration (path relative to the plan file)
     time_limit: 450                # seconds for the whole plan; the command's --time-limit overrides it
     seconds_per_epoch: 1.26        # estimate of one epoch of a run, evaluation included, on the target GPU
     overhead_s: 8                  # per run: building it, the final evaluation with TTA, the record
@@ -110,7 +110,13 @@ def load_plan(path: str | Path, *, smoke: bool = False, calibration: str | Path 
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}; a plan has {', '.join(_PLAN_KEYS)}")
     if "base" not in data or not isinstance(data.get("runs"), list) or not data["runs"]:
         raise ConfigError(f"{where}: a plan needs 'base' (a configuration file) and a non-empty list 'runs'")
-    base = load_config(data["base"])
+    if not isinstance(data["base"], str):
+        raise ConfigError(f"{where}: base: name a configuration file, relative to the plan file "
+                          f"(e.g. 'base: ../best.yaml'); got {data['base']!r}")
+    try:
+        base = load_config(path.parent / data["base"])
+    except ConfigError as err:
+        raise ConfigError(f"{where}: base (relative to the plan file): {err}") from None
     shared = _mapping(data, "overrides", where)
     default_spe = _number(data, "seconds_per_epoch", where, 1.0)
     measured = _read_calibration(Path(calibration)) if calibration else {}
@@ -284,11 +290,11 @@ def run_plan(plan: Plan, out_dir: str | Path, *, data_root: str | None = None, d
     `train_fn(cfg, run_dir, time_limit) -> metrics` defaults to the engine's `train`, with the data loaded
     once per distinct split and shared between runs."""
     from .engine import TrainingDiverged
-    from .evaluation import default_device
+    from .evaluation import resolve_device
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device_type = torch.device(device).type if device else default_device().type
+    device_type = resolve_device(device).type
     if train_fn is None:
         train_fn = _engine_train(data_root, device, log)
     estimator = _Estimator(plan, compiles=device_type == "cuda")
@@ -349,19 +355,22 @@ def sweep(plan_path: str | Path, out_dir: str | Path, *, time_limit: float | Non
           device: str | None = None, log: Callable[[str], None] = print) -> list[dict]:
     """What `cifar-resnet sweep` does: load the plan, print its runs and expected duration, then run it
     (or only write each run's configuration to `write_configs`, or stop there with `dry_run`)."""
-    from .evaluation import default_device
+    from .evaluation import resolve_device
 
+    if time_limit is not None and not time_limit > 0:
+        raise ConfigError(f"--time-limit must be above 0 seconds, got {time_limit:g}")
     plan = load_plan(plan_path, calibration=calibration, seeds=seeds)
     if time_limit is not None:
         plan.time_limit = time_limit
-    on_gpu = smoke or (torch.device(device).type if device else default_device().type) == "cuda"
+    # The plan's figures are a GPU's: a dry run and a smoke run describe it as the GPU would run it (compiling).
+    on_gpu = smoke or dry_run or resolve_device(device).type == "cuda"
     log(describe_plan(plan, compiles=on_gpu)[0])
     if smoke:  # the same runs, tiny, with no limit: the plan's figures are a GPU's, this only checks the pipeline
         plan = load_plan(plan_path, smoke=True, calibration=calibration, seeds=seeds)
         plan.time_limit = time_limit
         torch.set_num_threads(1)  # networks this small gain nothing from threads, and lose 10-20x on a busy CPU
-        log("smoke run: networks 16 times narrower, at most 2 epochs on small subsets; the estimates above "
-            "are for the GPU")
+        log("smoke run: networks 16 times narrower, at most 2 epochs on small subsets, every run trained (no "
+            "time limit); the estimates above, and the runs they would skip, are the GPU's")
     if write_configs:
         for path in _write_configs(plan, write_configs):
             log(f"wrote {path}")

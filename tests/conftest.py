@@ -18,6 +18,18 @@ PRESETS = sorted(p for p in CONFIGS.glob("*.yaml")
                  if "model" in (keys := set(yaml.safe_load(p.read_text()) or {})) and keys <= set(Config.__dataclass_fields__))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_runs_folder(tmp_path_factory):
+    """Runs written to the default folder go to a temporary one ($CIFAR_RESNET_RUNS), never to your runs/."""
+    before = os.environ.get(runs.RUNS_ENV)
+    os.environ[runs.RUNS_ENV] = str(tmp_path_factory.mktemp("runs"))
+    yield
+    if before is None:
+        os.environ.pop(runs.RUNS_ENV, None)
+    else:
+        os.environ[runs.RUNS_ENV] = before
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     return write_synthetic_cifar10(tmp_path_factory.mktemp("synthetic"), train_per_class=40, test_per_class=10)

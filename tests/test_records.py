@@ -129,14 +129,15 @@ def test_recorded_gpu_runs_keep_their_provenance_and_the_stopped_run_has_no_resu
 
 
 def test_a_finished_run_is_recorded_into_results_runs(tmp_path):
-    run = _record(tmp_path / "mine", "best", device="NVIDIA H100", test_acc=0.9, status="finished")
+    run = _record(tmp_path / "mine", "best", load_config(CONFIGS / "smoke.yaml"), device="NVIDIA H100", test_acc=0.9,
+                  status="finished")
     with pytest.raises(FileNotFoundError, match="no finished run"):
         records.record_run(run, tmp_path / "results")
     write_predictions(run, np.full((2, 10), 0.1, np.float32), [0, 1])
     (run / "model.safetensors").write_bytes(b"weights")
     recorded = records.record_run(run, tmp_path / "results", name="mine-1")
     assert recorded == tmp_path / "results" / "runs" / "mine-1"
-    assert sorted(p.name for p in recorded.iterdir()) == ["metrics.json", "predictions.safetensors"]
+    assert sorted(p.name for p in recorded.iterdir()) == ["config.yaml", "metrics.json", "predictions.safetensors"]
     with pytest.raises(FileExistsError, match="exists"):
         records.record_run(run, tmp_path / "results", name="mine-1")
     assert records.newest_run(tmp_path / "mine" / "runs").name == "best"
