@@ -57,7 +57,8 @@ def resolve_url(url: str) -> str:
 
 def _connection_lost(err: BaseException) -> bool:
     cause = err.__cause__ if isinstance(err, StorageInternalError) else err
-    return isinstance(cause, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)) or (
+    lost = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.PendingRollbackError)
+    return isinstance(cause, lost) or (
         isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated)
 
 
@@ -71,6 +72,7 @@ def _reconnecting(method, name: str):
             except (StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as err:
                 if not _connection_lost(err):
                     raise
+                self.remove_session()  # the thread's session holds the dead connection's transaction: start anew
                 if name == "record_heartbeat":  # a missed beat; the heartbeat thread beats again next interval
                     return None
                 if time.monotonic() > deadline:
@@ -91,10 +93,11 @@ class ReconnectingRDBStorage(optuna.storages.RDBStorage):
     """Optuna's relational storage whose calls wait out a database restart instead of failing the worker."""
 
 
-for _name in [n for n in dir(optuna.storages.RDBStorage) if not n.startswith("_") and n != "remove_session"] + [
-        "_get_stale_trial_ids"]:
+# Every call that opens its own session: the public ones and the private ones optuna's cache calls.
+for _name in [n for n in vars(optuna.storages.RDBStorage) if not n.startswith("_") and n != "remove_session"] + [
+        "_create_new_trial", "_get_best_trial_id", "_get_stale_trial_ids", "_get_trials", "_set_trial_param"]:
     if callable(getattr(optuna.storages.RDBStorage, _name)) and not isinstance(
-            vars(optuna.storages.RDBStorage).get(_name), staticmethod):
+            vars(optuna.storages.RDBStorage)[_name], staticmethod):
         setattr(ReconnectingRDBStorage, _name, _reconnecting(getattr(optuna.storages.RDBStorage, _name), _name))
 
 
