@@ -34,12 +34,12 @@ def find_bindir() -> Path | None:
 class TemporaryPostgres:
     """A PostgreSQL server in a new temporary folder, started on entry and stopped and removed on exit."""
 
-    def __init__(self, max_connections: int = 100) -> None:
+    def __init__(self, max_connections: int = 100, fsync: bool = False) -> None:
         self.bindir = find_bindir()
         if self.bindir is None:
             raise FileNotFoundError("no PostgreSQL server found (initdb): install the distribution's package, "
                                     "e.g. apt-get install postgresql")
-        self.max_connections = max_connections
+        self.max_connections, self.fsync = max_connections, fsync  # fsync off: fast, and lost on a crash
         self.root = Path(tempfile.mkdtemp(prefix="cifar-pg-"))
         self.data, self.socket = self.root / "data", self.root / "socket"
         self.url = f"postgresql://{USER}@/postgres?host={self.socket}&port={PORT}"
@@ -57,7 +57,7 @@ class TemporaryPostgres:
             shutil.chown(self.root, "postgres")
             shutil.chown(self.socket, "postgres")
         self._run("initdb", "-D", str(self.data), "-U", USER, "--auth=trust", "--no-sync", "-E", "UTF8")
-        options = (f"-k {self.socket} -p {PORT} -c listen_addresses='' -c fsync=off "
+        options = (f"-k {self.socket} -p {PORT} -c listen_addresses='' -c fsync={'on' if self.fsync else 'off'} "
                    f"-c max_connections={self.max_connections}")
         self._run("pg_ctl", "start", "-w", "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options)
         return self
