@@ -66,7 +66,7 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
         sqlite = ms_per_trial(f"sqlite:///{tmp}/bench.db", args.trials, args.epochs)
-    print(f"SQLite (file):          {sqlite:7.1f} ms of storage time per trial "
+    print(f"SQLite (file): {sqlite:.1f} ms of storage time per trial "
           f"({args.trials} trials, {args.epochs} epochs each)")
     if args.postgres is None and find_bindir() is None:
         print("PostgreSQL: no server installed (Debian: apt-get install postgresql), or give --postgres URL")
@@ -75,7 +75,7 @@ def main() -> None:
         url = server if isinstance(server, str) else server.url
         postgres = ms_per_trial(url, args.trials, args.epochs)
     where = "given server" if args.postgres else "local server, Unix socket, fsync on"
-    print(f"PostgreSQL ({where}): {postgres:7.1f} ms of storage time per trial")
+    print(f"PostgreSQL ({where}): {postgres:.1f} ms of storage time per trial")
 
 
 if __name__ == "__main__":
