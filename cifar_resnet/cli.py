@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +37,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .engine import train
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(f"train runs on one device; under torchrun (WORLD_SIZE={os.environ['WORLD_SIZE']}) every "
+                          "process would train the whole run into the same folder. Run it without torchrun, or use "
+                          "several GPUs through the search's workers: cifar-resnet search ... --devices 0,1,2,3")
     out = Path(args.out or user_runs_dir() / (Path(args.config).stem if args.config else "run"))
     if args.resume and args.overwrite:
         raise ConfigError("give either --resume (continue the run) or --overwrite (start again), not both")
@@ -74,6 +79,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from .search import export_results, run_search
 
+    if args.devices:
+        from .launcher import launch_workers
+
+        return launch_workers(args.devices, vars(args))
     study = run_search(args.space, args.study, args.trials, storage=args.storage, timeout=args.timeout,
                        data_root=args.data_root, device=args.device, work_dir=Path(args.work_dir or user_runs_dir() / "search"),
                        allow_slow=args.allow_slow)
@@ -174,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", help="the study database and trial run folders (default runs/search, ignored by "
                                       "git; $CIFAR_RESNET_RUNS/search where that is set)")
     p.add_argument("--allow-slow", action="store_true", help="train trials even where the CPU estimate is over an hour")
+    p.add_argument("--devices", help="GPU indices, e.g. 0,1,2,3: one worker per GPU on the same study, each pinned "
+                                     "to its device; run the same command on every machine with one --storage")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("sweep", help="train a plan's runs back to back under a time limit; summary.csv of them")

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Callable
 
 import optuna
-import sqlalchemy
 import torch
 from optuna.trial import TrialState
 
@@ -37,6 +36,7 @@ from .config import (Config, ConfigError, ModelConfig, config_from_dict, datacla
 from .data import CIFAR10Split, load_splits
 from .engine import Trainer, TrainingDiverged
 from .models import PARAMETER_BUDGET, count_parameters, create_model, validate_model_config
+from .storage import default_url, describe_url, make_storage, worker_name
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # trials that ended (trained, or rejected before training)
 TRAINED = ("complete", "pruned", "diverged")  # their "state" attribute: the trials `--trials N` counts
@@ -262,18 +262,7 @@ def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
 
 def open_study(space: SearchSpace, study_name: str, storage: str) -> optuna.Study:
     """Create the study in `storage` (a database URL), or load it if it exists; refuse another space."""
-    engine_kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}  # wait out locks
-    for attempt in range(3):
-        try:
-            rdb = optuna.storages.RDBStorage(
-                storage, engine_kwargs=engine_kwargs, heartbeat_interval=space.heartbeat,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=2, inherit_intermediate_values=True))
-            break
-        except sqlalchemy.exc.DBAPIError:  # workers starting at once race to create the same tables
-            if attempt == 2:
-                raise
-            time.sleep(1)
+    rdb = make_storage(storage, space.heartbeat)
     study = optuna.create_study(study_name=study_name, storage=rdb, sampler=make_sampler(space),
                                 pruner=make_pruner(space), direction="maximize", load_if_exists=True)
     if earlier := len(study.get_trials(deepcopy=False)):
@@ -345,6 +334,7 @@ def objective(trial: optuna.Trial, space: SearchSpace, n_trials: int,
     retry = "run" in trial.user_attrs  # copied, with the params, from the killed trial this one retries
     run = trial.user_attrs.get("run", f"trial_{trial.number}")
     trial.set_user_attr("run", run)
+    trial.set_user_attr("worker", worker_name())
     cfg = override(sample_config(trial, space), name=f"{trial.study.study_name}-{run}")
     trial.set_user_attr("config", dataclasses.asdict(cfg))
     if (earlier := _rejected_before(trial)) is not None:  # known from the record: not counted, not trained
@@ -435,7 +425,7 @@ def run_search(space_path: str | Path, study_name: str, n_trials: int, storage: 
     space = load_space(space_path)
     if storage is None:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
-        storage = f"sqlite:///{Path(work_dir) / f'{study_name}.db'}"
+        storage = default_url(Path(work_dir), study_name)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial comes from _progress instead
     try:
@@ -444,7 +434,7 @@ def run_search(space_path: str | Path, study_name: str, n_trials: int, storage: 
             study = open_study(space, study_name, storage)
             done = trained_trials(study)
             rejected = sum(t.user_attrs.get("state") in REJECTED for t in study.get_trials(deepcopy=False))
-            log(f"study {study_name!r} in {sqlalchemy.make_url(storage).render_as_string(hide_password=True)}: "
+            log(f"study {study_name!r} in {describe_url(storage)}: "
                 f"{done} of {n_trials} trials trained ({rejected} samples rejected, not counted); budget "
                 f"{space.budget:,} parameters, validation on the last {space.holdout:,} training images")
             if done >= n_trials:
