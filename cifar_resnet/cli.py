@@ -79,12 +79,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from .search import export_results, run_search
 
+    args.work_dir = args.work_dir or str(user_runs_dir() / "search")
     if args.devices:
         from .launcher import launch_workers
 
         return launch_workers(args.devices, vars(args))
     study = run_search(args.space, args.study, args.trials, storage=args.storage, timeout=args.timeout,
-                       data_root=args.data_root, device=args.device, work_dir=Path(args.work_dir or user_runs_dir() / "search"),
+                       data_root=args.data_root, device=args.device, work_dir=Path(args.work_dir),
                        allow_slow=args.allow_slow)
     for path in export_results(study, args.out).values():
         print(f"wrote {path}")
