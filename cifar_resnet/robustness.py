@@ -15,6 +15,7 @@ the run folder; `cifar-resnet robustness RUN_DIR` calls it.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 from dataclasses import dataclass
@@ -121,12 +122,24 @@ def brightness(images, c, generator):
     return _uint8(torch.where(value > 0, x * raised / value.clamp(min=1e-12), raised))
 
 
-def jpeg_compression(images, c, generator):
-    """Encoded and decoded as JPEG at quality `c` (libjpeg through torchvision.io)."""
-    from torchvision.io import decode_jpeg, encode_jpeg
+def _through_pil(images: torch.Tensor, change: Callable) -> torch.Tensor:
+    """uint8 (B, 3, H, W) images, each passed through `change` as a PIL image (what CIFAR-10-C did for these)."""
+    from PIL import Image
 
-    encoded = encode_jpeg(list(images.contiguous()), quality=c)
-    return torch.stack(decode_jpeg(encoded))
+    out = [np.asarray(change(Image.fromarray(im.permute(1, 2, 0).numpy()))) for im in images]
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+
+
+def jpeg_compression(images, c, generator):
+    """Encoded and decoded as JPEG at quality `c` (PIL)."""
+    from PIL import Image
+
+    def roundtrip(im):
+        buffer = io.BytesIO()
+        im.save(buffer, "JPEG", quality=c)
+        return Image.open(buffer).convert("RGB")
+
+    return _through_pil(images, roundtrip)
 
 
 def pixelate(images, c, generator):
@@ -135,9 +148,7 @@ def pixelate(images, c, generator):
 
     h, w = images.shape[-2:]
     small = (int(w * c), int(h * c))
-    out = [np.asarray(Image.fromarray(im.permute(1, 2, 0).numpy()).resize(small, Image.Resampling.BOX)
-                      .resize((w, h), Image.Resampling.BOX)) for im in images]
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+    return _through_pil(images, lambda im: im.resize(small, Image.Resampling.BOX).resize((w, h), Image.Resampling.BOX))
 
 
 CORRUPTIONS = {c.name: c for c in (
