@@ -11,7 +11,7 @@ from cifar_resnet.cli import main
 from cifar_resnet.config import load_config, override
 from cifar_resnet.data import load_cifar10
 from cifar_resnet.engine import train
-from cifar_resnet.robustness import CORRUPTIONS, RESULT, corrupt
+from cifar_resnet.robustness import CORRUPTIONS, RESULT, corrupt, read_robustness, robustness_table
 
 from conftest import CONFIGS, ROOT
 
@@ -102,3 +102,15 @@ def test_recorded_robustness_agrees_with_the_recorded_predictions():
     n = result["images"]
     recorded = (tensors["probs"][:n].float().argmax(1) == tensors["labels"][:n].long()).float().mean().item()
     assert abs(result["clean_acc"] - recorded) <= 1 / n  # one near-tie may round the other way
+
+
+def test_robustness_table_reads_the_record(tmp_path):
+    best = ROOT / "results" / "runs" / "best"
+    result = read_robustness(best)
+    table = robustness_table(result)
+    assert list(table.index[:-1]) == [c["name"] for c in result["corruptions"]] and table.index[-1] == "mean"
+    assert list(table.columns) == ["family", 1, 2, 3, 4, 5, "mean"]
+    assert math.isclose(table.loc["mean", "mean"], result["mean_corruption_acc"])
+    assert table.loc["gaussian_noise", 5] == result["corruptions"][0]["accuracy"][4]
+    with pytest.raises(FileNotFoundError, match="cifar-resnet robustness"):
+        read_robustness(tmp_path)
