@@ -23,6 +23,7 @@ from torch import nn
 from . import runs
 from .config import Config, ConfigError, TrainConfig, config_to_dict, save_config
 from .data import CIFAR10Split, load_splits
+from .ema import make_ema
 from .evaluation import (autocast, default_device, evaluate, half_rounded, model_from_weights, record_predictions,
                          tta_views)
 from .loader import GpuLoader
@@ -106,28 +107,6 @@ def lr_factor(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def ema_decay_at(n: int, decay: float, warmup_power: float) -> float:
-    """The decay of the weight average's update after `n` earlier ones: `decay`, or with a warm-up as timm's
-    ModelEmaV3, min(decay, 1 - (1 + n)^-warmup_power) (0 at the first update: the average starts as the weights)."""
-    return min(decay, 1 - (1 + n) ** -warmup_power) if warmup_power else decay
-
-
-def ema_update(decay: float, warmup_power: float = 0.0) -> Callable:
-    """`multi_avg_fn` for `torch.optim.swa_utils.AveragedModel`: an exponential moving average whose decay
-    follows `ema_decay_at` (AveragedModel counts the updates and copies the weights at the first)."""
-
-    @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
-        d = ema_decay_at(int(n_averaged), decay, warmup_power)
-        if averaged[0].is_floating_point():
-            torch._foreach_lerp_(averaged, current, 1 - d)
-        else:  # integer buffers (BatchNorm's batch count)
-            for a, c in zip(averaged, current):
-                a.copy_(a * d + c * (1 - d))
-
-    return update
-
-
 class Trainer:
     """Trains one configuration into `out_dir`, checkpointing every epoch; `resume=True` continues it, and
     without it any earlier record in `out_dir` is replaced (the command line asks for --overwrite first).
@@ -169,10 +148,7 @@ class Trainer:
         self.steps_per_epoch = len(self.train_loader)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(t, t.epochs * self.steps_per_epoch))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16" and self.device.type == "cuda")
-        self.ema = None
-        if t.ema_decay:
-            self.ema = torch.optim.swa_utils.AveragedModel(
-                self.model, multi_avg_fn=ema_update(t.ema_decay, t.ema_warmup_power), use_buffers=True)
+        self.ema = make_ema(self.model, t)  # the weight average (evaluated and saved), or None
         self.mix = make_batch_mix(t, self.device)  # MixUp / CutMix / RICAP, or None
         self.sam = make_sam(self.model, t)  # SAM / ASAM around the optimizer, or None
         self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
@@ -344,7 +320,8 @@ class Trainer:
                        "train_acc": stats.train_acc, f"{self.eval_split}_loss": stats.eval_loss,
                        f"{self.eval_split}_acc": stats.eval_acc}
                 if self.ema:  # the average is what <split>_acc measures; the trained weights beside it
-                    row.update({f"{self.eval_split}_loss_raw": stats.raw_loss, f"{self.eval_split}_acc_raw": stats.raw_acc})
+                    row.update({f"{self.eval_split}_loss_raw": stats.raw_loss,
+                                f"{self.eval_split}_acc_raw": stats.raw_acc})
                 self.history.append({**row, "seconds": stats.seconds})
                 runs.save_checkpoint(self._state(), self.out / runs.CHECKPOINT)
                 runs.write_history(self.history, self.out / runs.HISTORY)
