@@ -2,10 +2,11 @@
 
 The corruption types and their five severities are those Hendrycks and Dietterich published for 32x32
 images (ICLR 2019, `make_cifar_c.py`): noise (gaussian, shot, impulse), blur (defocus, gaussian) and the
-weather-free photometric and digital ones (brightness, contrast, JPEG, pixelate). Each is computed here,
-batched on uint8 tensors (B, 3, H, W) with a seeded generator, so the images are *generated* corruptions
-of the same kind, never the released CIFAR-10-C files (whose random draws differ). Float results are
-rounded to uint8, as the images a network sees are.
+weather-free photometric and digital ones (brightness, which CIFAR-10-C files under "weather", contrast,
+JPEG, pixelate). Each is computed here, batched on uint8 tensors (B, 3, H, W) with a seeded generator
+(JPEG and pixelate through PIL, image by image, as CIFAR-10-C made them), so the images are *generated*
+corruptions of the same kind, never the released CIFAR-10-C files (whose random draws differ). Float
+results are rounded to uint8 (CIFAR-10-C's files truncated them).
 
 `evaluate_robustness(run_dir)` evaluates the run's weights (through `evaluation.predict`) on the first
 `images` test images, clean and under every corruption and severity, and writes `robustness.json` into
