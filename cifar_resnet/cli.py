@@ -109,6 +109,16 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from .robustness import RESULT, evaluate_robustness
+
+    result = evaluate_robustness(args.run_dir, images=args.images, seed=args.seed, device=args.device,
+                                 data_root=args.data_root)
+    print(f"wrote {Path(args.run_dir) / RESULT}: clean {result['clean_acc']:.4f}, mean under corruption "
+          f"{result['mean_corruption_acc']:.4f} on {result['images']} images in {result['seconds']:.0f} s")
+    return 0
+
+
 def cmd_figures(args: argparse.Namespace) -> int:
     from .plots import rebuild_all
 
@@ -210,6 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", action="store_true", help="also copy model.safetensors (8.6 MB for best.yaml)")
     p.add_argument("--results", default="results", help="results folder (default: results)")
     p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("robustness", help="accuracy of a run's saved weights under generated CIFAR-10-C-style "
+                                          "corruptions (5 severities each); writes RUN_DIR/robustness.json")
+    p.add_argument("run_dir", help="a finished run folder holding model.safetensors, e.g. results/runs/best")
+    p.add_argument("--images", type=int, help="evaluate on the first N test images only (default: all 10,000; "
+                                              "a CPU takes minutes per 1,000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the corruptions' random draws (default 0)")
+    p.add_argument("--data-root", help="folder holding cifar-10-batches-py (default $CIFAR10_ROOT, else ./data)")
+    p.add_argument("--device", help="cuda, cpu (default: cuda if available)")
+    p.set_defaults(func=cmd_robustness)
 
     p = sub.add_parser("figures", help="redraw figures/ and the tables in results/ from the recorded results (no training)")
     p.add_argument("--root", default=".", help="repository root holding configs/ and results/ (default: .)")

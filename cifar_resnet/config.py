@@ -80,6 +80,9 @@ class TrainConfig:
     sam_rho: float = 0.0  # SAM neighbourhood radius (Foret et al. 2021): two passes per step; 0 = off
     sam_adaptive: bool = False  # ASAM (Kwon et al. 2021): the radius scales with each weight's magnitude
     ema_decay: float = 0.0  # exponential moving average of the weights, per step; 0 = off
+    # its warm-up (timm's ModelEmaV3): decay min(ema_decay, 1 - (1 + n)^-power) at the n-th update, so the
+    # average starts as the weights and lags ~n^power steps; 0 = ema_decay from the start; 0.75 for ~10k steps
+    ema_warmup_power: float = 0.0
     precision: str = "bf16"  # bf16 | fp16 | fp32 (autocast on CUDA; the CPU always computes in fp32)
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (CUDA only)
@@ -153,6 +156,7 @@ _RANGES = {
     "train.pct_start": (0, 1, False), "train.warmup_epochs": (0, None, True), "train.gamma": (0, None, False),
     "train.label_smoothing": (0, 1, True), "train.mixup_alpha": (0, None, True), "train.cutmix_alpha": (0, None, True),
     "train.ricap_beta": (0, None, True), "train.sam_rho": (0, None, True), "train.ema_decay": (0, 1, True),
+    "train.ema_warmup_power": (0, None, True),
     "train.grad_clip": (0, None, True), "data.holdout": (0, None, True), "data.train_subset": (0, None, True),
     "data.test_subset": (0, None, True), "data.crop_padding": (0, None, True), "data.cutout": (0, None, True),
     "model.dropout": (0, 1, True), "train.seed": (0, None, True),

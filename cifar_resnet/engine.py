@@ -23,6 +23,7 @@ from torch import nn
 from . import runs
 from .config import Config, ConfigError, TrainConfig, config_to_dict, save_config
 from .data import CIFAR10Split, load_splits
+from .ema import make_ema
 from .evaluation import (autocast, evaluate, half_rounded, model_from_weights, record_predictions, resolve_device,
                          tta_views)
 from .loader import GpuLoader
@@ -54,7 +55,8 @@ class RunFinished(ConfigError):
 
 @dataclass
 class EpochStats:
-    """One row of history.csv. `eval_*` is None on epochs that were not evaluated."""
+    """One row of history.csv. `eval_*` is None on epochs that were not evaluated; `raw_*` (the trained
+    weights, where `eval_*` measures their average) is None too without a weight average."""
 
     epoch: int
     lr: float  # mean learning rate over the epoch's steps
@@ -63,6 +65,8 @@ class EpochStats:
     eval_loss: float | None
     eval_acc: float | None
     seconds: float  # training time of this epoch, evaluation excluded
+    raw_loss: float | None = None
+    raw_acc: float | None = None
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -166,10 +170,7 @@ class Trainer:
         self.steps_per_epoch = len(self.train_loader)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(t, t.epochs * self.steps_per_epoch))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16" and self.device.type == "cuda")
-        self.ema = None
-        if t.ema_decay:
-            ema_fn = torch.optim.swa_utils.get_ema_multi_avg_fn(t.ema_decay)
-            self.ema = torch.optim.swa_utils.AveragedModel(self.model, multi_avg_fn=ema_fn, use_buffers=True)
+        self.ema = make_ema(self.model, t)  # the weight average (evaluated and saved), or None
         self.mix = make_batch_mix(t, self.device)  # MixUp / CutMix / RICAP, or None
         self.sam = make_sam(self.model, t)  # SAM / ASAM around the optimizer, or None
         self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
@@ -350,9 +351,13 @@ class Trainer:
                     break
                 stats = self._train_epoch(bar)
                 self.epoch += 1
-                self.history.append({"epoch": stats.epoch, "lr": stats.lr, "train_loss": stats.train_loss,
-                                     "train_acc": stats.train_acc, f"{self.eval_split}_loss": stats.eval_loss,
-                                     f"{self.eval_split}_acc": stats.eval_acc, "seconds": stats.seconds})
+                row = {"epoch": stats.epoch, "lr": stats.lr, "train_loss": stats.train_loss,
+                       "train_acc": stats.train_acc, f"{self.eval_split}_loss": stats.eval_loss,
+                       f"{self.eval_split}_acc": stats.eval_acc}
+                if self.ema:  # the average is what <split>_acc measures; the trained weights beside it
+                    row.update({f"{self.eval_split}_loss_raw": stats.raw_loss,
+                                f"{self.eval_split}_acc_raw": stats.raw_acc})
+                self.history.append({**row, "seconds": stats.seconds})
                 runs.save_checkpoint(self._state(), self.out / runs.CHECKPOINT)
                 runs.write_history(self.history, self.out / runs.HISTORY)
                 if bar is None:
@@ -387,17 +392,19 @@ class Trainer:
             step = int(bad[0]) + 1
             raise TrainingDiverged(f"loss became {losses[step - 1].item()} at epoch {self.epoch + 1}, step {step}: "
                                    "lower train.lr, set train.grad_clip, or use precision bf16 instead of fp16")
-        eval_loss = eval_acc = None
+        eval_loss = eval_acc = raw_loss = raw_acc = None
         if (self.epoch + 1) % t.eval_every == 0 or self.epoch + 1 == t.epochs:
             model = self.eval_model()
             if self.epoch + 1 == t.epochs:  # the weights as finish() saves them (half precision), so that the
                 model = half_rounded(model)  # last epoch's accuracy is the one metrics.json records
             eval_loss, eval_acc = evaluate(model, self.eval_loader, "none", t.precision)
+            if self.ema:
+                raw_loss, raw_acc = evaluate(self.model, self.eval_loader, "none", t.precision)
             for mark in ACCURACY_MARKS:
                 if self.eval_split == "test" and eval_acc >= mark and self.time_to_acc[f"{mark:.2f}"] is None:
                     self.time_to_acc[f"{mark:.2f}"] = round(self.train_seconds, 2)
         stats = EpochStats(self.epoch + 1, sum(lrs) / len(lrs), losses.mean().item(), correct.item() / seen, eval_loss, eval_acc,
-                           round(seconds, 3))
+                           round(seconds, 3), raw_loss, raw_acc)
         if bar is not None:
             bar.set_postfix(epoch=stats.epoch, loss=f"{stats.train_loss:.3f}", acc=f"{stats.train_acc:.3f}",
                             **({self.eval_split: f"{eval_acc:.4f}"} if eval_acc is not None else {}))
@@ -405,6 +412,8 @@ class Trainer:
 
     def _describe(self, s: EpochStats) -> str:
         evaluated = f" {self.eval_split} loss {s.eval_loss:.4f} acc {s.eval_acc:.4f}" if s.eval_acc is not None else ""
+        if s.raw_acc is not None:
+            evaluated += f" (average; trained weights {s.raw_acc:.4f})"
         return (f"epoch {s.epoch}/{self.cfg.train.epochs} lr {s.lr:.4f} train loss {s.train_loss:.4f} "
                 f"acc {s.train_acc:.4f}{evaluated} {s.seconds:.1f}s")
 
@@ -420,6 +429,7 @@ class Trainer:
                    "session_seconds": round(time.perf_counter() - self.started, 2),
                    "images_per_second": round(self.epoch * self.steps_per_epoch * t.batch_size / max(self.train_seconds, 1e-9), 1),
                    "seed": t.seed, "selected_on_test": self.cfg.selected_on_test,
+                   "eval_weights": "ema" if self.ema else "raw",  # what the accuracies and time_to_acc measure
                    **runs.environment(self.device)}
         if finished:
             weights = self.out / runs.WEIGHTS

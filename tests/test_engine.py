@@ -24,7 +24,9 @@ def test_training_lowers_the_loss_and_writes_the_record(synthetic_root, tmp_path
     cfg = smoke(synthetic_root, **{"train.epochs": 4})
     metrics = train(cfg, tmp_path / "run", log=None)
     history = (tmp_path / "run" / "history.csv").read_text().splitlines()
-    assert history[0] == "epoch,lr,train_loss,train_acc,test_loss,test_acc,seconds" and len(history) == 5
+    # smoke.yaml averages the weights: test_acc measures the average, test_acc_raw the trained weights
+    assert history[0] == "epoch,lr,train_loss,train_acc,test_loss,test_acc,test_loss_raw,test_acc_raw,seconds"
+    assert len(history) == 5 and metrics["eval_weights"] == "ema"
     losses = [float(row.split(",")[2]) for row in history[1:]]
     assert losses[-1] < losses[0]
     for key in ("test_acc", "test_acc_tta", "best_epoch", "params", "epochs", "train_seconds", "wall_seconds",
