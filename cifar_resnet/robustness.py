@@ -32,8 +32,9 @@ from .config import ConfigError
 from .data import CIFAR10Split, load_cifar10
 from .evaluation import default_device, load_run, predict
 from .loader import GpuLoader
+from .robustness_record import ROBUSTNESS
 
-RESULT = "robustness.json"
+RESULT = ROBUSTNESS  # robustness_record.py reads it for the figures, notebook 04 and the report
 NOTE = ("corruptions generated on the fly with the CIFAR-10-C types and severities; "
         "not the released CIFAR-10-C files")
 
@@ -219,24 +220,3 @@ def evaluate_robustness(run_dir: str | Path, *, images: int | None = None, seed:
               "mean_corruption_acc": float(np.mean([a for r in results for a in r["accuracy"]]))}
     runs.atomic_write_text(run_dir / RESULT, json.dumps(result, indent=2) + "\n")
     return result
-
-
-def read_robustness(run_dir: str | Path) -> dict:
-    """A run's robustness.json, as `evaluate_robustness` wrote it."""
-    path = Path(run_dir) / RESULT
-    if not path.is_file():
-        raise FileNotFoundError(f"no {RESULT} in {run_dir}: make it with `cifar-resnet robustness {run_dir}` "
-                                "(--images N bounds its cost on a CPU)")
-    return json.loads(path.read_text())
-
-
-def robustness_table(result: dict):
-    """A pandas table of a robustness.json: one row per corruption (family, accuracy at severities 1-5,
-    their mean), then a row "mean" over the corruptions; accuracies as fractions."""
-    import pandas as pd
-
-    table = pd.DataFrame([{"corruption": c["name"], "family": c["family"],
-                           **{s: a for s, a in enumerate(c["accuracy"], 1)}, "mean": float(np.mean(c["accuracy"]))}
-                          for c in result["corruptions"]]).set_index("corruption")
-    table.loc["mean"] = ["", *table.drop(columns="family").mean()]
-    return table

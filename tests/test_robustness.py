@@ -11,7 +11,8 @@ from cifar_resnet.cli import main
 from cifar_resnet.config import load_config, override
 from cifar_resnet.data import load_cifar10
 from cifar_resnet.engine import train
-from cifar_resnet.robustness import CORRUPTIONS, RESULT, corrupt, read_robustness, robustness_table
+from cifar_resnet.robustness import CORRUPTIONS, RESULT, corrupt
+from cifar_resnet.robustness_record import load_robustness, rows
 
 from conftest import CONFIGS, ROOT
 
@@ -104,13 +105,14 @@ def test_recorded_robustness_agrees_with_the_recorded_predictions():
     assert abs(result["clean_acc"] - recorded) <= 1 / n  # one near-tie may round the other way
 
 
-def test_robustness_table_reads_the_record(tmp_path):
+def test_the_recorded_robustness_reads_as_a_table(tmp_path):
     best = ROOT / "results" / "runs" / "best"
-    result = read_robustness(best)
-    table = robustness_table(result)
-    assert list(table.index[:-1]) == [c["name"] for c in result["corruptions"]] and table.index[-1] == "mean"
-    assert list(table.columns) == ["family", 1, 2, 3, 4, 5, "mean"]
-    assert math.isclose(table.loc["mean", "mean"], result["mean_corruption_acc"])
-    assert table.loc["gaussian_noise", 5] == result["corruptions"][0]["accuracy"][4]
-    with pytest.raises(FileNotFoundError, match="cifar-resnet robustness"):
-        read_robustness(tmp_path)
+    record = load_robustness(best)
+    table = rows(record)
+    assert [r["family"] for r in table] == [c["family"] for c in record["corruptions"]]
+    assert list(table[0]) == ["corruption", "family", *(f"severity {s}" for s in range(1, 6)), "mean"]
+    means = [r["mean"] for r in table]
+    assert math.isclose(sum(means) / len(means), record["mean_corruption_acc"])
+    gaussian = next(r for r in table if r["corruption"] == "Gaussian noise")
+    assert gaussian["severity 5"] == next(c for c in record["corruptions"] if c["name"] == "gaussian_noise")["accuracy"][4]
+    assert load_robustness(tmp_path) is None
