@@ -80,7 +80,7 @@ class TrainConfig:
     sam_rho: float = 0.0  # SAM neighbourhood radius (Foret et al. 2021): two passes per step; 0 = off
     sam_adaptive: bool = False  # ASAM (Kwon et al. 2021): the radius scales with each weight's magnitude
     ema_decay: float = 0.0  # exponential moving average of the weights, per step; 0 = off
-    precision: str = "bf16"  # bf16 | fp16 | fp32 (autocast on CUDA; the CPU always computes in fp32)
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32 (autocast on CUDA; the CPU always computes in fp32)
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (CUDA only)
     grad_clip: float = 0.0  # max gradient norm; 0 = off

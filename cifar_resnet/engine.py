@@ -28,6 +28,7 @@ from .evaluation import (autocast, default_device, evaluate, half_rounded, model
 from .loader import GpuLoader
 from .mixing import make_batch_mix
 from .models import count_parameters, create_model
+from .precision import divergence_advice, resolve_precision
 from .sam import frozen_norm_stats, make_sam
 
 ACCURACY_MARKS = (0.93, 0.94, 0.95, 0.96)  # metrics.json records the training time to reach each
@@ -124,7 +125,7 @@ class Trainer:
         self.cfg = cfg
         t = cfg.train
         tta_views(torch.zeros(1, 3, 4, 4), t.tta)  # validate the option before any work
-        autocast(self.device, t.precision)
+        self.precision = resolve_precision(t.precision, self.device, warn=self.log)  # what runs: never auto
         torch.manual_seed(t.seed)
         torch.backends.cudnn.benchmark = True
 
@@ -143,7 +144,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, t)
         self.steps_per_epoch = len(self.train_loader)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(t, t.epochs * self.steps_per_epoch))
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16" and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.ema = None
         if t.ema_decay:
             ema_fn = torch.optim.swa_utils.get_ema_multi_avg_fn(t.ema_decay)
@@ -264,7 +265,7 @@ class Trainer:
 
     def _forward_backward(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and loss of a batch; the loss's (scaled) gradients are left in `.grad`."""
-        with autocast(self.device, self.cfg.train.precision):
+        with autocast(self.device, self.precision):
             logits = self.forward(x)
             loss = self.criterion(logits.float(), target)
         self.optimizer.zero_grad(set_to_none=True)
@@ -351,13 +352,13 @@ class Trainer:
         if len(bad):
             step = int(bad[0]) + 1
             raise TrainingDiverged(f"loss became {losses[step - 1].item()} at epoch {self.epoch + 1}, step {step}: "
-                                   "lower train.lr, set train.grad_clip, or use precision bf16 instead of fp16")
+                                   + divergence_advice(self.precision, self.device))
         eval_loss = eval_acc = None
         if (self.epoch + 1) % t.eval_every == 0 or self.epoch + 1 == t.epochs:
             model = self.eval_model()
             if self.epoch + 1 == t.epochs:  # the weights as finish() saves them (half precision), so that the
                 model = half_rounded(model)  # last epoch's accuracy is the one metrics.json records
-            eval_loss, eval_acc = evaluate(model, self.eval_loader, "none", t.precision)
+            eval_loss, eval_acc = evaluate(model, self.eval_loader, "none", self.precision)
             for mark in ACCURACY_MARKS:
                 if self.eval_split == "test" and eval_acc >= mark and self.time_to_acc[f"{mark:.2f}"] is None:
                     self.time_to_acc[f"{mark:.2f}"] = round(self.train_seconds, 2)
@@ -384,14 +385,14 @@ class Trainer:
                    "wall_seconds": round(self.wall_seconds(), 2),
                    "session_seconds": round(time.perf_counter() - self.started, 2),
                    "images_per_second": round(self.epoch * self.steps_per_epoch * t.batch_size / max(self.train_seconds, 1e-9), 1),
-                   "seed": t.seed, "selected_on_test": self.cfg.selected_on_test,
+                   "seed": t.seed, "precision": self.precision, "selected_on_test": self.cfg.selected_on_test,
                    **runs.environment(self.device)}
         if finished:
             weights = self.out / runs.WEIGHTS
             runs.save_weights(self.eval_model().state_dict(), weights, metadata={"name": self.cfg.name})
             metrics["weights_sha256"] = runs.file_sha256(weights)
             model = model_from_weights(self.cfg, weights, self.device)
-            metrics.update(record_predictions(model, self.eval_loader, self.out, self.eval_split, t.tta, t.precision))
+            metrics.update(record_predictions(model, self.eval_loader, self.out, self.eval_split, t.tta, self.precision))
         accs = [(row[f"{self.eval_split}_acc"], row["epoch"]) for row in self.history
                 if row[f"{self.eval_split}_acc"] is not None]
         metrics["best_epoch"] = max(accs)[1] if accs else None
