@@ -93,15 +93,19 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 def cmd_figures(args: argparse.Namespace) -> int:
     from .plots import rebuild_all
+    from .records import require_clone
 
+    require_clone(args.root, "cifar-resnet figures")
     for path in rebuild_all(args.root, data_root=args.data_root, study=args.study):
         print(path)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from .records import require_clone
     from .report import build_report
 
+    require_clone(args.root, "cifar-resnet report")
     try:
         print(build_report(Path(args.root)))
     except RuntimeError as err:  # latexmk missing or the LaTeX build failed: say which, in one line
@@ -115,11 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("summary", help="layer table and exact trainable-parameter count of a configuration")
-    p.add_argument("--config", required=True, help="YAML configuration, e.g. configs/wide_resnet.yaml")
+    p.add_argument("--config", required=True, help="preset name (colab, best, ...) or YAML file, e.g. configs/wide_resnet.yaml")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("train", help="train a configuration into a run folder (checkpointed every epoch)")
-    p.add_argument("--config", help="YAML configuration (optional with --resume: the run's own is used)")
+    p.add_argument("--config", help="preset name (colab, best, ...) or YAML file (optional with --resume: the run's own is used)")
     p.add_argument("--out", help="run folder (default runs/<config name>)")
     p.add_argument("--data-root", help="folder holding cifar-10-batches-py (default $CIFAR10_ROOT, else ./data)")
     p.add_argument("--epochs", type=int, help="override train.epochs")

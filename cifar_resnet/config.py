@@ -196,10 +196,29 @@ def read_yaml(path: Path, missing: str) -> Any:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
 
 
+PRESETS_DIR = Path(__file__).parent / "configs"  # the presets ship inside the package (configs/ links here)
+
+
+def preset_names() -> list[str]:
+    """The presets that `--config NAME` accepts: best, colab, fast, smoke, ..."""
+    return sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
+
+
+def config_path(name_or_path: str | Path) -> Path:
+    """The file a `--config` value means: the path itself where it exists, else the packaged preset it names
+    (`colab`, `colab.yaml` or `configs/colab.yaml`, so that an installed copy trains without a clone)."""
+    path = Path(name_or_path)
+    packaged = PRESETS_DIR / f"{path.stem}.yaml"
+    if not path.is_file() and path.suffix in ("", ".yaml") and path.parent.name in ("", "configs") and packaged.is_file():
+        return packaged
+    return path
+
+
 def load_config(path: str | Path) -> Config:
-    """Read a YAML configuration file into a `Config`."""
-    path = Path(path)
-    data = read_yaml(path, f"configuration file not found: {path} (presets live in configs/)")
+    """Read a YAML configuration file, or the preset it names (`config_path`), into a `Config`."""
+    path = config_path(path)
+    data = read_yaml(path, f"configuration file not found: {path} (give a YAML file or a preset name: "
+                           f"{', '.join(preset_names())})")
     if not data:
         raise ConfigError(f"{path} is empty: a configuration needs at least a model section "
                           "(start from a preset in configs/)")

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ConfigError, dataclass_from_dict, read_yaml
+from .config import ConfigError, config_path, dataclass_from_dict, read_yaml
 from .data import MEAN, STD, CIFAR10Split
 from .engine import autocast, tta_views
 from .loader import crop_flip
@@ -99,8 +99,8 @@ def validate_speedrun_config(cfg: SpeedrunConfig) -> None:
 
 def load_speedrun_config(path: str | Path) -> SpeedrunConfig:
     """Read a YAML recipe; unknown keys and wrong types are errors that name the key."""
-    path = Path(path)
-    data = read_yaml(path, f"speedrun configuration not found: {path} (presets: configs/fast94.yaml, fast95.yaml)")
+    path = config_path(path)
+    data = read_yaml(path, f"speedrun configuration not found: {path} (presets: fast94, fast95)")
     try:
         cfg = dataclass_from_dict(SpeedrunConfig, data, "")
         validate_speedrun_config(cfg)
