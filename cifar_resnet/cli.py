@@ -114,6 +114,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_set_address(args: argparse.Namespace) -> int:
+    from .address import set_address
+
+    for path in set_address(args.root, args.url):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cifar-resnet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -193,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="regenerate the report's numbers from results/ and build report/report.pdf")
     p.add_argument("--root", default=".", help="repository root holding report/ and results/ (default: .)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("set-address", help="write the repository's address (and report/authors.yaml) into pyproject.toml, "
+                                           "the README, every notebook and report/authors.tex")
+    p.add_argument("url", nargs="?", help="https://github.com/OWNER/NAME (default: the one in pyproject.toml)")
+    p.add_argument("--root", default=".", help="the clone's root (default: .)")
+    p.set_defaults(func=cmd_set_address)
     return parser
 
 
