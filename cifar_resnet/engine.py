@@ -176,8 +176,13 @@ class Trainer:
             x = torch.zeros(n, 3, 32, 32, device=self.device)
             if self.cfg.train.channels_last:
                 x = x.to(memory_format=torch.channels_last)
+            sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda device: None)
+            sync(self.device)
             began = time.perf_counter()
-            self.criterion(model(x).float(), torch.zeros(n, dtype=torch.long, device=self.device)).backward()
+            with autocast(self.device, self.precision):
+                logits = model(x)
+            self.criterion(logits.float(), torch.zeros(n, dtype=torch.long, device=self.device)).backward()
+            sync(self.device)
             return time.perf_counter() - began
 
         with torch.random.fork_rng(devices=[]):
