@@ -1,6 +1,7 @@
 """The path of a new user on Colab or Studio Lab, simulated on the CPU: notebook 03 alone in an empty folder,
 and the project installed with pip (not editable) into a fresh environment, run from an empty folder."""
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -13,10 +14,10 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from cifar_resnet.address import setup_cell
+from cifar_resnet.address import read_version, setup_cell
+from cifar_resnet.config import load_config
 from cifar_resnet.data import write_synthetic_cifar10
 from cifar_resnet.models import count_parameters, create_model
-from cifar_resnet.config import load_config
 
 from conftest import ROOT
 
@@ -65,6 +66,9 @@ def printed(nb, marker: str) -> str:
 @pytest.fixture
 def runtime(tmp_path, monkeypatch):
     """An empty folder for the notebook, CIFAR-10 (synthetic) where the set-up cell keeps it, runs beside."""
+    installed, version = importlib.metadata.version("cifar_resnet"), read_version(ROOT)
+    if installed != version:  # the set-up cell would then pip install into this environment: never in a test
+        pytest.fail(f"this environment's cifar_resnet is {installed}, the notebooks' {version}: run `make setup`")
     folder = tmp_path / "content"
     folder.mkdir()
     monkeypatch.setenv("CIFAR10_ROOT", str(write_synthetic_cifar10(tmp_path / "data", train_per_class=40,
