@@ -121,15 +121,19 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
 def cmd_figures(args: argparse.Namespace) -> int:
     from .plots import rebuild_all
+    from .records import require_clone
 
+    require_clone(args.root, "cifar-resnet figures")
     for path in rebuild_all(args.root, data_root=args.data_root, study=args.study):
         print(path)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from .records import require_clone
     from .report import build_report
 
+    require_clone(args.root, "cifar-resnet report")
     try:
         print(build_report(Path(args.root)))
     except RuntimeError as err:  # latexmk missing or the LaTeX build failed: say which, in one line
@@ -138,16 +142,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_set_address(args: argparse.Namespace) -> int:
+    from .address import set_address
+
+    for path in set_address(args.root, args.url):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cifar-resnet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("summary", help="layer table and exact trainable-parameter count of a configuration")
-    p.add_argument("--config", required=True, help="YAML configuration, e.g. configs/wide_resnet.yaml")
+    p.add_argument("--config", required=True, help="preset name (colab, best, ...) or YAML file, e.g. configs/wide_resnet.yaml")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("train", help="train a configuration into a run folder (checkpointed every epoch)")
-    p.add_argument("--config", help="YAML configuration (optional with --resume: the run's own is used)")
+    p.add_argument("--config", help="preset name (colab, best, ...) or YAML file (optional with --resume: the run's own is used)")
     p.add_argument("--out", help="run folder (default runs/<config name>, or $CIFAR_RESNET_RUNS/<config name>)")
     p.add_argument("--data-root", help="folder holding cifar-10-batches-py (default $CIFAR10_ROOT, else ./data)")
     p.add_argument("--epochs", type=int, help="override train.epochs")
@@ -241,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="regenerate the report's numbers from results/ and build report/report.pdf")
     p.add_argument("--root", default=".", help="repository root holding report/ and results/ (default: .)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("set-address", help="write the repository's address (and report/authors.yaml) into pyproject.toml, "
+                                           "the README, every notebook and report/authors.tex")
+    p.add_argument("url", nargs="?", help="https://github.com/OWNER/NAME (default: the one in pyproject.toml)")
+    p.add_argument("--root", default=".", help="the clone's root (default: .)")
+    p.set_defaults(func=cmd_set_address)
     return parser
 
 

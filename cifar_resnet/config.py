@@ -83,7 +83,7 @@ class TrainConfig:
     # its warm-up (timm's ModelEmaV3): decay min(ema_decay, 1 - (1 + n)^-power) at the n-th update, so the
     # average starts as the weights and lags ~n^power steps; 0 = ema_decay from the start; 0.75 for ~10k steps
     ema_warmup_power: float = 0.0
-    precision: str = "bf16"  # bf16 | fp16 | fp32 (autocast on CUDA; the CPU always computes in fp32)
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32 (autocast on CUDA; the CPU always computes in fp32)
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (CUDA only)
     grad_clip: float = 0.0  # max gradient norm; 0 = off
@@ -200,10 +200,29 @@ def read_yaml(path: Path, missing: str) -> Any:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
 
 
+PRESETS_DIR = Path(__file__).parent / "configs"  # the presets ship inside the package (configs/ links here)
+
+
+def preset_names() -> list[str]:
+    """The presets that `--config NAME` accepts: best, colab, fast, smoke, ..."""
+    return sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
+
+
+def config_path(name_or_path: str | Path) -> Path:
+    """The file a `--config` value means: the path itself where it exists, else the packaged preset it names
+    (`colab`, `colab.yaml` or `configs/colab.yaml`, so that an installed copy trains without a clone)."""
+    path = Path(name_or_path)
+    packaged = PRESETS_DIR / f"{path.stem}.yaml"
+    if not path.is_file() and path.suffix in ("", ".yaml") and path.parent.name in ("", "configs") and packaged.is_file():
+        return packaged
+    return path
+
+
 def load_config(path: str | Path) -> Config:
-    """Read a YAML configuration file into a `Config`."""
-    path = Path(path)
-    data = read_yaml(path, f"configuration file not found: {path} (presets live in configs/)")
+    """Read a YAML configuration file, or the preset it names (`config_path`), into a `Config`."""
+    path = config_path(path)
+    data = read_yaml(path, f"configuration file not found: {path} (give a YAML file or a preset name: "
+                           f"{', '.join(preset_names())})")
     if not data:
         raise ConfigError(f"{path} is empty: a configuration needs at least a model section "
                           "(start from a preset in configs/)")

@@ -70,8 +70,8 @@ class _ArraysOnly(pickle.Unpickler):
 
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
-    """The folder that holds (or will hold) `cifar-10-batches-py`."""
-    return Path(root or os.environ.get("CIFAR10_ROOT") or "data").expanduser()
+    """The folder that holds (or will hold) `cifar-10-batches-py`, as an absolute path (messages name it)."""
+    return Path(root or os.environ.get("CIFAR10_ROOT") or "data").expanduser().absolute()
 
 
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -29,6 +29,7 @@ from .evaluation import (autocast, evaluate, half_rounded, model_from_weights, r
 from .loader import GpuLoader
 from .mixing import make_batch_mix
 from .models import count_parameters, create_model
+from .precision import divergence_advice, resolve_precision
 from .sam import frozen_norm_stats, make_sam
 
 ACCURACY_MARKS = (0.93, 0.94, 0.95, 0.96)  # metrics.json records the training time to reach each
@@ -150,7 +151,7 @@ class Trainer:
         self.cfg = cfg
         t = cfg.train
         tta_views(torch.zeros(1, 3, 4, 4), t.tta)  # validate the option before any work
-        autocast(self.device, t.precision)
+        self.precision = resolve_precision(t.precision, self.device, warn=self.log)  # what runs: never auto
         torch.manual_seed(t.seed)
         torch.backends.cudnn.benchmark = True
 
@@ -169,7 +170,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, t)
         self.steps_per_epoch = len(self.train_loader)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(t, t.epochs * self.steps_per_epoch))
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16" and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.ema = make_ema(self.model, t)  # the weight average (evaluated and saved), or None
         self.mix = make_batch_mix(t, self.device)  # MixUp / CutMix / RICAP, or None
         self.sam = make_sam(self.model, t)  # SAM / ASAM around the optimizer, or None
@@ -198,8 +199,13 @@ class Trainer:
             x = torch.zeros(n, 3, 32, 32, device=self.device)
             if self.cfg.train.channels_last:
                 x = x.to(memory_format=torch.channels_last)
+            sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda device: None)
+            sync(self.device)
             began = time.perf_counter()
-            self.criterion(model(x).float(), torch.zeros(n, dtype=torch.long, device=self.device)).backward()
+            with autocast(self.device, self.precision):
+                logits = model(x)
+            self.criterion(logits.float(), torch.zeros(n, dtype=torch.long, device=self.device)).backward()
+            sync(self.device)
             return time.perf_counter() - began
 
         with torch.random.fork_rng(devices=[]):
@@ -300,7 +306,7 @@ class Trainer:
 
     def _forward_backward(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and loss of a batch; the loss's (scaled) gradients are left in `.grad`."""
-        with autocast(self.device, self.cfg.train.precision):
+        with autocast(self.device, self.precision):
             logits = self.forward(x)
             loss = self.criterion(logits.float(), target)
         self.optimizer.zero_grad(set_to_none=True)
@@ -391,15 +397,15 @@ class Trainer:
         if len(bad):
             step = int(bad[0]) + 1
             raise TrainingDiverged(f"loss became {losses[step - 1].item()} at epoch {self.epoch + 1}, step {step}: "
-                                   "lower train.lr, set train.grad_clip, or use precision bf16 instead of fp16")
+                                   + divergence_advice(self.precision, self.device))
         eval_loss = eval_acc = raw_loss = raw_acc = None
         if (self.epoch + 1) % t.eval_every == 0 or self.epoch + 1 == t.epochs:
             model = self.eval_model()
             if self.epoch + 1 == t.epochs:  # the weights as finish() saves them (half precision), so that the
                 model = half_rounded(model)  # last epoch's accuracy is the one metrics.json records
-            eval_loss, eval_acc = evaluate(model, self.eval_loader, "none", t.precision)
+            eval_loss, eval_acc = evaluate(model, self.eval_loader, "none", self.precision)
             if self.ema:
-                raw_loss, raw_acc = evaluate(self.model, self.eval_loader, "none", t.precision)
+                raw_loss, raw_acc = evaluate(self.model, self.eval_loader, "none", self.precision)
             for mark in ACCURACY_MARKS:
                 if self.eval_split == "test" and eval_acc >= mark and self.time_to_acc[f"{mark:.2f}"] is None:
                     self.time_to_acc[f"{mark:.2f}"] = round(self.train_seconds, 2)
@@ -428,7 +434,7 @@ class Trainer:
                    "wall_seconds": round(self.wall_seconds(), 2),
                    "session_seconds": round(time.perf_counter() - self.started, 2),
                    "images_per_second": round(self.epoch * self.steps_per_epoch * t.batch_size / max(self.train_seconds, 1e-9), 1),
-                   "seed": t.seed, "selected_on_test": self.cfg.selected_on_test,
+                   "seed": t.seed, "precision": self.precision, "selected_on_test": self.cfg.selected_on_test,
                    "eval_weights": "ema" if self.ema else "raw",  # what the accuracies and time_to_acc measure
                    **runs.environment(self.device)}
         if finished:
@@ -436,7 +442,7 @@ class Trainer:
             runs.save_weights(self.eval_model().state_dict(), weights, metadata={"name": self.cfg.name})
             metrics["weights_sha256"] = runs.file_sha256(weights)
             model = model_from_weights(self.cfg, weights, self.device)
-            metrics.update(record_predictions(model, self.eval_loader, self.out, self.eval_split, t.tta, t.precision))
+            metrics.update(record_predictions(model, self.eval_loader, self.out, self.eval_split, t.tta, self.precision))
         accs = [(row[f"{self.eval_split}_acc"], row["epoch"]) for row in self.history
                 if row[f"{self.eval_split}_acc"] is not None]
         metrics["best_epoch"] = max(accs)[1] if accs else None

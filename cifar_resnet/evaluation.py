@@ -14,6 +14,7 @@ from .config import Config, ConfigError, load_config
 from .data import load_splits
 from .loader import GpuLoader
 from .models import create_model
+from .precision import resolve_precision
 
 _TTA_MODES = ("none", "flip", "flip_translate")
 
@@ -70,9 +71,8 @@ def half_rounded(model: nn.Module) -> nn.Module:
 
 
 def autocast(device: torch.device, precision: str):
-    """bf16/fp16 autocast on CUDA; the CPU computes in fp32 (its autocast is slow and changes results)."""
-    if precision not in ("bf16", "fp16", "fp32"):
-        raise ConfigError(f"train.precision: unknown {precision!r}; choose bf16, fp16 or fp32")
+    """bf16/fp16 autocast on CUDA (`auto`: see `precision.resolve_precision`); the CPU computes in fp32."""
+    precision = resolve_precision(precision, device)
     enabled = device.type == "cuda" and precision != "fp32"
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16, enabled=enabled)
 

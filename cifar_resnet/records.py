@@ -27,6 +27,14 @@ RESULTS_RUNS = "results/runs"  # the recorded runs: committed, read by the figur
 USER_RUNS = "runs"  # where `cifar-resnet train` and `make train` write (ignored by git)
 
 
+def require_clone(root: str | Path, command: str) -> None:
+    """`ConfigError` (one line) where `root` holds no `results/runs/`: `command` reads and rewrites a clone's
+    recorded results, and run elsewhere (say after `pip install`) it would write empty tables."""
+    if not (Path(root) / RESULTS_RUNS).is_dir():
+        raise ConfigError(f"{command} needs a clone of the repository: {Path(root).resolve()} holds no {RESULTS_RUNS}/; "
+                          "run it from the clone's root or give --root CLONE")
+
+
 @dataclass
 class RunRecord:
     """A run folder and its metrics.json."""

@@ -28,11 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ConfigError, dataclass_from_dict, read_yaml
+from .config import ConfigError, config_path, dataclass_from_dict, read_yaml
 from .data import MEAN, STD, CIFAR10Split
 from .engine import autocast, tta_views
 from .loader import crop_flip
 from .models import PARAMETER_BUDGET, OverBudgetError, count_parameters
+from .precision import resolve_precision
 
 WHITEN_IMAGES = 5000  # training images whose patches set the whitening conv (airbench: 5,000)
 EVAL_BATCH = 2000  # test images per forward pass; 10,000 / 2,000 keeps every batch the same shape
@@ -98,8 +99,8 @@ def validate_speedrun_config(cfg: SpeedrunConfig) -> None:
 
 def load_speedrun_config(path: str | Path) -> SpeedrunConfig:
     """Read a YAML recipe; unknown keys and wrong types are errors that name the key."""
-    path = Path(path)
-    data = read_yaml(path, f"speedrun configuration not found: {path} (presets: configs/fast94.yaml, fast95.yaml)")
+    path = config_path(path)
+    data = read_yaml(path, f"speedrun configuration not found: {path} (presets: fast94, fast95)")
     try:
         cfg = dataclass_from_dict(SpeedrunConfig, data, "")
         validate_speedrun_config(cfg)
@@ -252,8 +253,8 @@ class Speedrun:
                  device: torch.device | str) -> None:
         self.cfg, self.device = cfg, torch.device(device)
         cuda = self.device.type == "cuda"
-        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.precision, torch.float32) if cuda \
-            else torch.float32
+        self.precision = resolve_precision(cfg.precision, self.device)  # auto: the device's native choice
+        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision, torch.float32)
         self.train_images, self.train_labels = self._to_device(train)
         self.test_images, self.test_labels = self._to_device(test)
         self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1)
@@ -311,7 +312,7 @@ class Speedrun:
 
     def train_step(self, optimizer: torch.optim.SGD, x: torch.Tensor, y: torch.Tensor, lrs: list[float]) -> None:
         """One step at the given per-group learning rates. The loss is summed, as the decoupled lr assumes."""
-        with autocast(self.device, self.cfg.precision):
+        with autocast(self.device, self.precision):
             logits = self.forward(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing, reduction="sum")
         loss.backward()
@@ -328,7 +329,7 @@ class Speedrun:
         plain, averaged = [], []
         for images in self.test_images.split(EVAL_BATCH):
             views = tta_views(self._normalize(images), self.cfg.tta)
-            with autocast(self.device, self.cfg.precision):
+            with autocast(self.device, self.precision):
                 # Same layout for every view: a compiled network then needs a single graph for all of them.
                 logits = [self.forward(v.contiguous(memory_format=layout)).float() for v, _ in views]
             plain.append(logits[0])  # the first view is the image itself

@@ -30,9 +30,10 @@ def test_training_lowers_the_loss_and_writes_the_record(synthetic_root, tmp_path
     losses = [float(row.split(",")[2]) for row in history[1:]]
     assert losses[-1] < losses[0]
     for key in ("test_acc", "test_acc_tta", "best_epoch", "params", "epochs", "train_seconds", "wall_seconds",
-                "images_per_second", "time_to_acc", "device", "torch_version", "seed", "git_commit"):
+                "images_per_second", "time_to_acc", "device", "torch_version", "seed", "git_commit", "precision"):
         assert key in metrics, key
     assert metrics["status"] == "finished" and metrics["device"] == "cpu" and metrics["params"] == 5266
+    assert metrics["precision"] == "fp32"  # what ran: the CPU computes in fp32 whatever the preset asks
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
     # the last epoch evaluates the weights as saved (half precision): the history ends on the recorded
     # loss and accuracy (the loss tells the fp32 weights from the saved ones; the accuracy rarely does)

@@ -1,0 +1,144 @@
+"""The repository's address, kept in one place and written into every place that shows it.
+
+`pyproject.toml`'s `[project.urls] Repository` is the address. `cifar-resnet set-address URL` writes it
+there and into the README's links, every notebook's badges (its first cell) and set-up cell (`REPO_URL`),
+and `report/authors.tex`, whose authors and affiliations come from `report/authors.yaml`. `disagreements`
+lists every place that says something else (a test keeps it empty). While the address is the placeholder,
+the report names no repository and a notebook opened alone stops, saying to set `REPO_URL`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from .config import ConfigError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+PLACEHOLDER = "https://github.com/USER/cifar_resnet"
+NOTEBOOKS = "notebooks"
+BRANCH = "main"  # the branch the badges open the notebooks from
+_GITHUB = re.compile(r"https://github\.com/([A-Za-z0-9][A-Za-z0-9-]*)/([A-Za-z0-9._-]+?)(?:\.git)?/?$")
+_REPO_URL_LINE = re.compile(r'^REPO_URL = "([^"]*)"', re.MULTILINE)
+_PYPROJECT_LINE = re.compile(r'^(Repository = )"[^"]*"', re.MULTILINE)
+# Where the README names the repository: the clone and pip commands, the notebooks' Colab and Studio Lab links.
+_README_FORMS = ("git clone https://github.com/{}/{}", "git+https://github.com/{}/{}",
+                 "colab.research.google.com/github/{}/{}/", "studiolab.sagemaker.aws/import/github/{}/{}/")
+_README_ANY = re.compile("|".join(re.escape(form).replace(r"\{\}", r"([^/\s)`]+)") for form in _README_FORMS))
+SETUP_MARK = "# Set-up"  # the first line of every notebook's set-up cell
+
+
+def owner_and_name(url: str) -> tuple[str, str]:
+    """('OWNER', 'NAME') of a https://github.com/OWNER/NAME address; `ConfigError` for any other."""
+    match = _GITHUB.match(url)
+    if not match:
+        raise ConfigError(f"{url!r} is not a GitHub repository address: give https://github.com/OWNER/NAME "
+                          "(the Colab and Studio Lab badges open notebooks from GitHub)")
+    return match.group(1), match.group(2)
+
+
+def read_address(root: str | Path) -> str:
+    """The address in `root/pyproject.toml` ([project.urls] Repository)."""
+    with open(Path(root) / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]["urls"]["Repository"]
+
+
+def read_version(root: str | Path) -> str:
+    """The project's version in `root/pyproject.toml`; the notebooks clone the tag v<version>."""
+    with open(Path(root) / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]["version"]
+
+
+def badges(url: str, notebook: str) -> str:
+    """The markdown of the 'Open in Colab' and 'Open in Studio Lab' badges of `notebook` (a file name)."""
+    owner, name = owner_and_name(url)
+    path = f"github/{owner}/{name}/blob/{BRANCH}/{NOTEBOOKS}/{notebook}"
+    return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+            f"(https://colab.research.google.com/{path}) "
+            f"[![Open In SageMaker Studio Lab](https://studiolab.sagemaker.aws/studiolab.svg)]"
+            f"(https://studiolab.sagemaker.aws/import/{path})")
+
+
+def authors_tex(root: str | Path, url: str) -> str:
+    """report/authors.tex: authors and affiliations from report/authors.yaml, and the address (none while
+    it is the placeholder)."""
+    people = yaml.safe_load((Path(root) / "report" / "authors.yaml").read_text()) or {}
+    repo = "" if url == PLACEHOLDER else url
+    return ("% Written by `cifar-resnet set-address` from report/authors.yaml and pyproject.toml's address: edit those.\n"
+            f"\\newcommand\\ReportAuthors{{{people.get('authors', '')}}}\n"
+            f"\\newcommand\\ReportAffiliations{{{people.get('affiliations', '')}}}\n"
+            "% The public repository that holds the code, configurations and recorded results; empty: none is named.\n"
+            f"\\newcommand\\RepoURL{{{repo}}}\n")
+
+
+def _notebooks(root: Path) -> list[Path]:
+    return sorted((root / NOTEBOOKS).glob("0*.ipynb"))
+
+
+def setup_cell(nb) -> object:
+    """A notebook's set-up cell (the code cell that starts with `SETUP_MARK`)."""
+    return next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith(SETUP_MARK))
+
+
+def set_address(root: str | Path, url: str | None = None) -> list[Path]:
+    """Write `url` (default: the one in pyproject.toml) into every place that shows the address; returns the
+    files written."""
+    import nbformat
+
+    root = Path(root)
+    if not (root / "pyproject.toml").is_file() or not (root / NOTEBOOKS).is_dir():
+        raise ConfigError(f"set-address needs a clone of the repository: {root.resolve()} holds no pyproject.toml "
+                          f"and {NOTEBOOKS}/; run it from the clone's root or give --root CLONE")
+    old, url = read_address(root), url or read_address(root)
+    (old_owner, old_name), (owner, name) = owner_and_name(old), owner_and_name(url)
+    pyproject, readme, authors = root / "pyproject.toml", root / "README.md", root / "report" / "authors.tex"
+    pyproject.write_text(_PYPROJECT_LINE.sub(rf'\g<1>"{url}"', pyproject.read_text(), count=1))
+    text = readme.read_text()
+    for form in _README_FORMS:
+        text = text.replace(form.format(old_owner, old_name), form.format(owner, name))
+    readme.write_text(text)
+    authors.write_text(authors_tex(root, url))
+    written = [pyproject, readme, authors]
+    for path in _notebooks(root):
+        nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+        nb.cells[0].source = badges(url, path.name)
+        cell = setup_cell(nb)
+        cell.source = _REPO_URL_LINE.sub(f'REPO_URL = "{url}"', cell.source, count=1)
+        nbformat.write(nb, path)
+        written.append(path)
+    return written
+
+
+def disagreements(root: str | Path) -> list[str]:
+    """Every place that does not show pyproject.toml's address (or the notebooks' version), one line each."""
+    import nbformat
+
+    root = Path(root)
+    url, version = read_address(root), read_version(root)
+    owner, name = owner_and_name(url)
+    found = []
+    readme = (root / "README.md").read_text()
+    for form in _README_FORMS:
+        if form.format(owner, name) not in readme:
+            found.append(f"README.md: no {form.format(owner, name)!r}")
+    for match in _README_ANY.finditer(readme):
+        if [g for g in match.groups() if g is not None] != [owner, name]:
+            found.append(f"README.md: {match.group(0)!r} is another address")
+    if (root / "report" / "authors.tex").read_text() != authors_tex(root, url):
+        found.append("report/authors.tex: not what report/authors.yaml and the address give")
+    for path in _notebooks(root):
+        nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+        if nb.cells[0].source != badges(url, path.name):
+            found.append(f"{path.name}: the first cell is not the badges of {url}")
+        source = setup_cell(nb).source
+        if _REPO_URL_LINE.findall(source) != [url]:
+            found.append(f"{path.name}: REPO_URL is not {url}")
+        if f'VERSION = "{version}"' not in source:
+            found.append(f"{path.name}: the set-up cell's VERSION is not {version}")
+    return found

@@ -1,0 +1,49 @@
+"""The arithmetic a run computes in: `precision: auto` picks what the device does natively.
+
+bf16 where the GPU supports it natively (compute capability 8.0 or newer: A100, L4, H100, ...), fp16 with
+loss scaling below that (a T4 is 7.5: torch would emulate bf16 there, silently and slowly), and fp32 on a
+CPU (the engine never autocasts on a CPU). An explicit bf16 on a GPU without native support is honoured
+with one warning line.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .config import ConfigError
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere and newer compute in bf16 natively
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Does this CUDA device compute in bf16 natively (compute capability 8.0 or newer)?"""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= NATIVE_BF16_CAPABILITY
+
+
+def resolve_precision(precision: str, device: torch.device, warn: Callable[[str], None] | None = None) -> str:
+    """The precision that runs on `device` for the configured `precision` (bf16, fp16 or fp32, never auto);
+    `warn` receives one line where an explicit bf16 is given to a GPU without native bf16."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"train.precision: unknown {precision!r}; choose {', '.join(PRECISIONS)}")
+    if device.type != "cuda":
+        return "fp32"  # the CPU computes in fp32 whatever is asked (its autocast is slow and changes results)
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp16"
+    if precision == "bf16" and not native_bf16(device) and warn is not None:
+        major, minor = torch.cuda.get_device_capability(device)
+        warn(f"warning: train.precision bf16 on {torch.cuda.get_device_name(device)} (compute capability "
+             f"{major}.{minor}, no native bf16): torch emulates it, slowly; precision auto would use fp16")
+    return precision
+
+
+def divergence_advice(precision: str, device: torch.device) -> str:
+    """What to change when the loss became NaN or infinite with `precision` (as resolved) on `device`."""
+    advice = "lower train.lr or set train.grad_clip"
+    if precision == "fp16" and native_bf16(device):
+        return f"{advice}, or set train.precision to bf16 (this GPU computes it natively)"
+    if precision == "fp16":
+        return f"{advice}, or set train.precision to fp32 (slower, but it cannot overflow)"
+    return advice

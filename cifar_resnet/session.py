@@ -1,0 +1,64 @@
+"""Training that survives Colab and Studio Lab sessions: what notebook 03's training cell calls.
+
+`train_in_sessions(cfg, out_dir, session_limit=S)` continues the run that `out_dir` holds (from its last
+checkpoint), reports a finished one instead of training it again, says before it starts how long the
+training left will take on this device (from a timed step), and stops cleanly, checkpoint kept, before
+`session_limit` seconds. Rerunning the same call in a new session continues the run; it ends exactly as an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+from . import runs
+from .config import Config, load_config
+from .engine import Trainer, _duration
+
+RERUN = "after a disconnect or a stop, run the notebook again (Runtime > Run all): this cell continues the run"
+
+
+def finished_metrics(cfg: Config, out_dir: str | Path) -> dict | None:
+    """metrics.json of the finished run of `cfg` in `out_dir`, or None where it holds no finished run;
+    `CheckpointError` where the folder's run is of another configuration."""
+    out = Path(out_dir)
+    if not (out / runs.METRICS).is_file():
+        return None
+    metrics = json.loads((out / runs.METRICS).read_text())
+    if metrics.get("status") != "finished":
+        return None
+    if (out / runs.CONFIG).is_file() and load_config(out / runs.CONFIG) != cfg:
+        raise runs.CheckpointError(f"{out} holds a finished run of another configuration: choose another folder")
+    return metrics
+
+
+def train_in_sessions(cfg: Config, out_dir: str | Path, *, session_limit: float | None = None,
+                      log: Callable[[str], None] = print, **options) -> dict:
+    """Train `cfg` into `out_dir`, continuing what it holds, for at most `session_limit` seconds of this
+    session; returns metrics.json's content (`status` "finished", or "time_limit" where it stopped early).
+    Options as for `engine.Trainer`."""
+    out = Path(out_dir)
+    done = finished_metrics(cfg, out)
+    if done is not None:
+        log(f"{out} holds the finished run of {cfg.name} ({done['epochs_completed']} epochs, test accuracy "
+            f"{done.get('test_acc', float('nan')):.4f}): not trained again (to train again, choose another folder)")
+        return done
+    resume = (out / runs.CHECKPOINT).is_file()
+    trainer = Trainer(cfg, out, resume=resume, time_limit=session_limit, log=log, **options)
+    epochs_left = cfg.train.epochs - trainer.epoch
+    estimate = epochs_left * trainer.steps_per_epoch * trainer.step_seconds()
+    device = runs.environment(trainer.device)["device"]
+    limit = f"; this session stops before {_duration(session_limit)}" if session_limit else ""
+    log(f"{'continuing' if resume else 'starting'} {cfg.name} in {out}: {epochs_left} epochs to go, about "
+        f"{_duration(estimate)} of training on {device} (estimated from a timed step){limit}")
+    log(RERUN)
+    metrics = trainer.run()
+    if metrics["status"] != "finished" and metrics["epochs_completed"]:
+        log(f"stopped before the session limit after epoch {metrics['epochs_completed']} of {cfg.train.epochs}, "
+            f"checkpoint kept: {RERUN}")
+    elif metrics["status"] != "finished":
+        log(f"stopped before the session limit without training: not one epoch fits in {_duration(session_limit)}; "
+            "give the session more time")
+    return metrics

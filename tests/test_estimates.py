@@ -1,0 +1,37 @@
+"""The README's preset table and colab.yaml's estimate are what estimates.py computes from the records."""
+
+import re
+
+from cifar_resnet.config import PRESETS_DIR, preset_names
+from cifar_resnet.estimates import presets_times_markdown, reference, training_time
+
+from conftest import ROOT
+
+RESULTS = ROOT / "results"
+
+
+def test_the_readme_lists_every_preset_with_its_time_labelled():
+    table = presets_times_markdown(RESULTS)
+    assert table in (ROOT / "README.md").read_text()
+    rows = table.splitlines()[2:]
+    assert [row.split("`")[1] for row in rows] == preset_names()
+    for row in rows:
+        cells = row.split("|")[3:5]
+        assert all(cell.strip().endswith(("(measured)", "(estimated)")) for cell in cells), row
+
+
+def test_only_recorded_runs_count_as_measured():
+    assert training_time(RESULTS, "best", "NVIDIA H200").measured
+    assert not training_time(RESULTS, "best", "Tesla T4").measured
+    assert not training_time(RESULTS, "colab", "NVIDIA H200").measured
+
+
+def test_the_colab_preset_fits_a_session_and_its_file_states_the_estimate():
+    t4 = training_time(RESULTS, "colab", "Tesla T4")
+    assert not t4.measured and t4.seconds <= 45 * 60
+    comment = (PRESETS_DIR / "colab.yaml").read_text()
+    _, rate, _ = reference(RESULTS, "colab")
+    numbers = [f"{rate:,.0f} images/s", f"{rate * 65 / 989:,.0f} images/s", f"about {t4.seconds / 60:.0f} min"]
+    for number in numbers:
+        assert number in comment, number
+    assert "ESTIMATE" in comment and re.search(r"\b80 epochs\b", comment)

@@ -1,0 +1,69 @@
+"""precision: auto picks the device's native arithmetic; an explicit bf16 on a GPU without it warns once."""
+
+import pytest
+import torch
+
+from cifar_resnet.config import ConfigError, load_config
+from cifar_resnet.precision import divergence_advice, resolve_precision
+
+from conftest import PRESETS
+
+CUDA = torch.device("cuda")
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """Pretend the CUDA device has the given compute capability (no GPU needed)."""
+    def set_capability(major: int, minor: int, name: str) -> None:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (major, minor))
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    return set_capability
+
+
+@pytest.mark.parametrize("asked", ["auto", "bf16", "fp16", "fp32"])
+def test_a_cpu_computes_in_fp32(asked):
+    warnings = []
+    assert resolve_precision(asked, torch.device("cpu"), warn=warnings.append) == "fp32" and not warnings
+
+
+def test_auto_is_fp16_on_compute_capability_7_5(gpu):
+    gpu(7, 5, "Tesla T4")
+    assert resolve_precision("auto", CUDA) == "fp16"
+
+
+@pytest.mark.parametrize("capability", [(8, 0), (9, 0)])
+def test_auto_is_bf16_from_compute_capability_8_0(gpu, capability):
+    gpu(*capability, "NVIDIA A100")
+    assert resolve_precision("auto", CUDA) == "bf16"
+
+
+def test_explicit_bf16_without_native_support_warns_in_one_line(gpu):
+    gpu(7, 5, "Tesla T4")
+    warnings = []
+    assert resolve_precision("bf16", CUDA, warn=warnings.append) == "bf16"  # honoured, but said
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert "Tesla T4" in warnings[0] and "7.5" in warnings[0] and "fp16" in warnings[0]
+
+
+def test_explicit_bf16_with_native_support_is_silent(gpu):
+    gpu(8, 0, "NVIDIA A100")
+    warnings = []
+    assert resolve_precision("bf16", CUDA, warn=warnings.append) == "bf16" and not warnings
+
+
+def test_an_unknown_precision_names_the_choices():
+    with pytest.raises(ConfigError, match="train.precision: unknown 'fp8'; choose auto, bf16, fp16, fp32"):
+        resolve_precision("fp8", torch.device("cpu"))
+
+
+def test_divergence_advice_fits_the_device(gpu):
+    gpu(7, 5, "Tesla T4")
+    assert "bf16" not in divergence_advice("fp16", CUDA) and "fp32" in divergence_advice("fp16", CUDA)
+    gpu(9, 0, "NVIDIA H200")
+    assert "bf16" in divergence_advice("fp16", CUDA)
+    assert "precision" not in divergence_advice("fp32", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_every_preset_lets_the_device_choose(preset):
+    assert load_config(preset).train.precision == "auto"
