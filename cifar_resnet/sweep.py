@@ -113,8 +113,11 @@ def load_plan(path: str | Path, *, smoke: bool = False, calibration: str | Path 
     if not isinstance(data["base"], str):
         raise ConfigError(f"{where}: base: name a configuration file, relative to the plan file "
                           f"(e.g. 'base: ../best.yaml'); got {data['base']!r}")
+    relative = path.parent / data["base"]  # a file beside the plan; a bare name (best) may name a preset
     try:
-        base = load_config(path.parent / data["base"])
+        if not relative.is_file() and Path(data["base"]).name != data["base"]:
+            raise ConfigError(f"configuration file not found: {relative}")
+        base = load_config(relative if relative.is_file() else data["base"])
     except ConfigError as err:
         raise ConfigError(f"{where}: base (relative to the plan file): {err}") from None
     shared = _mapping(data, "overrides", where)

@@ -47,7 +47,7 @@ def test_history_records_the_average_and_the_trained_weights(synthetic_root, tmp
     base = {"data.root": str(synthetic_root), "data.download": False, "data.train_subset": 0, "data.test_subset": 0,
             "train.batch_size": 64, "train.epochs": 2}
     cfg = override(load_config(CONFIGS / "smoke.yaml"), **base)
-    assert cfg.train.ema_decay and cfg.train.ema_warmup_power == 0.75
+    assert cfg.train.ema_decay and cfg.train.ema_warmup_power > 0  # the presets warm their average up
     trainer = Trainer(cfg, tmp_path / "ema", log=None)
     trainer.run()
     rows = trainer.history

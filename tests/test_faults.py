@@ -280,6 +280,8 @@ def test_a_plan_runs_from_any_folder(tmp_path, monkeypatch, capsys):
     plan.write_text("base: configs/smoke.yaml\nruns:\n  - name: a\n")  # relative to the plan: plans/configs/...
     line = refused(capsys, ["sweep", str(plan), "--dry-run"], tmp_path)
     assert "base (relative to the plan file): configuration file not found" in line
+    plan.write_text("base: smoke\nruns:\n  - name: a\n")  # a bare name beside no file: the packaged preset
+    assert cli.main(["sweep", str(plan), "--dry-run"]) == 0
 
 
 # ---- 11: what the messages say is true --------------------------------------------------------------------------
