@@ -5,7 +5,7 @@ results table beside it, which `write_numbers` derives from the recorded runs, s
 drift from the results. A flag such as `\\ifHaveBestRun` is false where a result does not exist yet,
 and the text then says so.
 A run is read as the figures and tables read it, a `records.RunRecord`, and every value is written with
-the formatters of `formats`.
+the formatters of `formats`; the benchmarks' numbers are set by `report_bench`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import report_bench
 from .formats import percent, tex_escape, thousands
 from .models import PARAMETER_BUDGET
 from .records import RunRecord, accuracy, best_run, last_evaluation, number, read_json
@@ -101,7 +102,7 @@ FLAGS = ("HaveBestRun", "HaveBestTTA", "HaveBestThroughput", "BestSelectedOnTest
          "HaveResultsTable", "HaveRecipe", "HaveBestEMA", "BestEMAWarmup", "SpeedSameParams", "HaveRobustness", "RobustTimed")
 
 
-class _Macros:
+class Macros:
     """Collects the `\\ifName` flags and `\\Name` values for numbers.tex."""
 
     def __init__(self) -> None:
@@ -125,7 +126,7 @@ class _Macros:
         return "\n".join(lines) + "\n"
 
 
-def _architecture(run: RunRecord, m: _Macros) -> None:
+def _architecture(run: RunRecord, m: Macros) -> None:
     """Design variables of the best run, from the `config.yaml` saved in its folder."""
     path = run.path / "config.yaml"
     model = None
@@ -155,7 +156,7 @@ def _architecture(run: RunRecord, m: _Macros) -> None:
     m.text("BestDepth", str(2 + 2 * sum(model["blocks"])))
 
 
-def _best(runs: list[RunRecord], m: _Macros) -> RunRecord | None:
+def _best(runs: list[RunRecord], m: Macros) -> RunRecord | None:
     best = best_run(runs)
     m.flag("HaveBestRun", best is not None)
     if best is None:
@@ -198,7 +199,7 @@ def _best(runs: list[RunRecord], m: _Macros) -> RunRecord | None:
     return best
 
 
-def _seeds(runs: list[RunRecord], m: _Macros) -> None:
+def _seeds(runs: list[RunRecord], m: Macros) -> None:
     """Mean and sample standard deviation over the finished `best`, `best-seed1`, ... GPU runs."""
     seeds = [r for r in runs if r.on_gpu and r.finished and SEED_RUN.fullmatch(r.name)]
     m.flag("HaveSeedSpread", len(seeds) >= 2)
@@ -222,7 +223,7 @@ def _seeds(runs: list[RunRecord], m: _Macros) -> None:
         m.text("SeedTTAGain", f"{100 * (statistics.mean(tta) - statistics.mean(accs)):.2f}")
 
 
-def _stopped(stopped: list[StoppedRun], best: RunRecord | None, runs: list[RunRecord], m: _Macros) -> None:
+def _stopped(stopped: list[StoppedRun], best: RunRecord | None, runs: list[RunRecord], m: Macros) -> None:
     """The longest-planned run of the best configuration that its time limit stopped, if any."""
     same = [s for s in stopped if best is None or s.metrics.get("name") == best.metrics.get("name")]
     m.flag("HaveStoppedRun", bool(same))
@@ -240,64 +241,7 @@ def _stopped(stopped: list[StoppedRun], best: RunRecord | None, runs: list[RunRe
     m.text("StoppedSeed", str(int(seed)) if seed is not None else "unknown")
 
 
-def _speed(results_dir: Path, m: _Macros) -> None:
-    """The time-to-94% benchmark against airbench94, from results/bench/speed94.json."""
-    data = read_json(results_dir / "bench" / "speed94.json")
-    sides = {}
-    for side in ("ours", "airbench"):
-        entry = data.get(side) if isinstance(data, dict) else None
-        values = {k: number(entry.get(k)) if isinstance(entry, dict) else None
-                  for k in ("acc_mean", "acc_std", "seconds_mean", "seconds_std")}
-        sides[side] = values if all(v is not None for v in values.values()) else None
-    ok = isinstance(data, dict) and all(sides.values()) and sides["airbench"]["seconds_mean"] > 0
-    m.flag("HaveSpeedBench", ok)
-    if not ok:
-        return
-    m.text("SpeedDevice", tex_escape(str(data.get("device", "unknown"))))
-    runs = number(data.get("n_runs"))
-    m.text("SpeedRuns", str(int(runs)) if runs is not None else "unknown")
-    target = number(data.get("target"))
-    target = 94.0 if target is None else target
-    m.text("SpeedTarget", f"{target:g}")
-    for side, prefix in (("ours", "SpeedOurs"), ("airbench", "SpeedAirbench")):
-        v = sides[side]
-        m.text(f"{prefix}Name", tex_escape(str(data[side].get("name") or side)))
-        m.flag(f"{prefix}Reached", 100 * v["acc_mean"] >= target)
-        m.text(f"{prefix}Acc", percent(v["acc_mean"]))
-        m.text(f"{prefix}AccStd", percent(v["acc_std"]))
-        m.text(f"{prefix}Seconds", f"{v['seconds_mean']:.3f}")  # runs of about 2 s differ by milliseconds
-        m.text(f"{prefix}SecondsStd", f"{v['seconds_std']:.3f}")
-        params = number(data[side].get("params"))
-        m.text(f"{prefix}ParamsM", f"{params / 1e6:.2f}" if params is not None else "unknown")
-    m.flag("SpeedSameParams", number(data["ours"].get("params")) is not None
-           and data["ours"].get("params") == data["airbench"].get("params"))
-    ratio = number(data.get("ratio"))
-    if ratio is None:
-        ratio = sides["ours"]["seconds_mean"] / sides["airbench"]["seconds_mean"]
-    m.text("SpeedRatio", f"{ratio:.3f}")
-    m.text("SpeedSlowerPercent", f"{100 * (ratio - 1):.1f}")
-
-
-def _throughput(results_dir: Path, m: _Macros) -> None:
-    """Training throughput of the best configuration, from results/bench/throughput_best.json."""
-    data = read_json(results_dir / "bench" / "throughput_best.json")
-    share = data.get("share") if isinstance(data, dict) else None
-    values = [number(data.get(k)) if isinstance(data, dict) else None
-              for k in ("train_images_per_second", "epoch_seconds_estimate")]
-    shares = [number(share.get(k)) if isinstance(share, dict) else None for k in ("data", "forward_backward")]
-    ok = all(v is not None for v in values + shares)
-    m.flag("HaveThroughputBench", ok)
-    if not ok:
-        return
-    m.text("ThroughputDevice", tex_escape(str(data.get("device", "unknown"))))
-    m.text("ThroughputImagesPerSecond", thousands(values[0]))
-    m.text("ThroughputEpochSeconds", f"{values[1]:.2f}")
-    m.text("ThroughputDataPercent", f"{100 * shares[0]:.1f}")
-    m.text("ThroughputStepPercent", f"{100 * shares[1]:.1f}")
-    m.flag("ThroughputOnRandomImages", str(data.get("data_source", "")).startswith("random"))
-
-
-def _per_class(results_dir: Path, best: RunRecord | None, m: _Macros) -> None:
+def _per_class(results_dir: Path, best: RunRecord | None, m: Macros) -> None:
     """Hardest and easiest classes from results/per_class_accuracy.csv, used only if that table's overall
     accuracy is the best run's, without or with its TTA, to 5 test images (another run's differs by more)."""
     path = results_dir / "per_class_accuracy.csv"
@@ -359,7 +303,7 @@ def results_table(runs: list[RunRecord], stopped: list[StoppedRun]) -> str:
             + "\n".join(rows) + "\n\\bottomrule\n\\end{tabular}\n")
 
 
-def _recipe_and_average(best: RunRecord | None, m: _Macros, out_dir: Path) -> None:
+def _recipe_and_average(best: RunRecord | None, m: Macros, out_dir: Path) -> None:
     """The best run's recipe table (every setting of its config.yaml) and how fast its weight average
     forgets the initial weights: the half-life, in epochs, of their share of the average at full decay, and
     the power of its warm-up where it has one."""
@@ -387,7 +331,7 @@ def _recipe_and_average(best: RunRecord | None, m: _Macros, out_dir: Path) -> No
         m.text("BestEMAWarmupPower", f"{power:g}")
 
 
-def _robustness(best: RunRecord | None, m: _Macros, out_dir: Path) -> None:
+def _robustness(best: RunRecord | None, m: Macros, out_dir: Path) -> None:
     """The best run's accuracy under generated corruptions, from its robustness.json."""
     from .robustness_record import corruption_label, load_robustness, mean_accuracy, robustness_latex
 
@@ -421,15 +365,15 @@ def write_numbers(results_dir: Path, out_path: Path) -> dict[str, str | bool]:
     results_dir, out_path = Path(results_dir), Path(out_path)
     runs = load_results(results_dir)
     stopped = load_stopped_runs(results_dir)
-    m = _Macros()
+    m = Macros()
     m.text("NumRuns", str(len(runs)))
     m.text("NumGPURuns", str(sum(r.on_gpu for r in runs)))
     m.text("BudgetM", f"{PARAMETER_BUDGET / 1e6:g}")
     best = _best(runs, m)
     _seeds(runs, m)
     _stopped(stopped, best, runs, m)
-    _speed(results_dir, m)
-    _throughput(results_dir, m)
+    report_bench.speed(results_dir, m)
+    report_bench.throughput(results_dir, m)
     _per_class(results_dir, best, m)
     table = results_table(runs, stopped)
     m.flag("HaveResultsTable", bool(table))
