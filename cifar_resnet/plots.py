@@ -2,8 +2,8 @@
 
 Each figure function takes what `analysis.py` computed and returns a matplotlib figure (created with
 pyplot, so a notebook shows it); `save` writes `<stem>.pdf` (vector, for the report) and `<stem>.png`
-(for the README and the notebooks). `rebuild_all` redraws every figure and table from the recorded
-results, without training, calling the same functions in the same order as the notebooks.
+(for the README and the notebooks). This module only draws: `rebuild.rebuild_all` redraws every figure
+and table from the recorded results with these functions, as the notebooks do.
 Sizes are for the report's AAAI layout: 3.3 in for one column, 6.9 in for the full width. The report
 includes each figure at the size it is drawn, so no text is smaller than `MIN_FONT` points on paper; a
 notebook shows a figure at `figure.dpi` = 200, where 7 pt text is about 19 pixels high. PNGs are
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -31,10 +30,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from . import analysis, recipe, records, robustness_record
-from .data import CLASSES, MEAN, STD, CIFAR10Split, DataError, load_cifar10
+from . import analysis
+from .data import CLASSES, MEAN, STD, CIFAR10Split
 from .models import PARAMETER_BUDGET
-from .runs import PREDICTIONS
 
 COLUMN, FULL = 3.3, 6.9  # figure widths in inches, as printed in the report
 MIN_FONT = 7  # points: the smallest text in any figure, as printed (the report includes figures unscaled)
@@ -139,7 +137,7 @@ def class_samples(split: CIFAR10Split, per_class: int = 10) -> Figure:
     index = analysis.first_of_each_class(split, per_class)
     per_class = index.shape[1]
     fig, ax = plt.subplots(figsize=(COLUMN, COLUMN * 1.02))
-    _image(ax, _mosaic(analysis._nhwc(split.images[index.flatten()]), len(split.classes), per_class))
+    _image(ax, _mosaic(analysis.to_nhwc(split.images[index.flatten()]), len(split.classes), per_class))
     ax.set_yticks([(i + 0.5) * 34 - 1 for i in range(len(split.classes))], split.classes)
     ax.tick_params(length=0)
     return fig
@@ -525,101 +523,3 @@ def search_history(trials: pd.DataFrame) -> Figure:
     ax.set(xlabel="trial", ylabel="held-out accuracy (%)")
     ax.legend(loc="lower right")
     return fig
-
-
-# ==== everything at once =============================================================================
-
-
-
-def _save_closed(fig: Figure, stem: Path) -> list[Path]:
-    paths = save(fig, stem)
-    plt.close(fig)
-    return paths
-
-
-def _save_if_drawn(fig: Figure | None, stem: Path) -> list[Path]:
-    """Save `fig`; where there is nothing to draw (None), remove the figure an earlier build left."""
-    if fig is not None:
-        return _save_closed(fig, stem)
-    for suffix in (".pdf", ".png"):
-        stem.with_suffix(suffix).unlink(missing_ok=True)
-    return []
-
-
-def rebuild_all(repo_root: str | Path, *, data_root: str | None = None, study: str = "main") -> list[Path]:
-    """Redraw every figure in figures/ and every table in results/ from configs/ and the recorded
-    results, without training; returns the files written. The best run's figures come from the
-    predictions it recorded, so they are the same on every machine. Figures that need CIFAR-10's images
-    (the data set, the confident mistakes) are skipped with a warning where it is not on disk (no download)."""
-    root = Path(repo_root)
-    figures, results = root / "figures", root / "results"
-    written: list[Path] = []
-
-    # Notebook 02: the design space and the presets.
-    written += _save_closed(params_vs_width(analysis.width_sweep()), figures / "params_vs_width")
-    written += _save_closed(params_vs_depth(analysis.depth_sweep()), figures / "params_vs_depth")
-    written += _save_closed(params_vs_kernels(analysis.kernel_sweep()), figures / "params_vs_kernels")
-    written += records.write_table(analysis.presets_table(root / "configs"), results / "presets_table",
-                                   records.PRESETS_COLUMNS)
-    trials, importance = analysis.load_search(results, study), analysis.load_importance(results, study)
-    if trials is not None:
-        written += _save_closed(search_pareto(trials), figures / "search_pareto")
-        written += _save_closed(search_history(trials), figures / "search_history")
-    if importance is not None:
-        written += _save_closed(search_importance(importance), figures / "search_importance")
-
-    # Notebook 04, from the records alone (results/runs: never the runs you train into runs/).
-    run_records = records.load_runs(results / "runs")
-    seeds = records.seeds_table(run_records)
-    written += records.write_table(records.runs_table(run_records), results / "runs_table", records.RUNS_COLUMNS)
-    written += records.write_seeds_table(seeds, results / "seeds_table")
-    written.append(records.write_runs_readme(run_records, results / "README.md"))
-    written += _save_if_drawn(params_vs_accuracy(seeds), figures / "params_vs_accuracy")
-    best = records.pick_best_run(run_records)[0] if any(r.finished and r.test_acc is not None for r in run_records) else None
-    recorded = best is not None and (best.path / PREDICTIONS).is_file()
-    if best is not None:
-        histories = {r.label: records.load_history(r.path) for r in records.same_model(run_records, best)}
-        written += _save_closed(learning_curves(histories, ema_decay=recipe.ema_decay(best.path)),
-                                figures / "learning_curves")
-    robustness = robustness_record.load_robustness(best.path) if best is not None else None
-    written += _save_if_drawn(corruption_accuracy(robustness, title=best.name) if robustness else None,
-                              figures / "corruption_accuracy")
-    if recorded:
-        written += prediction_outputs(best.name, analysis.load_predictions(best.path), figures, results)
-
-    try:
-        train = load_cifar10(data_root, "train", download=False)
-        test = load_cifar10(data_root, "test", download=False)
-    except DataError as err:
-        warnings.warn(f"figures of the data set and of the confident mistakes skipped: {err}", stacklevel=2)
-        return written
-
-    # Notebook 01: the data set.
-    written += records.write_table(analysis.class_counts(train, test), results / "dataset_stats")
-    histograms = analysis.channel_histograms(train.images)
-    stats = analysis.channel_stats(histograms)
-    written += records.write_table(stats, results / "channel_stats")
-    written += _save_closed(class_samples(train), figures / "class_samples")
-    written += _save_closed(pixel_histograms(histograms, stats), figures / "pixel_histograms")
-    written += _save_closed(augmentations(train), figures / "augmentations")
-
-    # Notebook 04: the best run's mistakes, which need the test images.
-    if recorded:
-        pred = analysis.load_predictions(best.path, split=test)
-        written += _save_closed(confident_mistakes(pred, analysis.confident_mistakes(pred)), figures / "confident_mistakes")
-    return written
-
-
-def prediction_outputs(name: str, pred: analysis.Predictions, figures: Path, results: Path) -> list[Path]:
-    """Confusion matrix, per-class accuracy (figure and table) and reliability diagram of one run's
-    recorded predictions."""
-    title = f"{name}, {pred.views}"
-    matrix = analysis.confusion_matrix(pred.labels, pred.predicted)
-    per_class = analysis.per_class_accuracy(matrix)
-    bins = analysis.reliability_bins(pred.confidence, pred.correct)
-    ece = analysis.expected_calibration_error(pred.confidence, pred.correct)
-    written = records.write_table(per_class, results / "per_class_accuracy", records.PER_CLASS_COLUMNS)
-    written += _save_closed(confusion_matrix(matrix, title=title), figures / "confusion_matrix")
-    written += _save_closed(per_class_accuracy(per_class, title=title), figures / "per_class_accuracy")
-    written += _save_closed(reliability_diagram(bins, ece, title=title), figures / "reliability_diagram")
-    return written

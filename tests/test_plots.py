@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cifar_resnet import analysis, plots, runs
+from cifar_resnet import analysis, plots, rebuild, runs
 from cifar_resnet.config import load_config, override, save_config
 from cifar_resnet.data import load_cifar10
 
@@ -94,7 +94,7 @@ def test_labels(synthetic_root):
 def two_builds(tmp_path_factory, synthetic_root, test_labels):
     tmp = tmp_path_factory.mktemp("rebuild")
     roots = [repo_copy(tmp, name, test_labels) for name in ("a", "b")]
-    return [(root, plots.rebuild_all(root, data_root=str(synthetic_root))) for root in roots]
+    return [(root, rebuild.rebuild_all(root, data_root=str(synthetic_root))) for root in roots]
 
 
 def test_rebuild_all_writes_every_figure_and_table(two_builds):
@@ -120,7 +120,7 @@ def test_rebuilt_files_are_byte_identical(two_builds):
 def test_without_the_data_set_everything_but_the_images_is_built_from_the_records(tmp_path, test_labels):
     root = repo_copy(tmp_path, "c", test_labels, search=False)
     with pytest.warns(UserWarning, match="skipped"):
-        written = plots.rebuild_all(root, data_root=str(tmp_path / "nowhere"))
+        written = rebuild.rebuild_all(root, data_root=str(tmp_path / "nowhere"))
     assert relative(written, root) == sorted([f"figures/{n}.{e}" for n in FROM_RECORDS for e in ("pdf", "png")]
                                              + [f"results/{n}" for n in TABLES])
     assert not (tmp_path / "nowhere").exists()  # never downloads
@@ -182,8 +182,8 @@ def test_figures_from_the_records_are_the_same_bytes_on_another_cpu(tmp_path):
     # Another CPU in effect: numpy without its SIMD kernels beyond the baseline, torch's default kernels,
     # one thread. Figures from recomputed predictions differed in the 7th digit this way; from the
     # recorded ones every byte is the same.
-    code = ("import sys, warnings; warnings.simplefilter('ignore'); from cifar_resnet import plots; "
-            "plots.rebuild_all(sys.argv[1], data_root=sys.argv[2])")
+    code = ("import sys, warnings; warnings.simplefilter('ignore'); from cifar_resnet import rebuild; "
+            "rebuild.rebuild_all(sys.argv[1], data_root=sys.argv[2])")
     builds = []
     for name, env in (("here", {}), ("other", OTHER_CPU)):
         root = tmp_path / name
