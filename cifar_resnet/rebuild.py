@@ -1,7 +1,7 @@
 """Every figure in `figures/` and every table in `results/`, rebuilt from `configs/` and the recorded runs
-in `results/runs/` without training: what `cifar-resnet figures` runs. It calls `plots`' drawing functions
-on what `analysis` and `records` compute, in the same order as the notebooks, so a notebook and this module
-write the same files.
+in `results/runs/` without training: what `cifar-resnet figures` runs. It calls the drawing functions of
+`plots` and `run_plots` on what `analysis` and `records` compute, in the same order as the notebooks, so a
+notebook and this module write the same files.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from . import analysis, plots, recipe, records, robustness_record
+from . import analysis, plots, recipe, records, robustness_record, run_plots
 from .data import DataError, load_cifar10
 from .runs import PREDICTIONS
 
@@ -60,15 +60,15 @@ def rebuild_all(repo_root: str | Path, *, data_root: str | None = None, study: s
     written += records.write_table(records.runs_table(run_records), results / "runs_table", records.RUNS_COLUMNS)
     written += records.write_seeds_table(seeds, results / "seeds_table")
     written.append(records.write_runs_readme(run_records, results / "README.md"))
-    written += _save_if_drawn(plots.params_vs_accuracy(seeds), figures / "params_vs_accuracy")
+    written += _save_if_drawn(run_plots.params_vs_accuracy(seeds), figures / "params_vs_accuracy")
     best = records.pick_best_run(run_records)[0] if any(r.finished and r.test_acc is not None for r in run_records) else None
     recorded = best is not None and (best.path / PREDICTIONS).is_file()
     if best is not None:
         histories = {r.label: records.load_history(r.path) for r in records.same_model(run_records, best)}
-        written += _save_closed(plots.learning_curves(histories, ema_decay=recipe.ema_decay(best.path)),
+        written += _save_closed(run_plots.learning_curves(histories, ema_decay=recipe.ema_decay(best.path)),
                                 figures / "learning_curves")
     robustness = robustness_record.load_robustness(best.path) if best is not None else None
-    written += _save_if_drawn(plots.corruption_accuracy(robustness, title=best.name) if robustness else None,
+    written += _save_if_drawn(run_plots.corruption_accuracy(robustness, title=best.name) if robustness else None,
                               figures / "corruption_accuracy")
     if recorded:
         written += prediction_outputs(best.name, analysis.load_predictions(best.path), figures, results)
@@ -92,7 +92,7 @@ def rebuild_all(repo_root: str | Path, *, data_root: str | None = None, study: s
     # Notebook 04: the best run's mistakes, which need the test images.
     if recorded:
         pred = analysis.load_predictions(best.path, split=test)
-        written += _save_closed(plots.confident_mistakes(pred, analysis.confident_mistakes(pred)), figures / "confident_mistakes")
+        written += _save_closed(run_plots.confident_mistakes(pred, analysis.confident_mistakes(pred)), figures / "confident_mistakes")
     return written
 
 
@@ -105,7 +105,7 @@ def prediction_outputs(name: str, pred: analysis.Predictions, figures: Path, res
     bins = analysis.reliability_bins(pred.confidence, pred.correct)
     ece = analysis.expected_calibration_error(pred.confidence, pred.correct)
     written = records.write_table(per_class, results / "per_class_accuracy", records.PER_CLASS_COLUMNS)
-    written += _save_closed(plots.confusion_matrix(matrix, title=title), figures / "confusion_matrix")
-    written += _save_closed(plots.per_class_accuracy(per_class, title=title), figures / "per_class_accuracy")
-    written += _save_closed(plots.reliability_diagram(bins, ece, title=title), figures / "reliability_diagram")
+    written += _save_closed(run_plots.confusion_matrix(matrix, title=title), figures / "confusion_matrix")
+    written += _save_closed(run_plots.per_class_accuracy(per_class, title=title), figures / "per_class_accuracy")
+    written += _save_closed(run_plots.reliability_diagram(bins, ece, title=title), figures / "reliability_diagram")
     return written
