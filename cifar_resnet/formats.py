@@ -35,6 +35,13 @@ def duration(seconds: object) -> str:
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
 
 
+def mean_std(mean: object, std: object, scale: float = 100, digits: int = 2, pm: str = " ± ") -> str:
+    """"94.86 ± 0.08" from a mean and a standard deviation (the mean alone where there is no std)."""
+    if pd.isna(mean):
+        return "-"
+    return f"{scale * float(mean):.{digits}f}" + ("" if pd.isna(std) else f"{pm}{scale * float(std):.{digits}f}")
+
+
 @dataclass
 class Column:
     """How a table column appears in LaTeX: its header, alignment, and formatter of a cell (None = escaped str)."""

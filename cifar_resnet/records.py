@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import runs
 from .config import ConfigError, load_config
-from .formats import Column, duration, percent, tex_escape, thousands, to_latex
+from .formats import Column, duration, mean_std, percent, tex_escape, thousands, to_latex
 
 
 # ==== the recorded runs ==============================================================================
@@ -297,13 +297,6 @@ def for_display(table: pd.DataFrame) -> pd.DataFrame:
         elif column == "params":
             out[column] = shown(column, lambda v: f"{int(v):,}")
     return out
-
-
-def mean_std(mean: object, std: object, scale: float = 100, digits: int = 2, pm: str = " ± ") -> str:
-    """"94.86 ± 0.08" from a mean and a standard deviation (the mean alone where there is no std)."""
-    if pd.isna(mean):
-        return "-"
-    return f"{scale * float(mean):.{digits}f}" + ("" if pd.isna(std) else f"{pm}{scale * float(std):.{digits}f}")
 
 
 def write_seeds_table(table: pd.DataFrame, stem: Path) -> list[Path]:

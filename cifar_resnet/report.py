@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import report_bench
-from .formats import percent, tex_escape, thousands
+from .formats import mean_std, percent, tex_escape, thousands
 from .models import PARAMETER_BUDGET
 from .records import RunRecord, accuracy, best_run, last_evaluation, number, read_json
 
@@ -271,9 +271,8 @@ def _per_class(results_dir: Path, best: RunRecord | None, m: Macros) -> None:
 
 def _mean_std(values: list[float]) -> str:
     """Percentages as `mean ± sample std`, or the value alone for a single run."""
-    if len(values) == 1:
-        return percent(values[0])
-    return f"{percent(statistics.mean(values))}\\,$\\pm$\\,{percent(statistics.stdev(values))}"
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return mean_std(statistics.mean(values), std, pm="\\,$\\pm$\\,")
 
 
 def results_table(runs: list[RunRecord], stopped: list[StoppedRun]) -> str:
