@@ -222,11 +222,12 @@ def load_predictions(run_dir: str | Path, *, tta: bool = True, split: CIFAR10Spl
             raise ValueError(f"{path} holds predictions for {n:,} images whose labels differ from the first "
                              f"{min(n, len(split)):,} of the split given: pass the split the run evaluated on "
                              f"({meta.get('split', 'test')})")
-        images = _nhwc(split.images[:n])
+        images = to_nhwc(split.images[:n])
     return Predictions(probs, labels, meta.get("tta", "none") if use_tta else "none", images)
 
 
-def _nhwc(images: torch.Tensor) -> np.ndarray:
+def to_nhwc(images: torch.Tensor) -> np.ndarray:
+    """Images (N, C, H, W) or (N, H, W, C) as a numpy array (N, H, W, C), for drawing."""
     return (images if images.shape[-1] == 3 else images.permute(0, 2, 3, 1)).numpy()
 
 

@@ -120,7 +120,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    from .plots import rebuild_all
+    from .rebuild import rebuild_all
     from .records import require_clone
 
     require_clone(args.root, "cifar-resnet figures")

@@ -2,8 +2,9 @@
 
 Each figure function takes what `analysis.py` computed and returns a matplotlib figure (created with
 pyplot, so a notebook shows it); `save` writes `<stem>.pdf` (vector, for the report) and `<stem>.png`
-(for the README and the notebooks). `rebuild_all` redraws every figure and table from the recorded
-results, without training, calling the same functions in the same order as the notebooks.
+(for the README and the notebooks). Here: the style and the figures of the data set, the design space
+and the search; the recorded runs' figures are in `run_plots`. Drawing only: `rebuild.rebuild_all`
+redraws every figure and table from the recorded results with these functions, as the notebooks do.
 Sizes are for the report's AAAI layout: 3.3 in for one column, 6.9 in for the full width. The report
 includes each figure at the size it is drawn, so no text is smaller than `MIN_FONT` points on paper; a
 notebook shows a figure at `figure.dpi` = 200, where 7 pt text is about 19 pixels high. PNGs are
@@ -15,10 +16,9 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Iterator, Sequence
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -29,12 +29,11 @@ import torch
 from cycler import cycler
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter
 
-from . import analysis, recipe, records, robustness_record
-from .data import CLASSES, MEAN, STD, CIFAR10Split, DataError, load_cifar10
+from . import analysis
+from .data import CLASSES, MEAN, STD, CIFAR10Split
 from .models import PARAMETER_BUDGET
-from .runs import PREDICTIONS
 
 COLUMN, FULL = 3.3, 6.9  # figure widths in inches, as printed in the report
 MIN_FONT = 7  # points: the smallest text in any figure, as printed (the report includes figures unscaled)
@@ -72,7 +71,8 @@ def style() -> Iterator[None]:
         matplotlib.rcParams.update(saved)
 
 
-def _styled(draw):
+def styled(draw):
+    """`draw`, a figure function, drawing in the project's style."""
     @functools.wraps(draw)
     def wrapper(*args, **kwargs):
         with style():
@@ -104,7 +104,7 @@ def save(fig: Figure, stem: str | Path) -> list[Path]:
     return [pdf, png]
 
 
-def _budget_line(ax, *, vertical: bool = False, unit: float = 1e6) -> None:
+def budget_line(ax, *, vertical: bool = False, unit: float = 1e6) -> None:
     """The 5M-parameter budget on an axis counting parameters in `unit`s."""
     draw = ax.axvline if vertical else ax.axhline
     draw(PARAMETER_BUDGET / unit, color="black", linestyle="--", linewidth=0.8, label="5M budget")
@@ -133,19 +133,19 @@ def _image(ax, image: np.ndarray) -> None:
         side.set_visible(False)
 
 
-@_styled
+@styled
 def class_samples(split: CIFAR10Split, per_class: int = 10) -> Figure:
     """The first `per_class` images of each class, one row per class."""
     index = analysis.first_of_each_class(split, per_class)
     per_class = index.shape[1]
     fig, ax = plt.subplots(figsize=(COLUMN, COLUMN * 1.02))
-    _image(ax, _mosaic(analysis._nhwc(split.images[index.flatten()]), len(split.classes), per_class))
+    _image(ax, _mosaic(analysis.to_nhwc(split.images[index.flatten()]), len(split.classes), per_class))
     ax.set_yticks([(i + 0.5) * 34 - 1 for i in range(len(split.classes))], split.classes)
     ax.tick_params(length=0)
     return fig
 
 
-@_styled
+@styled
 def pixel_histograms(histograms: np.ndarray, stats: pd.DataFrame | None = None) -> Figure:
     """Share of pixels at each intensity, per channel, with the channel means as dashed lines."""
     fig, ax = plt.subplots(figsize=(COLUMN, 2.0))
@@ -162,7 +162,7 @@ def pixel_histograms(histograms: np.ndarray, stats: pd.DataFrame | None = None) 
     return fig
 
 
-@_styled
+@styled
 def augmentations(split: CIFAR10Split, classes: Sequence[int] = (0, 3, 7, 8), seed: int = 7) -> Figure:
     """What each training augmentation makes of the first image of some classes: the loader's crop and
     cutout, a TrivialAugment policy from `loader.make_policy`, and torchvision's MixUp and CutMix (which
@@ -214,7 +214,7 @@ def _millions(ax) -> None:
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}M"))
 
 
-@_styled
+@styled
 def params_vs_width(sweep: pd.DataFrame) -> Figure:
     """Parameters against the first stage's width, one line per blocks-per-stage B (stages C, 2C, 4C)."""
     fig, ax = plt.subplots(figsize=(COLUMN, 1.8))
@@ -222,7 +222,7 @@ def params_vs_width(sweep: pd.DataFrame) -> Figure:
     groups = list(sweep.groupby("blocks"))
     for b, part in groups:
         ax.plot(part["width"], part["params"] / 1e6, marker="o", markersize=2, label=f"B = {b}")
-    _budget_line(ax)
+    budget_line(ax)
     ax.set(xlabel="channels C of the first stage (then 2C, 4C)", ylabel="trainable parameters",
            xlim=(0, sweep["width"].max() * 1.05))
     _millions(ax)
@@ -230,7 +230,7 @@ def params_vs_width(sweep: pd.DataFrame) -> Figure:
     return fig
 
 
-@_styled
+@styled
 def params_vs_depth(sweep: pd.DataFrame) -> Figure:
     """Parameters against blocks per stage, one line per first-stage width C."""
     fig, ax = plt.subplots(figsize=(COLUMN, 1.8))
@@ -238,7 +238,7 @@ def params_vs_depth(sweep: pd.DataFrame) -> Figure:
     groups = list(sweep.groupby("width"))
     for c, part in groups:
         ax.plot(part["blocks"], part["params"] / 1e6, marker="o", markersize=2, label=f"C = {c}")
-    _budget_line(ax)
+    budget_line(ax)
     top = sweep["blocks"].max()
     ax.set(xlabel="residual blocks per stage B (depth 6B + 2 layers)", ylabel="trainable parameters",
            xticks=range(1, top + 1), xlim=(0.5, top + 0.5))
@@ -247,7 +247,7 @@ def params_vs_depth(sweep: pd.DataFrame) -> Figure:
     return fig
 
 
-@_styled
+@styled
 def params_vs_kernels(sweep: pd.DataFrame, width: int = 64, blocks: int = 2) -> Figure:
     """Parameters as the conv kernel F, the skip kernel K or the pool P changes (the others fixed)."""
     titles = {"F": "conv kernel F", "K": "projection-skip kernel K", "P": "average pool P before the classifier"}
@@ -262,7 +262,7 @@ def params_vs_kernels(sweep: pd.DataFrame, width: int = 64, blocks: int = 2) -> 
             ax.annotate(f"{params:.2f}", (bar.get_x() + bar.get_width() / 2, params), ha="center",
                         va="top" if inside else "bottom", xytext=(0, -2 if inside else 1.5),
                         textcoords="offset points", fontsize=MIN_FONT, color="white" if inside else "black")
-        _budget_line(ax)
+        budget_line(ax)
         ax.set_title(title)
         ax.grid(axis="x", visible=False)
     axes[0].set_ylabel("trainable parameters")
@@ -275,205 +275,6 @@ def params_vs_kernels(sweep: pd.DataFrame, width: int = 64, blocks: int = 2) -> 
     return fig
 
 
-# ==== the recorded runs ==============================================================================
-
-
-def weights_label(ema_decay: float | None) -> str:
-    """Which weights an evaluation measured, in words: the run's exponential moving average of its weights
-    (`train.ema_decay` of its config) where it keeps one, else the trained weights themselves."""
-    return f"weight average (EMA {ema_decay:g})" if ema_decay else "trained weights"
-
-
-@_styled
-def learning_curves(histories: Mapping[str, pd.DataFrame], *, lr: bool = False,
-                    ema_decay: float | None = None) -> Figure:
-    """Loss and accuracy per epoch of each run: on the training batches dashed, on the test set solid, for
-    the weights the runs evaluate (`ema_decay`: their weight average's decay, None for the trained weights);
-    dotted, the trained (raw) weights where the history records them too (`eval_acc_raw`). With `lr`, the
-    learning rate. The first run is drawn widest, so that later ones on top of it leave it visible."""
-    panels = ["loss", "acc"] + (["lr"] if lr else [])
-    raw = any(f"eval_{p}_raw" in h.columns for h in histories.values() for p in ("loss", "acc"))
-    key = 0.14 * len(histories) + 0.05  # inches below the panels for the runs' legend, one line each
-    height = 1.75 + key
-    fig, axes = plt.subplots(1, len(panels), figsize=(COLUMN - 0.1 if not lr else FULL, height))  # tight bbox adds a little
-    for i, ((name, history), colour) in enumerate(zip(histories.items(), PALETTE)):
-        width = 2.2 if i == 0 and len(histories) > 1 else 1.0
-        for ax, panel in zip(axes, panels):
-            if panel == "lr":
-                ax.plot(history["epoch"], history["lr"], color=colour, linewidth=width)
-                continue
-            scale = 100 if panel == "acc" else 1
-            ax.plot(history["epoch"], scale * history[f"train_{panel}"], color=colour, linestyle="--",
-                    linewidth=0.8 * width)
-            for column, line in ((f"eval_{panel}", "-"), (f"eval_{panel}_raw", ":")):
-                if column in history.columns:
-                    evaluated = history.dropna(subset=[column])
-                    ax.plot(evaluated["epoch"], scale * evaluated[column], color=colour, linestyle=line,
-                            linewidth=width)
-    for ax, panel in zip(axes, panels):
-        ax.set(xlabel="epoch", ylabel={"loss": "cross-entropy", "acc": "accuracy (%)", "lr": "learning rate"}[panel])
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
-    style = [Line2D([], [], color="grey", linestyle="--", linewidth=0.9, label="train batches"),
-             Line2D([], [], color="grey", label=f"test, {weights_label(ema_decay)}")]
-    if raw:
-        style.append(Line2D([], [], color="grey", linestyle=":", label="test, trained weights"))
-    names = [Line2D([], [], color=c, label=n) for n, c in zip(histories, PALETTE)]
-    fig.legend(handles=names, loc="lower left", bbox_to_anchor=(0, 0.14 / (height + 0.14)), ncol=1,
-               borderaxespad=0.1)
-    fig.legend(handles=style, loc="lower left", bbox_to_anchor=(0, 0), ncol=len(style), borderaxespad=0.1,
-               columnspacing=0.8, handlelength=1.6)
-    key, height = key + 0.14, height + 0.14  # and one line for the line styles
-    fig.set_figheight(height)
-    fig.tight_layout(pad=0.2, rect=(0, key / height, 1, 1))
-    return fig
-
-
-def _recipes_on_gpu(seeds: pd.DataFrame) -> int:
-    return int((~seeds["device"].astype(str).str.lower().isin(("cpu", "", "none", "nan"))).sum())
-
-
-@_styled
-def params_vs_accuracy(seeds: pd.DataFrame) -> Figure | None:
-    """Test accuracy against trainable parameters, one point per recipe (mean over its seeds, with the
-    standard deviation as an error bar; CPU smoke runs hollow and grey), with the axes zoomed to the points.
-    None where fewer than two recipes were recorded on a GPU: one point compares nothing."""
-    seeds = seeds.dropna(subset=["test_acc_mean"])
-    if _recipes_on_gpu(seeds) < 2:
-        return None
-    fig, ax = plt.subplots(figsize=(COLUMN, 2.1))
-    cpu = seeds["device"].astype(str).str.lower().eq("cpu")
-    for mask, kwargs in ((~cpu, {"color": PALETTE[0], "label": "GPU runs (mean ± std over seeds)"}),
-                         (cpu, {"mfc": "none", "color": "grey", "label": "CPU smoke run (no result)"})):
-        part = seeds[mask]
-        if len(part):
-            ax.errorbar(part["params"], 100 * part["test_acc_mean"], yerr=100 * part["test_acc_std"].fillna(0),
-                        fmt="o", markersize=4, capsize=2, zorder=3, **kwargs)
-    tta = seeds.dropna(subset=["test_acc_tta_mean"])
-    if len(tta):
-        ax.scatter(tta["params"], 100 * tta["test_acc_tta_mean"], marker="_", color="black", s=30, zorder=3,
-                   label="with TTA (mean)")
-    for _, row in seeds.iterrows():
-        ax.annotate(f"{row['model']} ({row['seeds']} seed{'s' if row['seeds'] > 1 else ''})",
-                    (row["params"], 100 * row["test_acc_mean"]), fontsize=MIN_FONT, xytext=(-4, -3),
-                    textcoords="offset points", ha="right", va="top")
-    ax.set_xscale("log")
-    ax.set_xlim(seeds["params"].min() / 2, max(seeds["params"].max(), PARAMETER_BUDGET) * 1.5)
-    _budget_line(ax, vertical=True, unit=1)
-    ax.set(xlabel="trainable parameters", ylabel="test accuracy (%)")
-    ax.legend(loc="lower right")
-    return fig
-
-
-# ==== one run's test predictions =====================================================================
-
-
-@_styled
-def confusion_matrix(matrix: np.ndarray, classes: Sequence[str] = CLASSES, title: str | None = None) -> Figure:
-    """Counts per (true, predicted) class, coloured by the share of the true class; `title` names the
-    run (the figure adds how many images were counted)."""
-    fig, ax = plt.subplots(figsize=(COLUMN, COLUMN * 0.85))
-    share = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    sns.heatmap(share, annot=matrix, fmt="d", cmap="Blues", vmin=0, vmax=1, square=True, cbar=False, ax=ax,
-                xticklabels=classes, yticklabels=classes, annot_kws={"fontsize": MIN_FONT}, linewidths=0.3,
-                linecolor="white")
-    counted = f"{int(matrix.sum()):,} test images"
-    ax.set(xlabel="predicted class", ylabel="true class", title=f"{title}\n{counted}" if title else counted)
-    ax.tick_params(length=0, labelsize=MIN_FONT)
-    plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
-    return fig
-
-
-@_styled
-def per_class_accuracy(table: pd.DataFrame, title: str | None = None) -> Figure:
-    """Accuracy of each true class, with the overall accuracy as a dashed line, and on how many test
-    images each was measured."""
-    fig, ax = plt.subplots(figsize=(COLUMN, 2.4))
-    acc = 100 * table["accuracy"]
-    low = max(0.0, 5 * math.floor((acc.min() - 4) / 5))  # zoomed to the data, room for a label in each bar
-    ax.barh(table["class"], acc - low, left=low, color=PALETTE[0], height=0.65)
-    total = int(table["total"].sum())
-    overall = 100 * table["correct"].sum() / total
-    ax.axvline(overall, color="black", linestyle="--", linewidth=0.8, label=f"all classes: {overall:.2f}%")
-    for y, value in enumerate(acc):
-        ax.annotate(f"{value:.1f}", (value, y), xytext=(-2, 0), textcoords="offset points", va="center",
-                    ha="right", fontsize=MIN_FONT, color="white")
-    sizes = sorted(set(table["total"]))
-    each = f"{sizes[0]:,} per class" if len(sizes) == 1 else "per class as in the table"
-    counted = f"{total:,} test images ({each})"
-    ax.set(xlabel=f"test accuracy (%), axis from {low:g}", xlim=(low, 100),
-           title=f"{title}\n{counted}" if title else counted)
-    ax.invert_yaxis()
-    ax.grid(axis="y", visible=False)
-    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.2))  # below the axis: the bars fill the axes
-    return fig
-
-
-@_styled
-def reliability_diagram(bins: pd.DataFrame, ece: float, title: str | None = None) -> Figure:
-    """Accuracy against confidence per bin (a calibrated network follows the diagonal); below, how many
-    test images fall in each bin."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(COLUMN, 3.1), sharex=True, height_ratios=(3, 1))
-    width = bins["upper"] - bins["lower"]
-    used = bins["count"] > 0
-    top.bar(bins["lower"][used], bins["accuracy"][used], width=width[used], align="edge", color=PALETTE[0],
-            edgecolor="white", linewidth=0.5, label="accuracy")
-    top.bar(bins["lower"][used], (bins["confidence"] - bins["accuracy"])[used], bottom=bins["accuracy"][used],
-            width=width[used], align="edge", fill=False, hatch="////", edgecolor=PALETTE[3], linewidth=0.5,
-            label="gap to mean confidence")
-    top.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=0.8, label="perfect calibration")
-    counted = f"{int(bins['count'].sum()):,} test images, expected calibration error {100 * ece:.2f}%"
-    top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=f"{title}\n{counted}" if title else counted)
-    top.legend(loc="upper left")
-    bottom.bar(bins["lower"], bins["count"] / bins["count"].sum() * 100, width=width, align="edge",
-               color="grey", edgecolor="white", linewidth=0.5, label="share of the images")
-    bottom.set(xlabel="confidence (highest softmax probability)", ylabel="images (%)")
-    bottom.legend(loc="upper left")
-    fig.align_ylabels()
-    fig.tight_layout(pad=0.2, h_pad=0.3)
-    return fig
-
-
-@_styled
-def confident_mistakes(pred: analysis.Predictions, mistakes: pd.DataFrame, cols: int = 6) -> Figure:
-    """The test images the network got wrong with the highest confidence (`pred` with its images)."""
-    if pred.images is None:
-        raise ValueError("these predictions carry no images: load them with the test split "
-                         "(analysis.load_predictions(run_dir, split=test))")
-    n = len(mistakes)
-    rows = max(1, -(-n // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(FULL, rows * 1.55), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (_, m) in zip(axes.flat, mistakes.iterrows()):
-        ax.imshow(pred.images[m["index"]], interpolation="none")
-        ax.set_title(f"{m['predicted']} {100 * m['confidence']:.0f}%\n(is {m['true']}, #{m['index']})", fontsize=MIN_FONT)
-    fig.tight_layout(pad=0.2, h_pad=0.4)
-    return fig
-
-
-@_styled
-def corruption_accuracy(record: dict, title: str | None = None) -> Figure:
-    """Test accuracy under each generated corruption (rows, CIFAR-10-C types) at each severity (columns),
-    with its mean over the severities; the title gives the clean and the mean corrupted accuracy.
-    `record` is a run's robustness.json as `robustness_record.load_robustness` returns it."""
-    from . import robustness_record as rr
-
-    table = pd.DataFrame(rr.rows(record)).set_index("corruption")
-    values = 100 * table.drop(columns="family")
-    fig, ax = plt.subplots(figsize=(COLUMN, 0.75 + 0.17 * len(values)))
-    sns.heatmap(values, annot=True, fmt=".1f", cmap="Blues_r", vmin=values.min().min(),  # darker: worse
-                vmax=100 * record["clean_acc"], cbar=False, ax=ax, annot_kws={"fontsize": MIN_FONT},
-                linewidths=0.3, linecolor="white")
-    ax.set_xticks(np.arange(len(values.columns)) + 0.5, [c.removeprefix("severity ") for c in values.columns],
-                  rotation=0)
-    counted = (f"{record['images']:,} test images: clean {100 * record['clean_acc']:.2f}%, "
-               f"corrupted {100 * record['mean_corruption_acc']:.2f}% on average")
-    ax.set(xlabel="severity (generated CIFAR-10-C corruptions)", ylabel="",
-           title=f"{title}\n{counted}" if title else counted)
-    ax.tick_params(length=0)
-    return fig
-
-
 # ==== the architecture search ========================================================================
 
 
@@ -481,7 +282,7 @@ def _completed(trials: pd.DataFrame) -> pd.Series:
     return trials["state"].astype(str).str.lower().eq(analysis.COMPLETE)
 
 
-@_styled
+@styled
 def search_pareto(trials: pd.DataFrame) -> Figure:
     """Held-out accuracy against parameters of each trial, with the Pareto front of the completed ones."""
     fig, ax = plt.subplots(figsize=(COLUMN, 2.1))
@@ -494,13 +295,13 @@ def search_pareto(trials: pd.DataFrame) -> Figure:
     ax.step(front["params"] / 1e6, 100 * front["val_acc"], where="post", color=PALETTE[3], linewidth=1,
             label="Pareto front")
     ax.scatter(front["params"] / 1e6, 100 * front["val_acc"], s=14, color=PALETTE[3], zorder=3)
-    _budget_line(ax, vertical=True)
+    budget_line(ax, vertical=True)
     ax.set(xlabel="trainable parameters (millions)", ylabel="held-out accuracy (%)")
     ax.legend(loc="lower right")
     return fig
 
 
-@_styled
+@styled
 def search_importance(importance: pd.DataFrame) -> Figure:
     """How much of the variation in held-out accuracy each searched parameter explains (fANOVA)."""
     importance = importance.sort_values("importance", ascending=True, kind="stable")
@@ -511,7 +312,7 @@ def search_importance(importance: pd.DataFrame) -> Figure:
     return fig
 
 
-@_styled
+@styled
 def search_history(trials: pd.DataFrame) -> Figure:
     """Held-out accuracy of each trial in order, and the best so far."""
     fig, ax = plt.subplots(figsize=(COLUMN, 2.0))
@@ -525,101 +326,3 @@ def search_history(trials: pd.DataFrame) -> Figure:
     ax.set(xlabel="trial", ylabel="held-out accuracy (%)")
     ax.legend(loc="lower right")
     return fig
-
-
-# ==== everything at once =============================================================================
-
-
-
-def _save_closed(fig: Figure, stem: Path) -> list[Path]:
-    paths = save(fig, stem)
-    plt.close(fig)
-    return paths
-
-
-def _save_if_drawn(fig: Figure | None, stem: Path) -> list[Path]:
-    """Save `fig`; where there is nothing to draw (None), remove the figure an earlier build left."""
-    if fig is not None:
-        return _save_closed(fig, stem)
-    for suffix in (".pdf", ".png"):
-        stem.with_suffix(suffix).unlink(missing_ok=True)
-    return []
-
-
-def rebuild_all(repo_root: str | Path, *, data_root: str | None = None, study: str = "main") -> list[Path]:
-    """Redraw every figure in figures/ and every table in results/ from configs/ and the recorded
-    results, without training; returns the files written. The best run's figures come from the
-    predictions it recorded, so they are the same on every machine. Figures that need CIFAR-10's images
-    (the data set, the confident mistakes) are skipped with a warning where it is not on disk (no download)."""
-    root = Path(repo_root)
-    figures, results = root / "figures", root / "results"
-    written: list[Path] = []
-
-    # Notebook 02: the design space and the presets.
-    written += _save_closed(params_vs_width(analysis.width_sweep()), figures / "params_vs_width")
-    written += _save_closed(params_vs_depth(analysis.depth_sweep()), figures / "params_vs_depth")
-    written += _save_closed(params_vs_kernels(analysis.kernel_sweep()), figures / "params_vs_kernels")
-    written += records.write_table(analysis.presets_table(root / "configs"), results / "presets_table",
-                                   records.PRESETS_COLUMNS)
-    trials, importance = analysis.load_search(results, study), analysis.load_importance(results, study)
-    if trials is not None:
-        written += _save_closed(search_pareto(trials), figures / "search_pareto")
-        written += _save_closed(search_history(trials), figures / "search_history")
-    if importance is not None:
-        written += _save_closed(search_importance(importance), figures / "search_importance")
-
-    # Notebook 04, from the records alone (results/runs: never the runs you train into runs/).
-    run_records = records.load_runs(results / "runs")
-    seeds = records.seeds_table(run_records)
-    written += records.write_table(records.runs_table(run_records), results / "runs_table", records.RUNS_COLUMNS)
-    written += records.write_seeds_table(seeds, results / "seeds_table")
-    written.append(records.write_runs_readme(run_records, results / "README.md"))
-    written += _save_if_drawn(params_vs_accuracy(seeds), figures / "params_vs_accuracy")
-    best = records.pick_best_run(run_records)[0] if any(r.finished and r.test_acc is not None for r in run_records) else None
-    recorded = best is not None and (best.path / PREDICTIONS).is_file()
-    if best is not None:
-        histories = {r.label: records.load_history(r.path) for r in records.same_model(run_records, best)}
-        written += _save_closed(learning_curves(histories, ema_decay=recipe.ema_decay(best.path)),
-                                figures / "learning_curves")
-    robustness = robustness_record.load_robustness(best.path) if best is not None else None
-    written += _save_if_drawn(corruption_accuracy(robustness, title=best.name) if robustness else None,
-                              figures / "corruption_accuracy")
-    if recorded:
-        written += prediction_outputs(best.name, analysis.load_predictions(best.path), figures, results)
-
-    try:
-        train = load_cifar10(data_root, "train", download=False)
-        test = load_cifar10(data_root, "test", download=False)
-    except DataError as err:
-        warnings.warn(f"figures of the data set and of the confident mistakes skipped: {err}", stacklevel=2)
-        return written
-
-    # Notebook 01: the data set.
-    written += records.write_table(analysis.class_counts(train, test), results / "dataset_stats")
-    histograms = analysis.channel_histograms(train.images)
-    stats = analysis.channel_stats(histograms)
-    written += records.write_table(stats, results / "channel_stats")
-    written += _save_closed(class_samples(train), figures / "class_samples")
-    written += _save_closed(pixel_histograms(histograms, stats), figures / "pixel_histograms")
-    written += _save_closed(augmentations(train), figures / "augmentations")
-
-    # Notebook 04: the best run's mistakes, which need the test images.
-    if recorded:
-        pred = analysis.load_predictions(best.path, split=test)
-        written += _save_closed(confident_mistakes(pred, analysis.confident_mistakes(pred)), figures / "confident_mistakes")
-    return written
-
-
-def prediction_outputs(name: str, pred: analysis.Predictions, figures: Path, results: Path) -> list[Path]:
-    """Confusion matrix, per-class accuracy (figure and table) and reliability diagram of one run's
-    recorded predictions."""
-    title = f"{name}, {pred.views}"
-    matrix = analysis.confusion_matrix(pred.labels, pred.predicted)
-    per_class = analysis.per_class_accuracy(matrix)
-    bins = analysis.reliability_bins(pred.confidence, pred.correct)
-    ece = analysis.expected_calibration_error(pred.confidence, pred.correct)
-    written = records.write_table(per_class, results / "per_class_accuracy", records.PER_CLASS_COLUMNS)
-    written += _save_closed(confusion_matrix(matrix, title=title), figures / "confusion_matrix")
-    written += _save_closed(per_class_accuracy(per_class, title=title), figures / "per_class_accuracy")
-    written += _save_closed(reliability_diagram(bins, ece, title=title), figures / "reliability_diagram")
-    return written

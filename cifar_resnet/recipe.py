@@ -3,7 +3,7 @@ regularisers, precision, evaluation), for the report's recipe table and the note
 
 Read from the run's own `config.yaml` as written (plain YAML, not the current dataclasses), so an older
 record with a key the library no longer has still shows it. A setting this module has no words for is
-shown under its own name, never dropped. Only PyYAML is imported: the report builds without torch.
+shown under its own name, never dropped. Only PyYAML is imported.
 """
 
 from __future__ import annotations

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
 from . import runs
 from .config import ConfigError, load_config
+from .formats import Column, duration, mean_std, percent, tex_escape, thousands, to_latex
 
 
 # ==== the recorded runs ==============================================================================
@@ -35,9 +38,34 @@ def require_clone(root: str | Path, command: str) -> None:
                           "run it from the clone's root or give --root CLONE")
 
 
+def number(value: Any) -> float | None:
+    """`value` as a finite float, or None for null, strings, booleans and NaN."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def accuracy(value: Any) -> float | None:
+    """A recorded accuracy rounded to 4 decimals, or None. CIFAR-10 has 10,000 test images, so 4 decimals
+    are exact, and rounding removes the float32 noise of metrics.json (0.9490999579 -> 0.9491)."""
+    value = number(value)
+    return None if value is None else round(value, 4)
+
+
+def read_json(path: Path) -> Any:
+    """The JSON in `path`, or None (with a warning if it exists but cannot be read)."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        warnings.warn(f"ignoring {path}: {err}", stacklevel=3)
+        return None
+
+
 @dataclass
 class RunRecord:
-    """A run folder and its metrics.json."""
+    """A run folder and its metrics.json: what the figures, the tables and the report know of a run."""
 
     path: Path
     metrics: dict
@@ -48,9 +76,9 @@ class RunRecord:
 
     @property
     def on_gpu(self) -> bool:
-        """CPU runs are smoke tests, never results."""
-        device = str(self.metrics.get("device") or "").strip().lower()
-        return device not in ("", "cpu")
+        """False for CPU smoke runs (and runs that do not say where they ran): those are never results."""
+        device = self.metrics.get("device")
+        return isinstance(device, str) and device.strip().lower() not in ("", "cpu")
 
     @property
     def finished(self) -> bool:
@@ -59,8 +87,11 @@ class RunRecord:
 
     @property
     def test_acc(self) -> float | None:
-        value = self.metrics.get("test_acc")
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        return accuracy(self.metrics.get("test_acc"))
+
+    @property
+    def test_acc_tta(self) -> float | None:
+        return accuracy(self.metrics.get("test_acc_tta"))
 
     @property
     def label(self) -> str:
@@ -187,19 +218,23 @@ def seeds_table(records: Sequence[RunRecord]) -> pd.DataFrame:
                                                                                     "train_seconds_std": 2})
 
 
-def pick_best_run(records: Sequence[RunRecord]) -> tuple[RunRecord, str]:
-    """The run to analyse and, in words, why: `best` if recorded on a GPU, else the most accurate GPU run,
-    else a CPU smoke run, which is no result at all."""
-    scored = [r for r in records if r.test_acc is not None and r.finished]
-    gpu = [r for r in scored if r.on_gpu]
+def best_run(records: Sequence[RunRecord]) -> RunRecord | None:
+    """The finished GPU run named `best`, else the finished GPU run with the highest test accuracy, or None."""
+    gpu = [r for r in records if r.test_acc is not None and r.finished and r.on_gpu]
     named = [r for r in gpu if r.name == "best"]
-    if named:
-        return named[0], (f"{named[0].label}: the run recorded as the project's final one, on "
-                          f"{named[0].metrics.get('device')}.")
-    if gpu:
-        best = max(gpu, key=lambda r: r.test_acc)
-        return best, (f"{best.label}: the most accurate of {len(gpu)} GPU run(s). No run is recorded as "
-                      "`best`; picking by test accuracy makes this number optimistic.")
+    return named[0] if named else max(gpu, key=lambda r: r.test_acc, default=None)
+
+
+def pick_best_run(records: Sequence[RunRecord]) -> tuple[RunRecord, str]:
+    """The run to analyse and, in words, why: `best_run` where there is a GPU result, else a CPU smoke run,
+    which is no result at all."""
+    scored = [r for r in records if r.test_acc is not None and r.finished]
+    best = best_run(scored)
+    if best is not None and best.name == "best":
+        return best, f"{best.label}: the run recorded as the project's final one, on {best.metrics.get('device')}."
+    if best is not None:
+        return best, (f"{best.label}: the most accurate of {sum(r.on_gpu for r in scored)} GPU run(s). No run is "
+                      "recorded as `best`; picking by test accuracy makes this number optimistic.")
     if not scored:
         raise FileNotFoundError("no finished run with a test accuracy here: train one first "
                                 "(notebook 03 or `cifar-resnet train`)")
@@ -233,37 +268,6 @@ def last_evaluation(run_dir: Path) -> tuple[int, float] | None:
 
 # ==== table files ====================================================================================
 
-_TEX_SPECIALS = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
-                 "^": r"\^{}", "_": r"\_", "%": r"\%", "~": r"\~{}"}
-
-
-def tex_escape(text: str) -> str:
-    return "".join(_TEX_SPECIALS.get(c, c) for c in str(text))
-
-
-@dataclass
-class Column:
-    """How a table column appears in LaTeX: its header, alignment, and formatter of a cell (None = escaped str)."""
-
-    header: str
-    align: str = "l"
-    format: Callable[[object], str] | None = None
-
-
-def to_latex(table: pd.DataFrame, columns: dict[str, Column]) -> str:
-    """A booktabs tabular of the given columns (no float environment: the report wraps it)."""
-    lines = [f"\\begin{{tabular}}{{{''.join(c.align for c in columns.values())}}}", "\\toprule",
-             " & ".join(c.header for c in columns.values()) + " \\\\", "\\midrule"]
-    for _, row in table.iterrows():
-        cells = []
-        for key, col in columns.items():
-            value = row[key]
-            missing = value is None or (not isinstance(value, str) and pd.isna(value))
-            cells.append("--" if missing else col.format(value) if col.format else tex_escape(value))
-        lines.append(" & ".join(cells) + " \\\\")
-    return "\n".join(lines + ["\\bottomrule", "\\end{tabular}"]) + "\n"
-
-
 def write_table(table: pd.DataFrame, stem: Path, columns: dict[str, Column] | None = None) -> list[Path]:
     """Write `stem`.csv and, given LaTeX columns, `stem`.tex; returns the paths written."""
     stem = Path(stem)
@@ -293,13 +297,6 @@ def for_display(table: pd.DataFrame) -> pd.DataFrame:
         elif column == "params":
             out[column] = shown(column, lambda v: f"{int(v):,}")
     return out
-
-
-def mean_std(mean: object, std: object, scale: float = 100, digits: int = 2, pm: str = " ± ") -> str:
-    """"94.86 ± 0.08" from a mean and a standard deviation (the mean alone where there is no std)."""
-    if pd.isna(mean):
-        return "-"
-    return f"{scale * float(mean):.{digits}f}" + ("" if pd.isna(std) else f"{pm}{scale * float(std):.{digits}f}")
 
 
 def write_seeds_table(table: pd.DataFrame, stem: Path) -> list[Path]:
@@ -365,19 +362,6 @@ def write_runs_readme(records: Sequence[RunRecord], path: Path) -> Path:
     path = Path(path)
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def thousands(n: object) -> str:
-    return f"{int(n):,}".replace(",", "{,}")
-
-
-def percent(x: object) -> str:
-    return f"{100 * float(x):.2f}"
-
-
-def duration(seconds: object) -> str:
-    s = float(seconds)
-    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
 
 
 def device_name(device: object) -> str:

@@ -4,14 +4,13 @@ Every number the report states about this project comes from `report/generated/n
 results table beside it, which `write_numbers` derives from the recorded runs, so the text can never
 drift from the results. A flag such as `\\ifHaveBestRun` is false where a result does not exist yet,
 and the text then says so.
-Only the standard library is imported (and PyYAML, when a run's config.yaml is read): building the
-report needs neither torch nor matplotlib.
+A run is read as the figures and tables read it, a `records.RunRecord`, and every value is written with
+the formatters of `formats`; the benchmarks' numbers are set by `report_bench`.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 import shutil
@@ -20,7 +19,11 @@ import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from . import report_bench
+from .formats import mean_std, percent, tex_escape, thousands
+from .models import PARAMETER_BUDGET
+from .records import RunRecord, accuracy, best_run, last_evaluation, number, read_json
 
 BUILD_FILES = (".aux", ".bbl", ".blg", ".fls", ".log", ".out", ".fdb_latexmk")
 TEX_INSTALL_HINT = "install texlive-latex-extra texlive-fonts-recommended latexmk"
@@ -32,45 +35,10 @@ STOPPED = "time_limit"  # metrics.json status of a run its time limit stopped
 TABLE_FILE = "results_table.tex"  # written beside numbers.tex
 RECIPE_FILE = "recipe_table.tex"  # the best run's settings, beside numbers.tex
 ROBUSTNESS_FILE = "robustness_table.tex"  # the best run's accuracy under generated corruptions
-# The project's budget, models.PARAMETER_BUDGET, repeated so that the report builds without torch.
-PARAMETER_BUDGET = 5_000_000
-_TEX_SPECIALS = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
-                 "^": r"\^{}", "_": r"\_", "%": r"\%", "~": r"\~{}"}
 
 
 @dataclass
-class Run:
-    """One recorded run: its folder and the contents of its `metrics.json`."""
-
-    path: Path
-    metrics: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
-    def test_acc(self) -> float:
-        return accuracy(self.metrics["test_acc"])
-
-    @property
-    def test_acc_tta(self) -> float | None:
-        return accuracy(self.metrics.get("test_acc_tta"))
-
-    @property
-    def on_gpu(self) -> bool:
-        """False for CPU smoke runs (and runs that do not say where they ran): those are not results."""
-        device = self.metrics.get("device")
-        return isinstance(device, str) and device.strip() != "" and device.strip().lower() != "cpu"
-
-    @property
-    def finished(self) -> bool:
-        """True unless the run records another status (a time limit, for one): its schedule ran to the end."""
-        return self.metrics.get("status", "finished") == "finished"
-
-
-@dataclass
-class StoppedRun(Run):
+class StoppedRun(RunRecord):
     """A GPU run that its time limit stopped before the end of its schedule: no final test accuracy, only
     the last evaluation in its `history.csv`."""
 
@@ -78,46 +46,7 @@ class StoppedRun(Run):
     last_acc: float = 0.0  # test accuracy at that epoch
 
 
-def tex_escape(text: str) -> str:
-    """`text` with LaTeX's special characters escaped, for use in running text."""
-    return "".join(_TEX_SPECIALS.get(c, c) for c in text)
-
-
-def percent(fraction: float) -> str:
-    """An accuracy in [0, 1] as a percentage with two decimals, without the % sign: 0.9412 -> '94.12'."""
-    return f"{100 * fraction:.2f}"
-
-
-def accuracy(value: Any) -> float | None:
-    """A recorded accuracy rounded to 4 decimals, or None. CIFAR-10 has 10,000 test images, so 4 decimals
-    are exact, and rounding removes the float32 noise of metrics.json (0.9490999579 -> 0.9491)."""
-    number = _number(value)
-    return None if number is None else round(number, 4)
-
-
-def _number(value: Any) -> float | None:
-    """`value` as a finite float, or None for null, strings, booleans and NaN."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _thousands(n: float) -> str:
-    return f"{round(n):,}".replace(",", "{,}")
-
-
-def _read_json(path: Path) -> Any:
-    """The JSON in `path`, or None (with a warning if it exists but cannot be read)."""
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        warnings.warn(f"ignoring {path}: {err}", stacklevel=3)
-        return None
-
-
-def load_runs(results_dir: Path) -> list[Run]:
+def load_results(results_dir: Path) -> list[RunRecord]:
     """The runs under `results_dir/runs/*/metrics.json` that record a test accuracy, sorted by name.
 
     Unfinished and validation-only runs (no `test_acc`) are left out; unreadable files and runs that
@@ -125,27 +54,25 @@ def load_runs(results_dir: Path) -> list[Run]:
     """
     runs = []
     for path in sorted(Path(results_dir).glob("runs/*/metrics.json")):
-        metrics = _read_json(path)
-        if not isinstance(metrics, dict) or _number(metrics.get("test_acc")) is None:
+        metrics = read_json(path)
+        if not isinstance(metrics, dict) or number(metrics.get("test_acc")) is None:
             continue
-        missing = [k for k in REQUIRED if _number(metrics.get(k)) is None]
+        missing = [k for k in REQUIRED if number(metrics.get(k)) is None]
         if not 0 <= metrics["test_acc"] <= 1 or missing:
             warnings.warn(f"skipping {path}: test_acc outside [0, 1] or no {', '.join(missing)}", stacklevel=2)
             continue
-        runs.append(Run(path.parent, metrics))
+        runs.append(RunRecord(path.parent, metrics))
     return runs
 
 
-def _last_test_eval(history: Path) -> tuple[int, float] | None:
-    """(epoch, test accuracy) of the last row of `history` that has a test accuracy, or None."""
-    if not history.is_file():
+def _last_test_eval(run_dir: Path) -> tuple[int, float] | None:
+    """`records.last_evaluation` of a run, or None (with a warning where its history.csv cannot be read)."""
+    if not (run_dir / "history.csv").is_file():
         return None
     try:
-        with history.open(newline="") as f:
-            rows = [r for r in csv.DictReader(f) if (r.get("test_acc") or "").strip()]
-        return (int(rows[-1]["epoch"]), float(rows[-1]["test_acc"])) if rows else None
+        return last_evaluation(run_dir)
     except (OSError, ValueError, KeyError) as err:
-        warnings.warn(f"ignoring {history}: {err}", stacklevel=3)
+        warnings.warn(f"ignoring {run_dir / 'history.csv'}: {err}", stacklevel=3)
         return None
 
 
@@ -153,23 +80,16 @@ def load_stopped_runs(results_dir: Path) -> list[StoppedRun]:
     """GPU runs under `results_dir/runs` stopped by their time limit, with their last test evaluation."""
     stopped = []
     for path in sorted(Path(results_dir).glob("runs/*/metrics.json")):
-        metrics = _read_json(path)
+        metrics = read_json(path)
         if not isinstance(metrics, dict) or metrics.get("status") != STOPPED or metrics.get("eval_split", "test") != "test":
             continue
-        last = _last_test_eval(path.parent / "history.csv")
+        last = _last_test_eval(path.parent)
         run = StoppedRun(path.parent, metrics)
-        if last is None or not run.on_gpu or any(_number(metrics.get(k)) is None for k in REQUIRED + ("epochs",)):
+        if last is None or not run.on_gpu or any(number(metrics.get(k)) is None for k in REQUIRED + ("epochs",)):
             continue
         run.epoch, run.last_acc = last[0], accuracy(last[1])
         stopped.append(run)
     return stopped
-
-
-def best_run(runs: list[Run]) -> Run | None:
-    """The run named `best` if it ran on a GPU, else the GPU run with the highest test accuracy."""
-    gpu_runs = [r for r in runs if r.on_gpu and r.finished]
-    named = [r for r in gpu_runs if r.name == "best"]
-    return named[0] if named else max(gpu_runs, key=lambda r: r.test_acc, default=None)
 
 
 # Every flag is declared in numbers.tex, false unless set: TeX must know all of them to skip the
@@ -182,7 +102,7 @@ FLAGS = ("HaveBestRun", "HaveBestTTA", "HaveBestThroughput", "BestSelectedOnTest
          "HaveResultsTable", "HaveRecipe", "HaveBestEMA", "BestEMAWarmup", "SpeedSameParams", "HaveRobustness", "RobustTimed")
 
 
-class _Macros:
+class Macros:
     """Collects the `\\ifName` flags and `\\Name` values for numbers.tex."""
 
     def __init__(self) -> None:
@@ -206,7 +126,7 @@ class _Macros:
         return "\n".join(lines) + "\n"
 
 
-def _architecture(run: Run, m: _Macros) -> None:
+def _architecture(run: RunRecord, m: Macros) -> None:
     """Design variables of the best run, from the `config.yaml` saved in its folder."""
     path = run.path / "config.yaml"
     model = None
@@ -236,7 +156,7 @@ def _architecture(run: Run, m: _Macros) -> None:
     m.text("BestDepth", str(2 + 2 * sum(model["blocks"])))
 
 
-def _best(runs: list[Run], m: _Macros) -> Run | None:
+def _best(runs: list[RunRecord], m: Macros) -> RunRecord | None:
     best = best_run(runs)
     m.flag("HaveBestRun", best is not None)
     if best is None:
@@ -252,26 +172,26 @@ def _best(runs: list[Run], m: _Macros) -> Run | None:
     if have_tta:
         m.text("BestTestAccTTA", percent(tta))
         m.text("BestTTAName", TTA_NAMES[x["tta"]])
-    m.text("BestParams", _thousands(x["params"]))
+    m.text("BestParams", thousands(x["params"]))
     m.text("BestParamsM", f"{x['params'] / 1e6:.2f}")
     m.text("BestBudgetPercent", f"{100 * x['params'] / PARAMETER_BUDGET:.0f}")
     m.text("BestMinutes", f"{x['train_seconds'] / 60:.1f}")
     m.text("BestSeconds", f"{x['train_seconds']:.0f}")
     m.text("BestEpochs", str(int(x["epochs_completed"])))
-    ips = _number(x.get("images_per_second"))
+    ips = number(x.get("images_per_second"))
     m.flag("HaveBestThroughput", ips is not None)
     if ips is not None:
-        m.text("BestImagesPerSecond", _thousands(ips))
+        m.text("BestImagesPerSecond", thousands(ips))
     m.text("BestDevice", tex_escape(str(x["device"])))
     m.text("BestTorch", tex_escape(str(x.get("torch_version", "unknown"))))
     m.text("BestCommit", tex_escape(str(x.get("git_commit") or "unknown")[:7]))
     m.text("BestPreset", tex_escape(str(x.get("preset") or x.get("name") or "unknown")))
-    seed = _number(x.get("seed"))
+    seed = number(x.get("seed"))
     m.text("BestSeed", str(int(seed)) if seed is not None else "unknown")
     m.flag("BestSelectedOnTest", x.get("selected_on_test") is True)
     reached = x.get("time_to_acc") if isinstance(x.get("time_to_acc"), dict) else {}
     for key, word in THRESHOLDS.items():
-        t = _number(reached.get(key))
+        t = number(reached.get(key))
         m.flag(f"HaveBestTimeTo{word}", t is not None)
         if t is not None:
             m.text(f"BestTimeTo{word}", f"{t:.1f}")
@@ -279,7 +199,7 @@ def _best(runs: list[Run], m: _Macros) -> Run | None:
     return best
 
 
-def _seeds(runs: list[Run], m: _Macros) -> None:
+def _seeds(runs: list[RunRecord], m: Macros) -> None:
     """Mean and sample standard deviation over the finished `best`, `best-seed1`, ... GPU runs."""
     seeds = [r for r in runs if r.on_gpu and r.finished and SEED_RUN.fullmatch(r.name)]
     m.flag("HaveSeedSpread", len(seeds) >= 2)
@@ -292,7 +212,7 @@ def _seeds(runs: list[Run], m: _Macros) -> None:
     m.text("SeedMinAcc", percent(min(accs)))
     m.text("SeedMaxAcc", percent(max(accs)))
     m.text("SeedMeanSeconds", f"{statistics.mean(r.metrics['train_seconds'] for r in seeds):.0f}")
-    walls = [_number(r.metrics.get("wall_seconds")) for r in seeds]
+    walls = [number(r.metrics.get("wall_seconds")) for r in seeds]
     m.text("SeedMaxWallSeconds", f"{max(walls):.0f}" if all(w is not None for w in walls) else "unknown")
     tta = [r.test_acc_tta for r in seeds]
     have_tta = all(t is not None for t in tta)
@@ -303,7 +223,7 @@ def _seeds(runs: list[Run], m: _Macros) -> None:
         m.text("SeedTTAGain", f"{100 * (statistics.mean(tta) - statistics.mean(accs)):.2f}")
 
 
-def _stopped(stopped: list[StoppedRun], best: Run | None, runs: list[Run], m: _Macros) -> None:
+def _stopped(stopped: list[StoppedRun], best: RunRecord | None, runs: list[RunRecord], m: Macros) -> None:
     """The longest-planned run of the best configuration that its time limit stopped, if any."""
     same = [s for s in stopped if best is None or s.metrics.get("name") == best.metrics.get("name")]
     m.flag("HaveStoppedRun", bool(same))
@@ -317,68 +237,11 @@ def _stopped(stopped: list[StoppedRun], best: Run | None, runs: list[Run], m: _M
     m.text("StoppedSeconds", f"{run.metrics['train_seconds']:.0f}")
     finished = [r.test_acc for r in runs if r.on_gpu and r.finished and SEED_RUN.fullmatch(r.name)]
     m.flag("StoppedAboveSeeds", bool(finished) and run.last_acc > max(finished))
-    seed = _number(run.metrics.get("seed"))
+    seed = number(run.metrics.get("seed"))
     m.text("StoppedSeed", str(int(seed)) if seed is not None else "unknown")
 
 
-def _speed(results_dir: Path, m: _Macros) -> None:
-    """The time-to-94% benchmark against airbench94, from results/bench/speed94.json."""
-    data = _read_json(results_dir / "bench" / "speed94.json")
-    sides = {}
-    for side in ("ours", "airbench"):
-        entry = data.get(side) if isinstance(data, dict) else None
-        values = {k: _number(entry.get(k)) if isinstance(entry, dict) else None
-                  for k in ("acc_mean", "acc_std", "seconds_mean", "seconds_std")}
-        sides[side] = values if all(v is not None for v in values.values()) else None
-    ok = isinstance(data, dict) and all(sides.values()) and sides["airbench"]["seconds_mean"] > 0
-    m.flag("HaveSpeedBench", ok)
-    if not ok:
-        return
-    m.text("SpeedDevice", tex_escape(str(data.get("device", "unknown"))))
-    runs = _number(data.get("n_runs"))
-    m.text("SpeedRuns", str(int(runs)) if runs is not None else "unknown")
-    target = _number(data.get("target"))
-    target = 94.0 if target is None else target
-    m.text("SpeedTarget", f"{target:g}")
-    for side, prefix in (("ours", "SpeedOurs"), ("airbench", "SpeedAirbench")):
-        v = sides[side]
-        m.text(f"{prefix}Name", tex_escape(str(data[side].get("name") or side)))
-        m.flag(f"{prefix}Reached", 100 * v["acc_mean"] >= target)
-        m.text(f"{prefix}Acc", percent(v["acc_mean"]))
-        m.text(f"{prefix}AccStd", percent(v["acc_std"]))
-        m.text(f"{prefix}Seconds", f"{v['seconds_mean']:.3f}")  # runs of about 2 s differ by milliseconds
-        m.text(f"{prefix}SecondsStd", f"{v['seconds_std']:.3f}")
-        params = _number(data[side].get("params"))
-        m.text(f"{prefix}ParamsM", f"{params / 1e6:.2f}" if params is not None else "unknown")
-    m.flag("SpeedSameParams", _number(data["ours"].get("params")) is not None
-           and data["ours"].get("params") == data["airbench"].get("params"))
-    ratio = _number(data.get("ratio"))
-    if ratio is None:
-        ratio = sides["ours"]["seconds_mean"] / sides["airbench"]["seconds_mean"]
-    m.text("SpeedRatio", f"{ratio:.3f}")
-    m.text("SpeedSlowerPercent", f"{100 * (ratio - 1):.1f}")
-
-
-def _throughput(results_dir: Path, m: _Macros) -> None:
-    """Training throughput of the best configuration, from results/bench/throughput_best.json."""
-    data = _read_json(results_dir / "bench" / "throughput_best.json")
-    share = data.get("share") if isinstance(data, dict) else None
-    values = [_number(data.get(k)) if isinstance(data, dict) else None
-              for k in ("train_images_per_second", "epoch_seconds_estimate")]
-    shares = [_number(share.get(k)) if isinstance(share, dict) else None for k in ("data", "forward_backward")]
-    ok = all(v is not None for v in values + shares)
-    m.flag("HaveThroughputBench", ok)
-    if not ok:
-        return
-    m.text("ThroughputDevice", tex_escape(str(data.get("device", "unknown"))))
-    m.text("ThroughputImagesPerSecond", _thousands(values[0]))
-    m.text("ThroughputEpochSeconds", f"{values[1]:.2f}")
-    m.text("ThroughputDataPercent", f"{100 * shares[0]:.1f}")
-    m.text("ThroughputStepPercent", f"{100 * shares[1]:.1f}")
-    m.flag("ThroughputOnRandomImages", str(data.get("data_source", "")).startswith("random"))
-
-
-def _per_class(results_dir: Path, best: Run | None, m: _Macros) -> None:
+def _per_class(results_dir: Path, best: RunRecord | None, m: Macros) -> None:
     """Hardest and easiest classes from results/per_class_accuracy.csv, used only if that table's overall
     accuracy is the best run's, without or with its TTA, to 5 test images (another run's differs by more)."""
     path = results_dir / "per_class_accuracy.csv"
@@ -408,16 +271,15 @@ def _per_class(results_dir: Path, best: Run | None, m: _Macros) -> None:
 
 def _mean_std(values: list[float]) -> str:
     """Percentages as `mean ± sample std`, or the value alone for a single run."""
-    if len(values) == 1:
-        return percent(values[0])
-    return f"{percent(statistics.mean(values))}\\,$\\pm$\\,{percent(statistics.stdev(values))}"
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return mean_std(statistics.mean(values), std, pm="\\,$\\pm$\\,")
 
 
-def results_table(runs: list[Run], stopped: list[StoppedRun]) -> str:
+def results_table(runs: list[RunRecord], stopped: list[StoppedRun]) -> str:
     """The GPU results as a bare booktabs tabular: finished runs grouped by configuration and epochs (mean ±
     sample std over seeds, with their number n), then each run its time limit stopped, marked with a dagger.
     Empty when there is no GPU result."""
-    groups: dict[tuple[str, int], list[Run]] = {}
+    groups: dict[tuple[str, int], list[RunRecord]] = {}
     for r in runs:
         if r.on_gpu and r.finished:
             key = (str(r.metrics.get("name") or r.name), int(r.metrics["epochs_completed"]))
@@ -440,7 +302,7 @@ def results_table(runs: list[Run], stopped: list[StoppedRun]) -> str:
             + "\n".join(rows) + "\n\\bottomrule\n\\end{tabular}\n")
 
 
-def _recipe_and_average(best: Run | None, m: _Macros, out_dir: Path) -> None:
+def _recipe_and_average(best: RunRecord | None, m: Macros, out_dir: Path) -> None:
     """The best run's recipe table (every setting of its config.yaml) and how fast its weight average
     forgets the initial weights: the half-life, in epochs, of their share of the average at full decay, and
     the power of its warm-up where it has one."""
@@ -451,24 +313,24 @@ def _recipe_and_average(best: Run | None, m: _Macros, out_dir: Path) -> None:
     (out_dir / RECIPE_FILE).write_text(recipe_latex(recipe(config), tex_escape) if config else "% No best run.\n")
     train = (config or {}).get("train") or {}
     data = (config or {}).get("data") or {}
-    decay, batch = _number(train.get("ema_decay")), _number(train.get("batch_size"))
+    decay, batch = number(train.get("ema_decay")), number(train.get("batch_size"))
     ok = decay is not None and 0 < decay < 1 and batch is not None and batch > 0
     m.flag("HaveBestEMA", ok)
     if not ok:
         return
-    images = (_number(data.get("train_subset")) or 50_000) - (_number(data.get("holdout")) or 0)
+    images = (number(data.get("train_subset")) or 50_000) - (number(data.get("holdout")) or 0)
     steps = math.ceil(images / batch)
     m.text("BestEMADecay", f"{decay:g}")
     m.text("BestStepsPerEpoch", str(steps))
     m.text("BestEMAHalfLifeEpochs", f"{math.log(0.5) / math.log(decay) / steps:.1f}")
     # train.ema_warmup_power p > 0: the decay after n updates is min(decay, 1 - (1 + n)^-p), as timm's ModelEmaV3.
-    power = _number(train.get("ema_warmup_power"))
+    power = number(train.get("ema_warmup_power"))
     m.flag("BestEMAWarmup", power is not None and power > 0)
     if power is not None and power > 0:
         m.text("BestEMAWarmupPower", f"{power:g}")
 
 
-def _robustness(best: Run | None, m: _Macros, out_dir: Path) -> None:
+def _robustness(best: RunRecord | None, m: Macros, out_dir: Path) -> None:
     """The best run's accuracy under generated corruptions, from its robustness.json."""
     from .robustness_record import corruption_label, load_robustness, mean_accuracy, robustness_latex
 
@@ -477,14 +339,14 @@ def _robustness(best: Run | None, m: _Macros, out_dir: Path) -> None:
     (out_dir / ROBUSTNESS_FILE).write_text(robustness_latex(record) if record else "% No robustness.json.\n")
     if record is None:
         return
-    m.text("RobustImages", _thousands(record["images"]))
+    m.text("RobustImages", thousands(record["images"]))
     m.text("RobustCleanAcc", percent(record["clean_acc"]))
     m.text("RobustMeanAcc", percent(record["mean_corruption_acc"]))
     m.text("RobustCount", str(len(record["corruptions"])))
     worst = min(record["corruptions"], key=mean_accuracy)
     m.text("RobustWorstName", tex_escape(corruption_label(worst["name"]).lower()))
     m.text("RobustWorstAcc", percent(mean_accuracy(worst)))
-    seconds = _number(record.get("seconds"))
+    seconds = number(record.get("seconds"))
     m.flag("RobustTimed", seconds is not None)
     if seconds is not None:
         m.text("RobustSeconds", f"{seconds:.0f}")
@@ -500,17 +362,17 @@ def write_numbers(results_dir: Path, out_path: Path) -> dict[str, str | bool]:
     `\\ifName` flags. A CPU-only run never counts as a result.
     """
     results_dir, out_path = Path(results_dir), Path(out_path)
-    runs = load_runs(results_dir)
+    runs = load_results(results_dir)
     stopped = load_stopped_runs(results_dir)
-    m = _Macros()
+    m = Macros()
     m.text("NumRuns", str(len(runs)))
     m.text("NumGPURuns", str(sum(r.on_gpu for r in runs)))
     m.text("BudgetM", f"{PARAMETER_BUDGET / 1e6:g}")
     best = _best(runs, m)
     _seeds(runs, m)
     _stopped(stopped, best, runs, m)
-    _speed(results_dir, m)
-    _throughput(results_dir, m)
+    report_bench.speed(results_dir, m)
+    report_bench.throughput(results_dir, m)
     _per_class(results_dir, best, m)
     table = results_table(runs, stopped)
     m.flag("HaveResultsTable", bool(table))

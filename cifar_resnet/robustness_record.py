@@ -3,7 +3,7 @@ and laid out for the figures, notebook 04 and the report.
 
 The corruptions are generated on the fly with the CIFAR-10-C types and severities (Hendrycks and
 Dietterich, 2019), not read from the released CIFAR-10-C files; every caption and sentence says so.
-Only the standard library is imported: the report builds without torch, pandas or matplotlib.
+Only the standard library is imported.
 """
 
 from __future__ import annotations

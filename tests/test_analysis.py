@@ -160,3 +160,11 @@ def test_search_results_are_read_with_either_parameter_column_name(tmp_path):
     (tmp_path / "search" / "main.csv").write_text("number,state\n0,complete\n")
     with pytest.raises(ValueError, match="lacks the column"):
         analysis.load_search(tmp_path)
+
+
+def test_to_nhwc_gives_channels_last_from_either_layout():
+    images = torch.arange(2 * 3 * 4 * 5, dtype=torch.uint8).reshape(2, 3, 4, 5)
+    nhwc = analysis.to_nhwc(images)
+    assert isinstance(nhwc, np.ndarray) and nhwc.shape == (2, 4, 5, 3)
+    assert nhwc[1, 2, 3, 0] == images[1, 0, 2, 3]
+    assert np.array_equal(analysis.to_nhwc(torch.from_numpy(nhwc)), nhwc)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cifar_resnet import analysis, plots, runs
+from cifar_resnet import analysis, plots, rebuild, run_plots, runs
 from cifar_resnet.config import load_config, override, save_config
 from cifar_resnet.data import load_cifar10
 
@@ -94,7 +94,7 @@ def test_labels(synthetic_root):
 def two_builds(tmp_path_factory, synthetic_root, test_labels):
     tmp = tmp_path_factory.mktemp("rebuild")
     roots = [repo_copy(tmp, name, test_labels) for name in ("a", "b")]
-    return [(root, plots.rebuild_all(root, data_root=str(synthetic_root))) for root in roots]
+    return [(root, rebuild.rebuild_all(root, data_root=str(synthetic_root))) for root in roots]
 
 
 def test_rebuild_all_writes_every_figure_and_table(two_builds):
@@ -120,7 +120,7 @@ def test_rebuilt_files_are_byte_identical(two_builds):
 def test_without_the_data_set_everything_but_the_images_is_built_from_the_records(tmp_path, test_labels):
     root = repo_copy(tmp_path, "c", test_labels, search=False)
     with pytest.warns(UserWarning, match="skipped"):
-        written = plots.rebuild_all(root, data_root=str(tmp_path / "nowhere"))
+        written = rebuild.rebuild_all(root, data_root=str(tmp_path / "nowhere"))
     assert relative(written, root) == sorted([f"figures/{n}.{e}" for n in FROM_RECORDS for e in ("pdf", "png")]
                                              + [f"results/{n}" for n in TABLES])
     assert not (tmp_path / "nowhere").exists()  # never downloads
@@ -140,9 +140,9 @@ def test_tables_list_every_run_and_summarise_the_seeds(two_builds):
 
 def test_the_figures_say_on_how_many_images_they_were_measured(test_labels):
     matrix = analysis.confusion_matrix(test_labels, test_labels)
-    fig = plots.per_class_accuracy(analysis.per_class_accuracy(matrix), title="best")
+    fig = run_plots.per_class_accuracy(analysis.per_class_accuracy(matrix), title="best")
     assert fig.axes[0].get_title() == f"best\n{len(test_labels):,} test images (10 per class)"
-    assert plots.confusion_matrix(matrix).axes[0].get_title() == f"{len(test_labels):,} test images"
+    assert run_plots.confusion_matrix(matrix).axes[0].get_title() == f"{len(test_labels):,} test images"
 
 
 def test_a_png_shows_each_image_pixel_as_a_whole_square(tmp_path):
@@ -169,7 +169,7 @@ def test_the_reliability_diagram_of_recorded_predictions_is_the_same_in_any_orde
     for name, p in (("a", pred), ("b", shuffled)):
         bins = analysis.reliability_bins(p.confidence, p.correct)
         ece = analysis.expected_calibration_error(p.confidence, p.correct)
-        plots.save(plots.reliability_diagram(bins, ece, title="best"), tmp_path / name)
+        plots.save(run_plots.reliability_diagram(bins, ece, title="best"), tmp_path / name)
     assert (tmp_path / "a.pdf").read_bytes() == (tmp_path / "b.pdf").read_bytes()
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
 
@@ -182,8 +182,8 @@ def test_figures_from_the_records_are_the_same_bytes_on_another_cpu(tmp_path):
     # Another CPU in effect: numpy without its SIMD kernels beyond the baseline, torch's default kernels,
     # one thread. Figures from recomputed predictions differed in the 7th digit this way; from the
     # recorded ones every byte is the same.
-    code = ("import sys, warnings; warnings.simplefilter('ignore'); from cifar_resnet import plots; "
-            "plots.rebuild_all(sys.argv[1], data_root=sys.argv[2])")
+    code = ("import sys, warnings; warnings.simplefilter('ignore'); from cifar_resnet import rebuild; "
+            "rebuild.rebuild_all(sys.argv[1], data_root=sys.argv[2])")
     builds = []
     for name, env in (("here", {}), ("other", OTHER_CPU)):
         root = tmp_path / name
@@ -229,9 +229,9 @@ def test_accuracy_against_parameters_is_drawn_only_with_two_recipes():
     row = {"model": "a", "epochs": 4, "params": 5266, "device": "NVIDIA H200", "seeds": 2, "runs": "a b",
            "test_acc_mean": 0.6, "test_acc_std": 0.01, "test_acc_tta_mean": 0.62, "test_acc_tta_std": 0.0}
     one = pd.DataFrame([row, row | {"model": "smoke", "device": "cpu"}])
-    assert plots.params_vs_accuracy(one) is None  # one GPU recipe (and a smoke run) compares nothing
+    assert run_plots.params_vs_accuracy(one) is None  # one GPU recipe (and a smoke run) compares nothing
     two = pd.DataFrame([row, row | {"model": "b", "params": 2_000_000, "test_acc_mean": 0.9}])
-    ax = plots.params_vs_accuracy(two).axes[0]
+    ax = run_plots.params_vs_accuracy(two).axes[0]
     assert ax.get_ylim()[0] > 50 and ax.get_xlim()[0] > 1000  # zoomed to the points, not 0-100% and 10^3
     plt.close("all")
 
@@ -240,10 +240,10 @@ def test_learning_curves_say_which_weights_they_evaluate():
     history = pd.DataFrame({"epoch": [1, 2], "lr": [0.1, 0.1], "train_loss": [2.0, 1.5], "train_acc": [0.2, 0.4],
                             "eval_loss": [2.2, 2.0], "eval_acc": [0.1, 0.15], "eval_loss_raw": [1.8, 1.4],
                             "eval_acc_raw": [0.3, 0.5], "seconds": [1.0, 1.0]})
-    fig = plots.learning_curves({"run": history}, ema_decay=0.9995)
+    fig = run_plots.learning_curves({"run": history}, ema_decay=0.9995)
     labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
     assert "test, weight average (EMA 0.9995)" in labels and "test, trained weights" in labels
-    fig = plots.learning_curves({"run": history.drop(columns=["eval_loss_raw", "eval_acc_raw"])})
+    fig = run_plots.learning_curves({"run": history.drop(columns=["eval_loss_raw", "eval_acc_raw"])})
     labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
     assert "test, trained weights" in labels and not any("average" in label for label in labels)
     plt.close("all")

@@ -90,6 +90,23 @@ def test_best_run_is_best_then_most_accurate_gpu_run_then_the_smoke_run(tmp_path
         records.pick_best_run([])
 
 
+def test_the_report_and_the_tables_read_one_record_of_a_run_and_write_numbers_alike(tmp_path):
+    from cifar_resnet import formats, report
+
+    _record(tmp_path, "smoke-cpu", device="cpu", test_acc=0.99)
+    _record(tmp_path, "b", device="NVIDIA H100", test_acc=0.9490999579, test_acc_tta=0.95)
+    _record(tmp_path, "odd", device=1, test_acc=0.999)  # a device that is no name: never a GPU result
+    recorded = records.load_runs(tmp_path / "runs")
+    assert records.best_run(recorded).name == "b" == records.pick_best_run(recorded)[0].name
+    assert records.best_run([r for r in recorded if not r.on_gpu]) is None
+    assert [type(r) for r in report.load_results(tmp_path)] == [records.RunRecord] * 3
+    assert report.best_run is records.best_run and report.tex_escape is records.tex_escape is formats.tex_escape
+    b = recorded[0]
+    assert (b.test_acc, b.test_acc_tta) == (0.9491, 0.95)  # float32 noise rounded away, as the report states it
+    assert formats.thousands(12345.6) == "12{,}346" and formats.thousands(4_815_940) == "4{,}815{,}940"
+    assert formats.percent(0.9491) == "94.91" and formats.tex_escape(3) == "3"
+
+
 def test_runs_of_one_recipe_are_summarised_over_seeds(tmp_path):
     cfg = load_config(CONFIGS / "smoke.yaml")
     _record(tmp_path, "a", override(cfg, **{"train.seed": 0}), device="NVIDIA H200", test_acc=0.9491, test_acc_tta=0.9515)

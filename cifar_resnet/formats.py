@@ -1,0 +1,65 @@
+"""How numbers and names are written in the tables, `results/README.md` and the report: LaTeX escaping,
+percentages, thousands, durations, and a booktabs tabular of chosen columns. Used by `records` (the
+tables) and `report` (the report's number macros), so both write every value the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import pandas as pd
+
+_TEX_SPECIALS = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
+                 "^": r"\^{}", "_": r"\_", "%": r"\%", "~": r"\~{}"}
+
+
+def tex_escape(text: object) -> str:
+    """`text` (as str) with LaTeX's special characters escaped, for running text and table cells."""
+    return "".join(_TEX_SPECIALS.get(c, c) for c in str(text))
+
+
+def percent(fraction: object) -> str:
+    """An accuracy in [0, 1] as a percentage with two decimals, without the % sign: 0.9412 -> '94.12'."""
+    return f"{100 * float(fraction):.2f}"
+
+
+def thousands(n: object) -> str:
+    """A count rounded to an integer with LaTeX thousands separators: 4289754 -> '4{,}289{,}754'."""
+    return f"{round(float(n)):,}".replace(",", "{,}")
+
+
+def duration(seconds: object) -> str:
+    """Seconds in the unit a reader takes in at a glance: '95.0 s', '12.5 min', '3.20 h'."""
+    s = float(seconds)
+    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
+
+
+def mean_std(mean: object, std: object, scale: float = 100, digits: int = 2, pm: str = " ± ") -> str:
+    """"94.86 ± 0.08" from a mean and a standard deviation (the mean alone where there is no std)."""
+    if pd.isna(mean):
+        return "-"
+    return f"{scale * float(mean):.{digits}f}" + ("" if pd.isna(std) else f"{pm}{scale * float(std):.{digits}f}")
+
+
+@dataclass
+class Column:
+    """How a table column appears in LaTeX: its header, alignment, and formatter of a cell (None = escaped str)."""
+
+    header: str
+    align: str = "l"
+    format: Callable[[object], str] | None = None
+
+
+def to_latex(table: pd.DataFrame, columns: dict[str, Column]) -> str:
+    """A booktabs tabular of the given columns (no float environment: the report wraps it)."""
+    lines = [f"\\begin{{tabular}}{{{''.join(c.align for c in columns.values())}}}", "\\toprule",
+             " & ".join(c.header for c in columns.values()) + " \\\\", "\\midrule"]
+    for _, row in table.iterrows():
+        cells = []
+        for key, col in columns.items():
+            value = row[key]
+            missing = value is None or (not isinstance(value, str) and pd.isna(value))
+            cells.append("--" if missing else col.format(value) if col.format else tex_escape(value))
+        lines.append(" & ".join(cells) + " \\\\")
+    return "\n".join(lines + ["\\bottomrule", "\\end{tabular}"]) + "\n"
