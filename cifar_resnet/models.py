@@ -23,31 +23,31 @@ class OverBudgetError(ValueError):
     """A model with more trainable parameters than the budget allows."""
 
 
-def conv(in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> nn.Conv2d:
+def conv(in_channels: int, out_channels: int, *, kernel: int, stride: int = 1) -> nn.Conv2d:
     """A bias-free 'same' convolution (BatchNorm follows, so a bias would be redundant)."""
     return nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, bias=False)
 
 
-def skip_connection(in_channels: int, out_channels: int, stride: int, kernel: int, *, norm: bool) -> nn.Module:
+def skip_connection(in_channels: int, out_channels: int, *, stride: int, kernel: int, norm: bool) -> nn.Module:
     """S(x): the identity where shapes allow, otherwise a K x K strided projection (with BN if `norm`)."""
     if stride == 1 and in_channels == out_channels:
         return nn.Identity()
-    projection = conv(in_channels, out_channels, kernel, stride)
+    projection = conv(in_channels, out_channels, kernel=kernel, stride=stride)
     return nn.Sequential(projection, nn.BatchNorm2d(out_channels)) if norm else projection
 
 
 class BasicBlock(nn.Module):
     """The original block (He et al. 2016): F(x) = BN(conv(act(BN(conv(x))))), out = act(S(x) + F(x))."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, kernel: int, skip_kernel: int,
+    def __init__(self, in_channels: int, out_channels: int, *, stride: int, kernel: int, skip_kernel: int,
                  activation: type[nn.Module]) -> None:
         super().__init__()
-        self.conv1 = conv(in_channels, out_channels, kernel, stride)
+        self.conv1 = conv(in_channels, out_channels, kernel=kernel, stride=stride)
         self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = conv(out_channels, out_channels, kernel)
+        self.conv2 = conv(out_channels, out_channels, kernel=kernel)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.act = activation()
-        self.skip = skip_connection(in_channels, out_channels, stride, skip_kernel, norm=True)
+        self.skip = skip_connection(in_channels, out_channels, stride=stride, kernel=skip_kernel, norm=True)
 
     def zero_init_residual(self) -> None:
         """Make F(x) start at zero, so the block starts as its skip connection."""
@@ -62,15 +62,15 @@ class BasicBlock(nn.Module):
 class PreActBlock(nn.Module):
     """The pre-activation block (He et al. 2016b): out = S(x) + conv(act(BN(conv(act(BN(x))))))."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, kernel: int, skip_kernel: int,
+    def __init__(self, in_channels: int, out_channels: int, *, stride: int, kernel: int, skip_kernel: int,
                  activation: type[nn.Module]) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_channels)
-        self.conv1 = conv(in_channels, out_channels, kernel, stride)
+        self.conv1 = conv(in_channels, out_channels, kernel=kernel, stride=stride)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        self.conv2 = conv(out_channels, out_channels, kernel)
+        self.conv2 = conv(out_channels, out_channels, kernel=kernel)
         self.act = activation()
-        self.skip = skip_connection(in_channels, out_channels, stride, skip_kernel, norm=False)
+        self.skip = skip_connection(in_channels, out_channels, stride=stride, kernel=skip_kernel, norm=False)
         self.projects = not isinstance(self.skip, nn.Identity)
 
     def zero_init_residual(self) -> None:
@@ -97,15 +97,16 @@ class ResNet(nn.Module):
         preact = cfg.block == "preact"
 
         # A pre-activation network's stem is a bare conv: the first block normalises and activates.
-        stem = [conv(3, cfg.stem_channels, cfg.stem_kernel)]
+        stem = [conv(3, cfg.stem_channels, kernel=cfg.stem_kernel)]
         if not preact:
             stem += [nn.BatchNorm2d(cfg.stem_channels), activation()]
         self.stem = nn.Sequential(*stem)
 
         stages, in_channels = [], cfg.stem_channels
-        for i, out_channels in enumerate(cfg.channels):
-            stages.append(self._make_stage(block, in_channels, out_channels, cfg.blocks[i], cfg.strides[i],
-                                           cfg.kernels[i], cfg.skip_kernels[i], activation))
+        for out_channels, blocks, stride, kernel, skip_kernel in zip(cfg.channels, cfg.blocks, cfg.strides,
+                                                                     cfg.kernels, cfg.skip_kernels):
+            stages.append(self._make_stage(block, in_channels, out_channels, blocks=blocks, stride=stride,
+                                           kernel=kernel, skip_kernel=skip_kernel, activation=activation))
             in_channels = out_channels
         self.stages = nn.Sequential(*stages)
 
@@ -127,10 +128,11 @@ class ResNet(nn.Module):
                     m.zero_init_residual()
 
     @staticmethod
-    def _make_stage(block: type[nn.Module], in_channels: int, out_channels: int, blocks: int, stride: int,
+    def _make_stage(block: type[nn.Module], in_channels: int, out_channels: int, *, blocks: int, stride: int,
                     kernel: int, skip_kernel: int, activation: type[nn.Module]) -> nn.Sequential:
-        layers = [block(in_channels, out_channels, stride, kernel, skip_kernel, activation)]
-        layers += [block(out_channels, out_channels, 1, kernel, skip_kernel, activation) for _ in range(blocks - 1)]
+        same = {"kernel": kernel, "skip_kernel": skip_kernel, "activation": activation}
+        layers = [block(in_channels, out_channels, stride=stride, **same)]
+        layers += [block(out_channels, out_channels, stride=1, **same) for _ in range(blocks - 1)]
         return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
