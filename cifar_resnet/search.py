@@ -366,6 +366,7 @@ def objective(trial: optuna.Trial, space: SearchSpace, n_trials: int,
         raise optuna.TrialPruned(str(err)) from None
     except KeyboardInterrupt:  # Ctrl-C fails the trial: queue it again, so the next run continues it
         trial.study.enqueue_trial(trial.params, user_attrs={"run": run})
+        trainer.close()  # the run folder's lock, now rather than whenever the trainer is collected
         raise
     _end(trial, "complete", trainer)
     return trainer.history[-1]["val_acc"]
