@@ -180,10 +180,16 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def parameter_count(cfg: ModelConfig) -> int:
+    """Trainable parameters of the network `cfg` describes, over budget or not, counted on the meta device
+    (shapes only: nothing is allocated, so an oversized design costs nothing); `ConfigError` if inconsistent."""
+    with torch.device("meta"):
+        return count_parameters(ResNet(cfg))
+
+
 def create_model(cfg: ModelConfig, budget: int | None = PARAMETER_BUDGET) -> ResNet:
     """Build the network for `cfg`; raise `OverBudgetError` if it exceeds `budget` trainable parameters."""
-    with torch.device("meta"):  # count first without allocating: an oversized config fails instantly
-        n = count_parameters(ResNet(cfg))
+    n = parameter_count(cfg)  # counted first without allocating: an oversized config fails instantly
     if budget is not None and n > budget:
         raise OverBudgetError(f"the model has {n:,} trainable parameters, over the budget of {budget:,}: "
                               "reduce model.channels or model.blocks")
