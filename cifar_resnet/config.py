@@ -44,7 +44,8 @@ def _torch_optimizer(name: str) -> bool:
 class ModelConfig:
     """The ResNet design variables. Lists have one entry per stage i."""
 
-    block: str = option("basic", choices=("basic", "preact"), label="block type ")  # "basic": conv-BN-act-conv-BN, out = act(S(x) + F(x)); "preact": BN-act-conv twice
+    # "basic": conv-BN-act-conv-BN, out = act(S(x) + F(x)); "preact": BN-act-conv twice
+    block: str = option("basic", choices=("basic", "preact"), label="block type ")
     stem_channels: int = 64  # channels of the stem conv that maps the 3-channel image
     stem_kernel: int = 3  # stem conv kernel; the stem never downsamples (32x32 inputs)
     channels: list[int] = field(default_factory=lambda: [64, 128, 256])  # C_i, channels of stage i
@@ -68,7 +69,7 @@ class DataConfig:
     holdout: int = option(0, low=0)  # last N training images held out as a validation set (for tuning); 0 = none
     train_subset: int = option(0, low=0)  # use only the first N training images (quick tests); 0 = all
     test_subset: int = option(0, low=0)  # evaluate on the first N test images (quick tests); 0 = all
-    crop_padding: int = option(4, low=0)  # random crop after reflect-padding by this many pixels (= translate); 0 = off
+    crop_padding: int = option(4, low=0)  # random crop after reflect-padding by N pixels (= translate); 0 = off
     flip: bool = True  # random horizontal flip
     flip_alternate: bool = False  # airbench's derandomised flip: random in epoch 1, then each image alternates
     cutout: int = option(0, low=0)  # side of the square zeroed at a random place in each image; 0 = off
@@ -91,14 +92,14 @@ class TrainConfig:
     decay_norm_and_bias: bool = False  # False: no weight decay on BatchNorm and bias parameters
     schedule: str = option("onecycle", choices=("onecycle", "cosine", "linear", "step", "constant"))
     warmup_epochs: float = option(0.0, low=0)  # linear warm-up (cosine, step, linear); onecycle uses pct_start
-    pct_start: float = option(0.25, low=0, high=1, above=True)  # onecycle: share of training spent rising to the peak
+    pct_start: float = option(0.25, low=0, high=1, above=True)  # onecycle: share of training rising to the peak
     milestones: list[float] = field(default_factory=list)  # step: epochs where lr is multiplied by gamma
     gamma: float = option(0.1, low=0, above=True)
     label_smoothing: float = option(0.0, low=0, high=1)
     mixup_alpha: float = option(0.0, low=0)  # 0 = off
     cutmix_alpha: float = option(0.0, low=0)  # 0 = off; with both on, each batch uses one of the two
     ricap_beta: float = option(0.0, low=0)  # RICAP (Takahashi et al. 2018): four images patched into one; 0 = off
-    sam_rho: float = option(0.0, low=0)  # SAM neighbourhood radius (Foret et al. 2021): two passes per step; 0 = off
+    sam_rho: float = option(0.0, low=0)  # SAM radius (Foret et al. 2021): two passes per step; 0 = off
     sam_adaptive: bool = False  # ASAM (Kwon et al. 2021): the radius scales with each weight's magnitude
     ema_decay: float = option(0.0, low=0, high=1)  # exponential moving average of the weights, per step; 0 = off
     # its warm-up (timm's ModelEmaV3): decay min(ema_decay, 1 - (1 + n)^-power) at the n-th update, so the
