@@ -24,7 +24,7 @@ import yaml
 from . import runs
 from .config import ModelConfig, load_config
 from .data import CLASSES, MEAN, STD, CIFAR10Split
-from .models import INPUT_SIZE, ResNet, count_parameters
+from .models import INPUT_SIZE, ResNet, count_parameters, parameter_count
 
 SEARCH_COMMAND = "cifar-resnet search --space configs/search_space.yaml --study main --trials 30"
 NOT_PRESETS = ("smoke",)  # configs/*.yaml that are no presets (besides search_space*)
@@ -71,13 +71,12 @@ def first_of_each_class(split: CIFAR10Split, per_class: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=None)
 def _count(key: str) -> int:
-    with torch.device("meta"):  # shapes only: nothing is allocated
-        return count_parameters(ResNet(ModelConfig(**json.loads(key))))
+    return parameter_count(ModelConfig(**json.loads(key)))
 
 
 def count_params(cfg: ModelConfig) -> int:
     """Trainable parameters of the network `cfg` describes, over budget or not, without allocating it
-    (what `create_model` counts before it checks the budget)."""
+    (`models.parameter_count`, remembered per design: the figures ask for the same designs often)."""
     return _count(json.dumps(dataclasses.asdict(cfg), sort_keys=True))
 
 

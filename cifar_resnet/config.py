@@ -2,7 +2,9 @@
 
 A configuration file has three sections, `model`, `data` and `train`, plus a `name`. Every key must be
 a field of the matching dataclass and have its type: unknown keys and wrong types are errors that name
-the key's dotted path, so a typo never silently falls back to a default.
+the key's dotted path, so a typo never silently falls back to a default. An option's allowed values (its
+choices, or its range) are declared beside the field with `option(...)` and checked once, when a
+configuration is read (`check_options`); the modules that use an option rely on that.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import yaml
 
@@ -21,11 +23,29 @@ class ConfigError(ValueError):
     """A configuration file or value that cannot be used; the message says which key and why."""
 
 
+def option(default: Any, *, choices: Sequence[str] = (), label: str = "", low: float | None = None,
+           high: float | None = None, above: bool = False,
+           accepts: tuple[Callable[[Any], bool], str] | None = None) -> Any:
+    """A dataclass field with its allowed values: one of `choices` (`label` names what it is in the error),
+    or a number of at least `low` (above it if `above`) and below `high`; `accepts` is a (test, description)
+    pair for an open set of values."""
+    return field(default=default, metadata={"choices": tuple(choices), "label": label, "low": low, "high": high,
+                                            "above": above, "accepts": accepts})
+
+
+def _torch_optimizer(name: str) -> bool:
+    import torch.optim  # only for names other than sgd and adamw: reading a configuration needs no torch
+
+    cls = getattr(torch.optim, name, None)
+    return isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)
+
+
 @dataclass
 class ModelConfig:
     """The ResNet design variables. Lists have one entry per stage i."""
 
-    block: str = "basic"  # "basic": conv-BN-act-conv-BN, out = act(S(x) + F(x)); "preact": BN-act-conv twice
+    # "basic": conv-BN-act-conv-BN, out = act(S(x) + F(x)); "preact": BN-act-conv twice
+    block: str = option("basic", choices=("basic", "preact"), label="block type ")
     stem_channels: int = 64  # channels of the stem conv that maps the 3-channel image
     stem_kernel: int = 3  # stem conv kernel; the stem never downsamples (32x32 inputs)
     channels: list[int] = field(default_factory=lambda: [64, 128, 256])  # C_i, channels of stage i
@@ -34,8 +54,8 @@ class ModelConfig:
     skip_kernels: list[int] = field(default_factory=lambda: [1, 1, 1])  # K_i, projection-skip kernel (odd)
     strides: list[int] = field(default_factory=lambda: [1, 2, 2])  # stride of stage i's first block
     pool: int = 0  # P, average-pool kernel before the classifier; 0 = global average pooling
-    activation: str = "relu"  # relu | gelu | silu
-    dropout: float = 0.0  # dropout before the classifier
+    activation: str = option("relu", choices=("relu", "gelu", "silu"))
+    dropout: float = option(0.0, low=0, high=1)  # dropout before the classifier
     zero_init_residual: bool = True  # last BN of each residual branch starts at 0 (Goyal et al. 2017)
     num_classes: int = 10
 
@@ -46,50 +66,54 @@ class DataConfig:
 
     root: str = ""  # folder holding cifar-10-batches-py; "" = $CIFAR10_ROOT, else ./data
     download: bool = True  # fetch the official archive when the files are absent
-    holdout: int = 0  # last N training images held out as a validation set (for tuning); 0 = none
-    train_subset: int = 0  # use only the first N training images (quick tests); 0 = all
-    test_subset: int = 0  # evaluate on the first N test images (quick tests); 0 = all
-    crop_padding: int = 4  # random crop after reflect-padding by this many pixels (= translate); 0 = off
+    holdout: int = option(0, low=0)  # last N training images held out as a validation set (for tuning); 0 = none
+    train_subset: int = option(0, low=0)  # use only the first N training images (quick tests); 0 = all
+    test_subset: int = option(0, low=0)  # evaluate on the first N test images (quick tests); 0 = all
+    crop_padding: int = option(4, low=0)  # random crop after reflect-padding by N pixels (= translate); 0 = off
     flip: bool = True  # random horizontal flip
     flip_alternate: bool = False  # airbench's derandomised flip: random in epoch 1, then each image alternates
-    cutout: int = 0  # side of the square zeroed at a random place in each image; 0 = off
-    policy: str = "none"  # none | trivialaugment | randaugment | autoaugment (CIFAR-10 policy); per image, batched
+    cutout: int = option(0, low=0)  # side of the square zeroed at a random place in each image; 0 = off
+    # autoaugment is its CIFAR-10 policy; per image, batched
+    policy: str = option("none", choices=("none", "trivialaugment", "randaugment", "autoaugment"), label="policy ")
 
 
 @dataclass
 class TrainConfig:
     """The training recipe."""
 
-    epochs: int = 30
-    batch_size: int = 512
-    optimizer: str = "sgd"  # sgd | adamw | any torch.optim class name
-    lr: float = 0.2  # peak learning rate
-    momentum: float = 0.9  # SGD momentum (beta1 for Adam-type optimizers)
+    epochs: int = option(30, low=1)
+    batch_size: int = option(512, low=1)
+    optimizer: str = option("sgd", accepts=(lambda name: name.lower() in ("sgd", "adamw") or _torch_optimizer(name),
+                                            "sgd, adamw or a torch.optim class name"))
+    lr: float = option(0.2, low=0, above=True)  # peak learning rate
+    momentum: float = option(0.9, low=0, high=1)  # SGD momentum (beta1 for Adam-type optimizers)
     nesterov: bool = True
-    weight_decay: float = 5e-4
+    weight_decay: float = option(5e-4, low=0)
     decay_norm_and_bias: bool = False  # False: no weight decay on BatchNorm and bias parameters
-    schedule: str = "onecycle"  # onecycle | cosine | step | linear | constant
-    warmup_epochs: float = 0.0  # linear warm-up (cosine, step, linear); onecycle uses pct_start
-    pct_start: float = 0.25  # onecycle: share of training spent rising to the peak
+    schedule: str = option("onecycle", choices=("onecycle", "cosine", "linear", "step", "constant"))
+    warmup_epochs: float = option(0.0, low=0)  # linear warm-up (cosine, step, linear); onecycle uses pct_start
+    pct_start: float = option(0.25, low=0, high=1, above=True)  # onecycle: share of training rising to the peak
     milestones: list[float] = field(default_factory=list)  # step: epochs where lr is multiplied by gamma
-    gamma: float = 0.1
-    label_smoothing: float = 0.0
-    mixup_alpha: float = 0.0  # 0 = off
-    cutmix_alpha: float = 0.0  # 0 = off; with both on, each batch uses one of the two
-    ricap_beta: float = 0.0  # RICAP (Takahashi et al. 2018): four images patched into one; 0 = off
-    sam_rho: float = 0.0  # SAM neighbourhood radius (Foret et al. 2021): two passes per step; 0 = off
+    gamma: float = option(0.1, low=0, above=True)
+    label_smoothing: float = option(0.0, low=0, high=1)
+    mixup_alpha: float = option(0.0, low=0)  # 0 = off
+    cutmix_alpha: float = option(0.0, low=0)  # 0 = off; with both on, each batch uses one of the two
+    ricap_beta: float = option(0.0, low=0)  # RICAP (Takahashi et al. 2018): four images patched into one; 0 = off
+    sam_rho: float = option(0.0, low=0)  # SAM radius (Foret et al. 2021): two passes per step; 0 = off
     sam_adaptive: bool = False  # ASAM (Kwon et al. 2021): the radius scales with each weight's magnitude
-    ema_decay: float = 0.0  # exponential moving average of the weights, per step; 0 = off
+    ema_decay: float = option(0.0, low=0, high=1)  # exponential moving average of the weights, per step; 0 = off
     # its warm-up (timm's ModelEmaV3): decay min(ema_decay, 1 - (1 + n)^-power) at the n-th update, so the
     # average starts as the weights and lags ~n^power steps; 0 = ema_decay from the start; 0.75 for ~10k steps
-    ema_warmup_power: float = 0.0
-    precision: str = "auto"  # auto | bf16 | fp16 | fp32 (autocast on CUDA; the CPU always computes in fp32)
+    ema_warmup_power: float = option(0.0, low=0)
+    # autocast on CUDA; the CPU always computes in fp32
+    precision: str = option("auto", choices=("auto", "bf16", "fp16", "fp32"))
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (CUDA only)
-    grad_clip: float = 0.0  # max gradient norm; 0 = off
-    tta: str = "flip"  # test-time augmentation at the final evaluation: none | flip | flip_translate
-    eval_every: int = 1  # evaluate every N epochs (the last epoch is always evaluated)
-    seed: int = 0
+    grad_clip: float = option(0.0, low=0)  # max gradient norm; 0 = off
+    # test-time augmentation at the final evaluation
+    tta: str = option("flip", choices=("none", "flip", "flip_translate"))
+    eval_every: int = option(1, low=1)  # evaluate every N epochs (the last epoch is always evaluated)
+    seed: int = option(0, low=0)
 
 
 @dataclass
@@ -149,30 +173,42 @@ def dataclass_from_dict(cls: type, data: Any, path: str = "") -> Any:
     return cls(**kwargs)
 
 
-# Allowed ranges of the numeric settings: (low, high, low is allowed); None = unbounded on that side.
-_RANGES = {
-    "train.epochs": (1, None, True), "train.batch_size": (1, None, True), "train.lr": (0, None, False),
-    "train.eval_every": (1, None, True), "train.weight_decay": (0, None, True), "train.momentum": (0, 1, True),
-    "train.pct_start": (0, 1, False), "train.warmup_epochs": (0, None, True), "train.gamma": (0, None, False),
-    "train.label_smoothing": (0, 1, True), "train.mixup_alpha": (0, None, True), "train.cutmix_alpha": (0, None, True),
-    "train.ricap_beta": (0, None, True), "train.sam_rho": (0, None, True), "train.ema_decay": (0, 1, True),
-    "train.ema_warmup_power": (0, None, True),
-    "train.grad_clip": (0, None, True), "data.holdout": (0, None, True), "data.train_subset": (0, None, True),
-    "data.test_subset": (0, None, True), "data.crop_padding": (0, None, True), "data.cutout": (0, None, True),
-    "model.dropout": (0, 1, True), "train.seed": (0, None, True),
-}
+def declared(key: str) -> dict:
+    """What `option` declared for the dotted `key` of a `Config` ("train.tta"): choices, label, low, ..."""
+    section, name = key.split(".")
+    return {f.name: f.metadata for f in dataclasses.fields(typing.get_type_hints(Config)[section])}[name]
 
 
-def check_ranges(cfg: Config) -> None:
-    """Raise `ConfigError` naming the dotted key of the first setting outside its allowed range."""
-    for key, (low, high, low_allowed) in _RANGES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        below = value < low if low_allowed else value <= low
-        if below or (high is not None and value >= high):
-            low_text = f"at least {low}" if low_allowed else f"above {low}"
-            raise ConfigError(f"{key}: must be {low_text}{f' and below {high}' if high is not None else ''}, "
-                              f"got {value!r}")
+def check_value(key: str, value: Any) -> None:
+    """Raise a one-line `ConfigError` naming `key`, `value` and the allowed values, where the `option`
+    declaration of the dotted `key` does not allow `value` (for functions also called without a `Config`)."""
+    _check(key, value, declared(key))
+
+
+def _check(key: str, value: Any, allowed: Any) -> None:
+    if allowed.get("choices") and value not in allowed["choices"]:
+        raise ConfigError(f"{key}: unknown {allowed['label']}{value!r}; choose {', '.join(allowed['choices'])}")
+    if allowed.get("accepts") and not allowed["accepts"][0](value):
+        raise ConfigError(f"{key}: unknown {value!r}; choose {allowed['accepts'][1]}")
+    low, high, above = allowed.get("low"), allowed.get("high"), allowed.get("above")
+    if low is None and high is None:
+        return
+    below = low is not None and (value <= low if above else value < low)
+    if below or (high is not None and value >= high):
+        low_text = f"{'above' if above else 'at least'} {low}" if low is not None else ""
+        high_text = f"below {high}" if high is not None else ""
+        raise ConfigError(f"{key}: must be {' and '.join(t for t in (low_text, high_text) if t)}, got {value!r}")
+
+
+def check_options(section: Any, path: str) -> None:
+    """Raise `ConfigError` for the first field of dataclass instance `section` (dotted `path`) whose value is
+    outside what its `option` declaration allows; nested dataclasses are checked too."""
+    for f in dataclasses.fields(section):
+        value, key = getattr(section, f.name), f"{path}.{f.name}" if path else f.name
+        if dataclasses.is_dataclass(value):
+            check_options(value, key)
+        elif f.metadata:
+            _check(key, value, f.metadata)
 
 
 # Keys that earlier versions wrote into run records, dropped on reading so that those records still load.
@@ -181,12 +217,12 @@ _RETIRED_KEYS = {"data": ("policy_group",)}
 
 
 def config_from_dict(data: dict) -> Config:
-    """Build a `Config` from a plain mapping, rejecting unknown keys, wrong types and values out of range."""
+    """Build a `Config` from a plain mapping, rejecting unknown keys, wrong types and values not allowed."""
     if isinstance(data, dict):
         data = {section: ({k: v for k, v in values.items() if k not in _RETIRED_KEYS.get(section, ())}
                           if isinstance(values, dict) else values) for section, values in data.items()}
     cfg = dataclass_from_dict(Config, data, "")
-    check_ranges(cfg)
+    check_options(cfg, "")
     return cfg
 
 

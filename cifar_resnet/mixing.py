@@ -80,9 +80,6 @@ def make_batch_mix(cfg: TrainConfig, device: torch.device | str, num_classes: in
     MixUp and CutMix together alternate at random per batch (torchvision's RandomChoice, global generator).
     RICAP is not combined with them: one patching scheme per batch, as in the papers that compare them.
     """
-    for key in ("mixup_alpha", "cutmix_alpha", "ricap_beta"):
-        if getattr(cfg, key) < 0:
-            raise ConfigError(f"train.{key}: must be >= 0 (0 = off), got {getattr(cfg, key)!r}")
     if cfg.ricap_beta:
         if cfg.mixup_alpha or cfg.cutmix_alpha:
             raise ConfigError("train.ricap_beta cannot be combined with train.mixup_alpha or train.cutmix_alpha: "

@@ -11,44 +11,43 @@ import math
 import torch
 from torch import nn
 
-from .config import ConfigError, ModelConfig
+from .config import ConfigError, ModelConfig, check_options
 
 PARAMETER_BUDGET = 5_000_000
 INPUT_SIZE = 32  # CIFAR-10 images are 32x32
 
-_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
-_BLOCKS = ("basic", "preact")
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}  # model.activation's choices, in config.py
 
 
 class OverBudgetError(ValueError):
     """A model with more trainable parameters than the budget allows."""
 
 
-def conv(in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> nn.Conv2d:
+def conv(in_channels: int, out_channels: int, *, kernel: int, stride: int = 1) -> nn.Conv2d:
     """A bias-free 'same' convolution (BatchNorm follows, so a bias would be redundant)."""
     return nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, bias=False)
 
 
-def skip_connection(in_channels: int, out_channels: int, stride: int, kernel: int, *, norm: bool) -> nn.Module:
+def skip_connection(in_channels: int, out_channels: int, *, stride: int, kernel: int, norm: bool) -> nn.Module:
     """S(x): the identity where shapes allow, otherwise a K x K strided projection (with BN if `norm`)."""
     if stride == 1 and in_channels == out_channels:
         return nn.Identity()
-    projection = conv(in_channels, out_channels, kernel, stride)
+    projection = conv(in_channels, out_channels, kernel=kernel, stride=stride)
     return nn.Sequential(projection, nn.BatchNorm2d(out_channels)) if norm else projection
 
 
 class BasicBlock(nn.Module):
     """The original block (He et al. 2016): F(x) = BN(conv(act(BN(conv(x))))), out = act(S(x) + F(x))."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, kernel: int, skip_kernel: int,
+    def __init__(self, in_channels: int, out_channels: int, *, stride: int, kernel: int, skip_kernel: int,
                  activation: type[nn.Module]) -> None:
         super().__init__()
-        self.conv1 = conv(in_channels, out_channels, kernel, stride)
+        self.conv1 = conv(in_channels, out_channels, kernel=kernel, stride=stride)
         self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = conv(out_channels, out_channels, kernel)
+        self.conv2 = conv(out_channels, out_channels, kernel=kernel)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.act = activation()
-        self.skip = skip_connection(in_channels, out_channels, stride, skip_kernel, norm=True)
+        self.skip = skip_connection(in_channels, out_channels, stride=stride, kernel=skip_kernel, norm=True)
 
     def zero_init_residual(self) -> None:
         """Make F(x) start at zero, so the block starts as its skip connection."""
@@ -63,15 +62,15 @@ class BasicBlock(nn.Module):
 class PreActBlock(nn.Module):
     """The pre-activation block (He et al. 2016b): out = S(x) + conv(act(BN(conv(act(BN(x))))))."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, kernel: int, skip_kernel: int,
+    def __init__(self, in_channels: int, out_channels: int, *, stride: int, kernel: int, skip_kernel: int,
                  activation: type[nn.Module]) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_channels)
-        self.conv1 = conv(in_channels, out_channels, kernel, stride)
+        self.conv1 = conv(in_channels, out_channels, kernel=kernel, stride=stride)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        self.conv2 = conv(out_channels, out_channels, kernel)
+        self.conv2 = conv(out_channels, out_channels, kernel=kernel)
         self.act = activation()
-        self.skip = skip_connection(in_channels, out_channels, stride, skip_kernel, norm=False)
+        self.skip = skip_connection(in_channels, out_channels, stride=stride, kernel=skip_kernel, norm=False)
         self.projects = not isinstance(self.skip, nn.Identity)
 
     def zero_init_residual(self) -> None:
@@ -98,15 +97,16 @@ class ResNet(nn.Module):
         preact = cfg.block == "preact"
 
         # A pre-activation network's stem is a bare conv: the first block normalises and activates.
-        stem = [conv(3, cfg.stem_channels, cfg.stem_kernel)]
+        stem = [conv(3, cfg.stem_channels, kernel=cfg.stem_kernel)]
         if not preact:
             stem += [nn.BatchNorm2d(cfg.stem_channels), activation()]
         self.stem = nn.Sequential(*stem)
 
         stages, in_channels = [], cfg.stem_channels
-        for i, out_channels in enumerate(cfg.channels):
-            stages.append(self._make_stage(block, in_channels, out_channels, cfg.blocks[i], cfg.strides[i],
-                                           cfg.kernels[i], cfg.skip_kernels[i], activation))
+        for out_channels, blocks, stride, kernel, skip_kernel in zip(cfg.channels, cfg.blocks, cfg.strides,
+                                                                     cfg.kernels, cfg.skip_kernels):
+            stages.append(self._make_stage(block, in_channels, out_channels, blocks=blocks, stride=stride,
+                                           kernel=kernel, skip_kernel=skip_kernel, activation=activation))
             in_channels = out_channels
         self.stages = nn.Sequential(*stages)
 
@@ -128,10 +128,11 @@ class ResNet(nn.Module):
                     m.zero_init_residual()
 
     @staticmethod
-    def _make_stage(block: type[nn.Module], in_channels: int, out_channels: int, blocks: int, stride: int,
+    def _make_stage(block: type[nn.Module], in_channels: int, out_channels: int, *, blocks: int, stride: int,
                     kernel: int, skip_kernel: int, activation: type[nn.Module]) -> nn.Sequential:
-        layers = [block(in_channels, out_channels, stride, kernel, skip_kernel, activation)]
-        layers += [block(out_channels, out_channels, 1, kernel, skip_kernel, activation) for _ in range(blocks - 1)]
+        same = {"kernel": kernel, "skip_kernel": skip_kernel, "activation": activation}
+        layers = [block(in_channels, out_channels, stride=stride, **same)]
+        layers += [block(out_channels, out_channels, stride=1, **same) for _ in range(blocks - 1)]
         return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -148,11 +149,9 @@ def final_feature_size(cfg: ModelConfig) -> int:
 
 
 def validate_model_config(cfg: ModelConfig) -> None:
-    """Raise `ConfigError` naming the first inconsistent design variable."""
-    if cfg.block not in _BLOCKS:
-        raise ConfigError(f"model.block: unknown block type {cfg.block!r}; choose one of {', '.join(_BLOCKS)}")
-    if cfg.activation not in _ACTIVATIONS:
-        raise ConfigError(f"model.activation: unknown {cfg.activation!r}; choose one of {', '.join(_ACTIVATIONS)}")
+    """Raise `ConfigError` naming the first inconsistent design variable, or the first value its `option`
+    declaration does not allow (`create_model` is also called with a `ModelConfig` that no reader checked)."""
+    check_options(cfg, "model")
     n = len(cfg.channels)
     if n == 0:
         raise ConfigError("model.channels: at least one stage is needed")
@@ -174,8 +173,6 @@ def validate_model_config(cfg: ModelConfig) -> None:
     if cfg.pool < 0 or (cfg.pool and side % cfg.pool):
         raise ConfigError(f"model.pool: P={cfg.pool} must divide the final {side}x{side} feature map "
                           "(or be 0 for global average pooling)")
-    if not 0 <= cfg.dropout < 1:
-        raise ConfigError(f"model.dropout: must be in [0, 1), got {cfg.dropout}")
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -183,10 +180,16 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def parameter_count(cfg: ModelConfig) -> int:
+    """Trainable parameters of the network `cfg` describes, over budget or not, counted on the meta device
+    (shapes only: nothing is allocated, so an oversized design costs nothing); `ConfigError` if inconsistent."""
+    with torch.device("meta"):
+        return count_parameters(ResNet(cfg))
+
+
 def create_model(cfg: ModelConfig, budget: int | None = PARAMETER_BUDGET) -> ResNet:
     """Build the network for `cfg`; raise `OverBudgetError` if it exceeds `budget` trainable parameters."""
-    with torch.device("meta"):  # count first without allocating: an oversized config fails instantly
-        n = count_parameters(ResNet(cfg))
+    n = parameter_count(cfg)  # counted first without allocating: an oversized config fails instantly
     if budget is not None and n > budget:
         raise OverBudgetError(f"the model has {n:,} trainable parameters, over the budget of {budget:,}: "
                               "reduce model.channels or model.blocks")

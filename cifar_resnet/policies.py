@@ -37,12 +37,12 @@ from torchvision.transforms.v2 import AutoAugment, AutoAugmentPolicy, RandAugmen
 from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2.functional._geometry import _get_inverse_affine_matrix
 
-from .config import ConfigError
+from .config import ConfigError, check_value, declared
 
 OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast",
        "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize", "Invert")
 GEOMETRIC = OPS[1:6]
-POLICIES = ("trivialaugment", "randaugment", "autoaugment")
+POLICIES = tuple(name for name in declared("data.policy")["choices"] if name != "none")
 
 
 # ---- operations: uint8 (B, 3, H, W) in and out, one parameter per image ----------------------------------
@@ -168,7 +168,8 @@ class BatchedPolicy:
 
     def __init__(self, name: str, *, masked: bool | None = None) -> None:
         if name not in POLICIES:
-            raise ConfigError(f"data.policy: unknown policy {name!r}; choose none or one of {', '.join(POLICIES)}")
+            check_value("data.policy", name)
+            raise ConfigError("data.policy: none is no policy to batch (make_policy returns None for it)")
         self.name, self.masked = name, masked
         # each action is (operation, magnitude bin or None, negated?)
         if name == "trivialaugment":

@@ -12,9 +12,8 @@ from typing import Callable
 
 import torch
 
-from .config import ConfigError
+from .config import check_value
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere and newer compute in bf16 natively
 
 
@@ -26,8 +25,7 @@ def native_bf16(device: torch.device) -> bool:
 def resolve_precision(precision: str, device: torch.device, warn: Callable[[str], None] | None = None) -> str:
     """The precision that runs on `device` for the configured `precision` (bf16, fp16 or fp32, never auto);
     `warn` receives one line where an explicit bf16 is given to a GPU without native bf16."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"train.precision: unknown {precision!r}; choose {', '.join(PRECISIONS)}")
+    check_value("train.precision", precision)  # the speedrun's recipe is no `Config`: checked here
     if device.type != "cuda":
         return "fp32"  # the CPU computes in fp32 whatever is asked (its autocast is slow and changes results)
     if precision == "auto":

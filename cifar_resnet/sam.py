@@ -65,8 +65,6 @@ class SAM:
 
 def make_sam(model: nn.Module, cfg: TrainConfig) -> SAM | None:
     """The SAM perturbation of `cfg` (train.sam_rho, train.sam_adaptive) for `model`, or None when off."""
-    if cfg.sam_rho < 0:
-        raise ConfigError(f"train.sam_rho: must be >= 0 (0 = off), got {cfg.sam_rho!r}")
     if cfg.sam_adaptive and not cfg.sam_rho:
         raise ConfigError("train.sam_adaptive needs train.sam_rho > 0 (ASAM's published radius is about 0.5-2.0)")
     return SAM(model.parameters(), cfg.sam_rho, cfg.sam_adaptive) if cfg.sam_rho else None

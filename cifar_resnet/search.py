@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Callable
 
 import optuna
-import torch
 from optuna.trial import TrialState
 
 from . import runs
@@ -35,7 +34,7 @@ from .config import (Config, ConfigError, ModelConfig, config_from_dict, datacla
                      read_yaml, save_config)
 from .data import CIFAR10Split, load_splits
 from .engine import Trainer, TrainingDiverged
-from .models import PARAMETER_BUDGET, count_parameters, create_model, validate_model_config
+from .models import PARAMETER_BUDGET, parameter_count, validate_model_config
 from .storage import default_url, describe_url, make_storage, worker_name
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # trials that ended (trained, or rejected before training)
@@ -344,8 +343,7 @@ def objective(trial: optuna.Trial, space: SearchSpace, n_trials: int,
         _end(trial, earlier.user_attrs["state"])
         raise optuna.TrialPruned(f"repeats trial {earlier.number}, rejected as {earlier.user_attrs['state']}")
     try:
-        with torch.device("meta"):  # counts without allocating
-            params = count_parameters(create_model(cfg.model, budget=None))
+        params = parameter_count(cfg.model)  # on the meta device: nothing is allocated
     except ConfigError as err:
         _end(trial, "invalid")
         raise optuna.TrialPruned(str(err)) from None
@@ -366,6 +364,7 @@ def objective(trial: optuna.Trial, space: SearchSpace, n_trials: int,
         raise optuna.TrialPruned(str(err)) from None
     except KeyboardInterrupt:  # Ctrl-C fails the trial: queue it again, so the next run continues it
         trial.study.enqueue_trial(trial.params, user_attrs={"run": run})
+        trainer.close()  # the run folder's lock, now rather than whenever the trainer is collected
         raise
     _end(trial, "complete", trainer)
     return trainer.history[-1]["val_acc"]

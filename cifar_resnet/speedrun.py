@@ -30,7 +30,7 @@ from torch import nn
 
 from .config import ConfigError, config_path, dataclass_from_dict, read_yaml
 from .data import MEAN, STD, CIFAR10Split
-from .engine import autocast, tta_views
+from .evaluation import autocast, tta_views
 from .loader import crop_flip
 from .models import PARAMETER_BUDGET, OverBudgetError, count_parameters
 from .precision import resolve_precision

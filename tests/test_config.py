@@ -1,7 +1,11 @@
-import pytest
+import dataclasses
+import re
 
-from cifar_resnet.config import (Config, ConfigError, config_from_dict, config_to_dict, load_config, override,
-                                 save_config)
+import pytest
+import torch
+
+from cifar_resnet.config import (Config, ConfigError, config_from_dict, config_to_dict, declared, load_config,
+                                 override, save_config)
 
 from conftest import CONFIGS, PRESETS
 
@@ -67,3 +71,47 @@ def test_a_retired_key_in_an_older_run_record_is_dropped(tmp_path):
     data = config_to_dict(load_config(CONFIGS / "smoke.yaml"))
     data["data"]["policy_group"] = 32  # written by records made before the policies drew per image
     assert config_from_dict(data) == load_config(CONFIGS / "smoke.yaml")
+
+
+def _not_allowed(allowed):
+    """A value outside what an `option` declaration allows, and the words the error must say about it."""
+    if allowed["choices"]:
+        return "nosuch", f"unknown {allowed['label']}'nosuch'; choose {', '.join(allowed['choices'])}"
+    if allowed["accepts"]:
+        return "NoSuchOptimizer", f"unknown 'NoSuchOptimizer'; choose {allowed['accepts'][1]}"
+    low = allowed["low"]
+    return (low - 1 if not allowed["above"] else low), "must be "
+
+
+@pytest.mark.parametrize("key", [f"{section}.{f.name}" for section in ("model", "data", "train")
+                                 for f in dataclasses.fields(getattr(Config(), section)) if f.metadata])
+def test_every_option_refuses_a_value_it_does_not_allow_in_one_line(key):
+    section, name = key.split(".")
+    allowed = declared(key)
+    value, words = _not_allowed(allowed)
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({section: {name: value}})
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{key}: ") and words in message and repr(value) in message
+    if allowed["high"] is not None:  # the top of a range is refused as well
+        with pytest.raises(ConfigError, match=rf"^{re.escape(key)}: must be .*below {allowed['high']}, got"):
+            config_from_dict({section: {name: allowed["high"]}})
+
+
+def test_choices_and_ranges_are_declared_for_every_option_that_has_them():
+    declared_keys = {f"{s}.{f.name}" for s in ("model", "data", "train")
+                     for f in dataclasses.fields(getattr(Config(), s)) if f.metadata}
+    assert {"model.block", "model.activation", "model.dropout", "data.policy", "train.optimizer", "train.schedule",
+            "train.precision", "train.tta", "train.epochs", "train.lr", "train.sam_rho", "train.ricap_beta",
+            "train.mixup_alpha", "train.cutmix_alpha", "train.seed"} <= declared_keys
+
+
+def test_the_modules_accept_every_declared_choice():
+    from cifar_resnet.models import _ACTIVATIONS
+    from cifar_resnet.policies import POLICIES
+    from cifar_resnet.precision import resolve_precision
+
+    assert tuple(_ACTIVATIONS) == declared("model.activation")["choices"]
+    assert ("none",) + POLICIES == declared("data.policy")["choices"]
+    for precision in declared("train.precision")["choices"]:
+        resolve_precision(precision, torch.device("cpu"))

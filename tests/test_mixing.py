@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from cifar_resnet.config import ConfigError, TrainConfig
+from cifar_resnet.config import ConfigError, TrainConfig, config_from_dict
 from cifar_resnet.mixing import Ricap, make_batch_mix
 
 
@@ -68,7 +68,7 @@ def test_make_batch_mix_choices_and_errors():
     assert mixed.shape == x.shape and torch.allclose(target.sum(1), torch.ones(8))
     with pytest.raises(ConfigError, match="train.ricap_beta cannot be combined"):
         make_batch_mix(TrainConfig(ricap_beta=0.3, mixup_alpha=0.2), "cpu")
-    with pytest.raises(ConfigError, match="train.ricap_beta: must be >= 0"):
-        make_batch_mix(TrainConfig(ricap_beta=-1.0), "cpu")
-    with pytest.raises(ConfigError, match="train.mixup_alpha: must be >= 0"):
-        make_batch_mix(TrainConfig(mixup_alpha=-1.0), "cpu")
+    with pytest.raises(ConfigError, match="train.ricap_beta: must be at least 0"):  # checked on reading
+        config_from_dict({"train": {"ricap_beta": -1.0}})
+    with pytest.raises(ConfigError, match="train.mixup_alpha: must be at least 0"):
+        config_from_dict({"train": {"mixup_alpha": -1.0}})

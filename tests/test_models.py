@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from cifar_resnet.config import ConfigError, ModelConfig, load_config
-from cifar_resnet.models import PARAMETER_BUDGET, OverBudgetError, count_parameters, create_model
+from cifar_resnet.models import (PARAMETER_BUDGET, OverBudgetError, count_parameters, create_model,
+                                 parameter_count)
 
 from conftest import CONFIGS, PRESETS, ROOT
 
@@ -53,6 +54,20 @@ def test_over_budget_raises_with_count_and_limit():
     wide = ModelConfig(channels=[256, 512, 1024])
     with pytest.raises(OverBudgetError, match=r"has [\d,]+ trainable parameters, over the budget of 5,000,000"):
         create_model(wide)
+
+
+def test_parameter_count_is_the_built_networks_without_building_it(monkeypatch):
+    cfg = load_config(CONFIGS / "best.yaml").model
+    assert parameter_count(cfg) == count_parameters(create_model(cfg)) == 4_289_754
+    wide = ModelConfig(channels=[256, 512, 1024])  # over budget: counted all the same, on the meta device
+    devices, original = [], nn.Conv2d.reset_parameters
+
+    def reset_parameters(conv):
+        devices.append(conv.weight.device)
+        original(conv)
+
+    monkeypatch.setattr(nn.Conv2d, "reset_parameters", reset_parameters)
+    assert parameter_count(wide) > PARAMETER_BUDGET and {d.type for d in devices} == {"meta"}
 
 
 def test_inconsistent_design_variables_are_config_errors():
