@@ -30,6 +30,7 @@ from .loader import GpuLoader
 from .mixing import make_batch_mix
 from .models import count_parameters, create_model
 from .precision import divergence_advice, resolve_precision
+from .records import duration
 from .sam import frozen_norm_stats, make_sam
 
 ACCURACY_MARKS = (0.93, 0.94, 0.95, 0.96)  # metrics.json records the training time to reach each
@@ -226,11 +227,11 @@ class Trainer:
         bounded = self.time_limit is not None and self.time_limit <= SLOW_RUN_SECONDS
         if estimate > SLOW_RUN_SECONDS and not (allow_slow or bounded):
             raise SlowRunError(
-                f"{self.cfg.name} would train for about {_duration(estimate)} on this CPU ({steps:,} steps of "
+                f"{self.cfg.name} would train for about {duration(estimate, rough=True)} on this CPU ({steps:,} steps of "
                 f"~{per_step:.2f} s); for a CPU-sized run use `{CPU_SIZED_RUN}`, train it on a GPU, or pass "
                 "--allow-slow (allow_slow=True) to start it anyway")
         if estimate > LONG_RUN_SECONDS:
-            self.log(f"{self.cfg.name}: {steps:,} steps to go on the CPU, about {_duration(estimate)} of training "
+            self.log(f"{self.cfg.name}: {steps:,} steps to go on the CPU, about {duration(estimate, rough=True)} of training "
                      "(estimated from a timed step)")
 
     # ---- checkpoints -------------------------------------------------------------------------------
@@ -469,10 +470,3 @@ class Trainer:
 def train(cfg: Config, out_dir: str | Path, **options) -> dict:
     """Train `cfg` into `out_dir` and return its metrics; options as for `Trainer`."""
     return Trainer(cfg, out_dir, **options).run()
-
-
-def _duration(seconds: float) -> str:
-    """A duration for people: '40 s', '12 min', '45 h'."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.0f} h"

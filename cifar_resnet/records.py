@@ -375,8 +375,11 @@ def percent(x: object) -> str:
     return f"{100 * float(x):.2f}"
 
 
-def duration(seconds: object) -> str:
+def duration(seconds: object, *, rough: bool = False) -> str:
+    """A duration for people: '40.0 s', '12.0 min', '45.00 h'; `rough` (estimates) in whole units: '45 h'."""
     s = float(seconds)
+    if rough:
+        return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.0f} h"
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
 
 

@@ -15,7 +15,8 @@ from typing import Callable
 
 from . import runs
 from .config import Config, load_config
-from .engine import Trainer, _duration
+from .engine import Trainer
+from .records import duration
 
 RERUN = "after a disconnect or a stop, run the notebook again (Runtime > Run all): this cell continues the run"
 
@@ -50,15 +51,15 @@ def train_in_sessions(cfg: Config, out_dir: str | Path, *, session_limit: float 
     epochs_left = cfg.train.epochs - trainer.epoch
     estimate = epochs_left * trainer.steps_per_epoch * trainer.step_seconds()
     device = runs.environment(trainer.device)["device"]
-    limit = f"; this session stops before {_duration(session_limit)}" if session_limit else ""
+    limit = f"; this session stops before {duration(session_limit, rough=True)}" if session_limit else ""
     log(f"{'continuing' if resume else 'starting'} {cfg.name} in {out}: {epochs_left} epochs to go, about "
-        f"{_duration(estimate)} of training on {device} (estimated from a timed step){limit}")
+        f"{duration(estimate, rough=True)} of training on {device} (estimated from a timed step){limit}")
     log(RERUN)
     metrics = trainer.run()
     if metrics["status"] != "finished" and metrics["epochs_completed"]:
         log(f"stopped before the session limit after epoch {metrics['epochs_completed']} of {cfg.train.epochs}, "
             f"checkpoint kept: {RERUN}")
     elif metrics["status"] != "finished":
-        log(f"stopped before the session limit without training: not one epoch fits in {_duration(session_limit)}; "
-            "give the session more time")
+        log("stopped before the session limit without training: not one epoch fits in "
+            f"{duration(session_limit, rough=True)}; give the session more time")
     return metrics
