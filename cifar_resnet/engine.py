@@ -1,6 +1,7 @@
 """The training engine: a `Config` in, a run folder out (see `runs.py` for what the folder holds).
 
-`train(cfg, out_dir)` is what the command line and the notebooks call. `Trainer.epochs()` yields after
+`train(cfg, out_dir)` trains a run; the command line and notebook 03 first ask `launch.py` whether a run
+is worth starting on this device (a CPU estimate from a timed step). `Trainer.epochs()` yields after
 every epoch, for callers that watch a run as it goes (the search prunes trials with it). The step that
 does the work is `Trainer.train_step`; the epoch loop is `Trainer.epochs`. Evaluation and reloading a
 finished run live in `evaluation.py`.
@@ -8,7 +9,6 @@ finished run live in `evaluation.py`.
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 import time
@@ -30,13 +30,9 @@ from .loader import GpuLoader
 from .mixing import make_batch_mix
 from .models import count_parameters, create_model
 from .precision import divergence_advice, resolve_precision
-from .records import duration
 from .sam import frozen_norm_stats, make_sam
 
 ACCURACY_MARKS = (0.93, 0.94, 0.95, 0.96)  # metrics.json records the training time to reach each
-SLOW_RUN_SECONDS = 3600.0  # on a CPU, a run estimated to train longer than this is refused unless allowed
-LONG_RUN_SECONDS = 600.0  # ... and one longer than this is announced with its estimate before it starts
-CPU_SIZED_RUN = "make train CONFIG=configs/smoke.yaml"
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,10 +41,6 @@ class TrainingDiverged(RuntimeError):
 
 class TrainingInterrupted(RuntimeError):
     """Ctrl-C during training; the message says which checkpoint was kept and how to resume."""
-
-
-class SlowRunError(ConfigError):
-    """A run that would take hours on this device; the message gives the estimate and a CPU-sized command."""
 
 
 class RunFinished(ConfigError):
@@ -117,15 +109,14 @@ class Trainer:
     """Trains one configuration into `out_dir`, checkpointing every epoch; `resume=True` continues it, and
     without it any earlier record in `out_dir` is replaced (the command line asks for --overwrite first).
 
-    On a CPU, a run estimated (from a timed step) to train longer than `SLOW_RUN_SECONDS` is refused with
-    `SlowRunError` unless `allow_slow`, or a `time_limit` below that bounds it. The trainer holds `out_dir`'s
-    lock (`runs.RunLock`) until `run()` ends or `close()` is called: a second trainer there is refused.
+    The trainer holds `out_dir`'s lock (`runs.RunLock`) until `run()` ends or `close()` is called: a second
+    trainer there is refused. Whether a run is worth starting on this device is `launch.py`'s question.
     """
 
     def __init__(self, cfg: Config, out_dir: str | Path, *, data_root: str | None = None,
                  device: str | torch.device | None = None, resume: bool = False, time_limit: float | None = None,
                  progress: bool | None = None, log: Callable[[str], None] | None = print,
-                 splits: tuple[CIFAR10Split, CIFAR10Split, str] | None = None, allow_slow: bool = False) -> None:
+                 splits: tuple[CIFAR10Split, CIFAR10Split, str] | None = None) -> None:
         self.started = time.perf_counter()
         self.out = Path(out_dir)
         self.device = resolve_device(device)
@@ -136,7 +127,7 @@ class Trainer:
         created = not self.out.exists()
         self._lock = runs.RunLock(self.out)
         try:
-            self._setup(cfg, data_root, resume, splits, allow_slow)
+            self._setup(cfg, data_root, resume, splits)
         except BaseException:
             self.close()
             if created:  # a refused run leaves no folder behind
@@ -147,7 +138,7 @@ class Trainer:
             raise
 
     def _setup(self, cfg: Config, data_root: str | None, resume: bool,
-               splits: tuple[CIFAR10Split, CIFAR10Split, str] | None, allow_slow: bool) -> None:
+               splits: tuple[CIFAR10Split, CIFAR10Split, str] | None) -> None:
         checkpoint = self._read_checkpoint(cfg) if resume else None
         self.cfg = cfg
         t = cfg.train
@@ -181,58 +172,10 @@ class Trainer:
         self.time_to_acc: dict[str, float | None] = {f"{m:.2f}": None for m in ACCURACY_MARKS}
         if checkpoint:
             self._restore(checkpoint)
-        self._check_duration(allow_slow)
         if not checkpoint:
             runs.clear_record(self.out)
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / runs.CONFIG)
-
-    # ---- how long it will take ---------------------------------------------------------------------
-    def step_seconds(self, small: int = 16, large: int = 48) -> float:
-        """Seconds per training step, from forward and backward passes of a copy of the network on `small`
-        and `large` images, extrapolated linearly to the batch size (a CPU's cost per image falls as batches
-        grow; optimizer and augmentation excluded). Cheap on a CPU; the run's weights and random state are
-        untouched."""
-        batch = self.cfg.train.batch_size
-        model = copy.deepcopy(self.model).train()
-
-        def timed(n: int) -> float:
-            x = torch.zeros(n, 3, 32, 32, device=self.device)
-            if self.cfg.train.channels_last:
-                x = x.to(memory_format=torch.channels_last)
-            sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda device: None)
-            sync(self.device)
-            began = time.perf_counter()
-            with autocast(self.device, self.precision):
-                logits = model(x)
-            self.criterion(logits.float(), torch.zeros(n, dtype=torch.long, device=self.device)).backward()
-            sync(self.device)
-            return time.perf_counter() - began
-
-        with torch.random.fork_rng(devices=[]):
-            timed(min(8, batch))  # warm-up
-            if batch <= large:
-                return timed(batch)
-            t_small, t_large = timed(small), timed(large)
-        per_image = (t_large - t_small) / (large - small)
-        return t_large + per_image * (batch - large) if per_image > 0 else t_large * batch / large
-
-    def _check_duration(self, allow_slow: bool) -> None:
-        """On a CPU, say how long the remaining epochs will take, and refuse a run of hours unless allowed."""
-        if self.device.type != "cpu":
-            return
-        steps = (self.cfg.train.epochs - self.epoch) * self.steps_per_epoch
-        per_step = self.step_seconds()
-        estimate = steps * per_step
-        bounded = self.time_limit is not None and self.time_limit <= SLOW_RUN_SECONDS
-        if estimate > SLOW_RUN_SECONDS and not (allow_slow or bounded):
-            raise SlowRunError(
-                f"{self.cfg.name} would train for about {duration(estimate, rough=True)} on this CPU ({steps:,} steps of "
-                f"~{per_step:.2f} s); for a CPU-sized run use `{CPU_SIZED_RUN}`, train it on a GPU, or pass "
-                "--allow-slow (allow_slow=True) to start it anyway")
-        if estimate > LONG_RUN_SECONDS:
-            self.log(f"{self.cfg.name}: {steps:,} steps to go on the CPU, about {duration(estimate, rough=True)} of training "
-                     "(estimated from a timed step)")
 
     # ---- checkpoints -------------------------------------------------------------------------------
     def _read_checkpoint(self, cfg: Config) -> dict | None:

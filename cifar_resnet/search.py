@@ -35,6 +35,8 @@ from .config import (Config, ConfigError, ModelConfig, config_from_dict, datacla
                      read_yaml, save_config)
 from .data import CIFAR10Split, load_splits
 from .engine import Trainer, TrainingDiverged
+from .evaluation import resolve_device
+from .launch import check_duration
 from .models import PARAMETER_BUDGET, count_parameters, create_model, validate_model_config
 from .storage import default_url, describe_url, make_storage, worker_name
 
@@ -353,8 +355,9 @@ def objective(trial: optuna.Trial, space: SearchSpace, n_trials: int,
     if params > space.budget:
         _end(trial, "over_budget")
         raise optuna.TrialPruned(f"{params:,} parameters, over the budget of {space.budget:,}")
-    trainer = Trainer(cfg, work_dir / run, device=device, resume=retry, progress=False, log=None, splits=splits,
-                      allow_slow=allow_slow)
+    check_duration(cfg, splits, resolve_device(device), out_dir=work_dir / run, resume=retry, allow_slow=allow_slow,
+                   log=None)
+    trainer = Trainer(cfg, work_dir / run, device=device, resume=retry, progress=False, log=None, splits=splits)
     try:
         for stats in trainer.epochs():
             trial.report(stats.eval_acc, stats.epoch)
