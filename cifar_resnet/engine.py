@@ -13,7 +13,6 @@ import math
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -26,6 +25,7 @@ from .data import CIFAR10Split, load_splits
 from .ema import make_ema
 from .evaluation import (autocast, evaluate, half_rounded, model_from_weights, record_predictions, resolve_device,
                          tta_views)
+from .history import EpochStats, column
 from .loader import GpuLoader
 from .mixing import make_batch_mix
 from .models import count_parameters, create_model
@@ -45,22 +45,6 @@ class TrainingInterrupted(RuntimeError):
 
 class RunFinished(ConfigError):
     """`resume` on a run that has finished: there is nothing to continue, and nothing is changed."""
-
-
-@dataclass
-class EpochStats:
-    """One row of history.csv. `eval_*` is None on epochs that were not evaluated; `raw_*` (the trained
-    weights, where `eval_*` measures their average) is None too without a weight average."""
-
-    epoch: int
-    lr: float  # mean learning rate over the epoch's steps
-    train_loss: float
-    train_acc: float
-    eval_loss: float | None
-    eval_acc: float | None
-    seconds: float  # training time of this epoch, evaluation excluded
-    raw_loss: float | None = None
-    raw_acc: float | None = None
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -301,13 +285,8 @@ class Trainer:
                     break
                 stats = self._train_epoch(bar)
                 self.epoch += 1
-                row = {"epoch": stats.epoch, "lr": stats.lr, "train_loss": stats.train_loss,
-                       "train_acc": stats.train_acc, f"{self.eval_split}_loss": stats.eval_loss,
-                       f"{self.eval_split}_acc": stats.eval_acc}
-                if self.ema:  # the average is what <split>_acc measures; the trained weights beside it
-                    row.update({f"{self.eval_split}_loss_raw": stats.raw_loss,
-                                f"{self.eval_split}_acc_raw": stats.raw_acc})
-                self.history.append({**row, "seconds": stats.seconds})
+                # with a weight average, <split>_acc measures it and <split>_acc_raw the trained weights
+                self.history.append(stats.row(self.eval_split, raw=self.ema is not None))
                 runs.save_checkpoint(self._state(), self.out / runs.CHECKPOINT)
                 runs.write_history(self.history, self.out / runs.HISTORY)
                 if bar is None:
@@ -342,19 +321,20 @@ class Trainer:
             step = int(bad[0]) + 1
             raise TrainingDiverged(f"loss became {losses[step - 1].item()} at epoch {self.epoch + 1}, step {step}: "
                                    + divergence_advice(self.precision, self.device))
-        eval_loss = eval_acc = raw_loss = raw_acc = None
+        eval_loss = eval_acc = eval_loss_raw = eval_acc_raw = None
         if (self.epoch + 1) % t.eval_every == 0 or self.epoch + 1 == t.epochs:
             model = self.eval_model()
             if self.epoch + 1 == t.epochs:  # the weights as finish() saves them (half precision), so that the
                 model = half_rounded(model)  # last epoch's accuracy is the one metrics.json records
             eval_loss, eval_acc = evaluate(model, self.eval_loader, "none", self.precision)
             if self.ema:
-                raw_loss, raw_acc = evaluate(self.model, self.eval_loader, "none", self.precision)
+                eval_loss_raw, eval_acc_raw = evaluate(self.model, self.eval_loader, "none", self.precision)
             for mark in ACCURACY_MARKS:
                 if self.eval_split == "test" and eval_acc >= mark and self.time_to_acc[f"{mark:.2f}"] is None:
                     self.time_to_acc[f"{mark:.2f}"] = round(self.train_seconds, 2)
-        stats = EpochStats(self.epoch + 1, sum(lrs) / len(lrs), losses.mean().item(), correct.item() / seen, eval_loss, eval_acc,
-                           round(seconds, 3), raw_loss, raw_acc)
+        stats = EpochStats(epoch=self.epoch + 1, lr=sum(lrs) / len(lrs), train_loss=losses.mean().item(),
+                           train_acc=correct.item() / seen, eval_loss=eval_loss, eval_acc=eval_acc,
+                           eval_loss_raw=eval_loss_raw, eval_acc_raw=eval_acc_raw, seconds=round(seconds, 3))
         if bar is not None:
             bar.set_postfix(epoch=stats.epoch, loss=f"{stats.train_loss:.3f}", acc=f"{stats.train_acc:.3f}",
                             **({self.eval_split: f"{eval_acc:.4f}"} if eval_acc is not None else {}))
@@ -362,8 +342,8 @@ class Trainer:
 
     def _describe(self, s: EpochStats) -> str:
         evaluated = f" {self.eval_split} loss {s.eval_loss:.4f} acc {s.eval_acc:.4f}" if s.eval_acc is not None else ""
-        if s.raw_acc is not None:
-            evaluated += f" (average; trained weights {s.raw_acc:.4f})"
+        if s.eval_acc_raw is not None:
+            evaluated += f" (average; trained weights {s.eval_acc_raw:.4f})"
         return (f"epoch {s.epoch}/{self.cfg.train.epochs} lr {s.lr:.4f} train loss {s.train_loss:.4f} "
                 f"acc {s.train_acc:.4f}{evaluated} {s.seconds:.1f}s")
 
@@ -387,8 +367,8 @@ class Trainer:
             metrics["weights_sha256"] = runs.file_sha256(weights)
             model = model_from_weights(self.cfg, weights, self.device)
             metrics.update(record_predictions(model, self.eval_loader, self.out, self.eval_split, t.tta, self.precision))
-        accs = [(row[f"{self.eval_split}_acc"], row["epoch"]) for row in self.history
-                if row[f"{self.eval_split}_acc"] is not None]
+        acc = column("eval_acc", self.eval_split)
+        accs = [(row[acc], row["epoch"]) for row in self.history if row[acc] is not None]
         metrics["best_epoch"] = max(accs)[1] if accs else None
         if self.eval_split == "test":
             metrics["time_to_acc"] = self.time_to_acc

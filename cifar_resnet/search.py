@@ -36,6 +36,7 @@ from .config import (Config, ConfigError, ModelConfig, config_from_dict, datacla
 from .data import CIFAR10Split, load_splits
 from .engine import Trainer, TrainingDiverged
 from .evaluation import resolve_device
+from .history import column
 from .launch import check_duration
 from .models import PARAMETER_BUDGET, count_parameters, create_model, validate_model_config
 from .storage import default_url, describe_url, make_storage, worker_name
@@ -371,7 +372,7 @@ def objective(trial: optuna.Trial, space: SearchSpace, n_trials: int,
         trial.study.enqueue_trial(trial.params, user_attrs={"run": run})
         raise
     _end(trial, "complete", trainer)
-    return trainer.history[-1]["val_acc"]
+    return trainer.history[-1][column("eval_acc", trainer.eval_split)]
 
 
 class _StopWhenTrained:

@@ -39,6 +39,7 @@ import torch
 
 from . import runs
 from .config import Config, ConfigError, load_config, override, read_yaml, save_config
+from .history import column
 from .launch import PlanEstimator
 from .models import OverBudgetError, count_parameters, create_model
 
@@ -221,7 +222,7 @@ def _summary_row(run: PlannedRun, cfg: Config, status: str, estimate: float, sec
            "seconds": None if seconds is None else round(seconds, 1), "train_seconds": metrics.get("train_seconds")}
     for split in ("val", "test"):
         row[f"{split}_acc"], row[f"{split}_acc_tta"] = metrics.get(f"{split}_acc"), metrics.get(f"{split}_acc_tta")
-        evaluated = [r[f"{split}_acc"] for r in history if r.get(f"{split}_acc")]
+        evaluated = [r[column("eval_acc", split)] for r in history if r.get(column("eval_acc", split))]
         if row[f"{split}_acc"] is None and evaluated:  # stopped early: its last evaluation (status says so)
             row[f"{split}_acc"] = float(evaluated[-1])
     return row
