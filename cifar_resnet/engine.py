@@ -1,10 +1,10 @@
 """The training engine: a `Config` in, a run folder out (see `runs.py` for what the folder holds).
 
-`train(cfg, out_dir)` trains a run; the command line and notebook 03 first ask `launch.py` whether a run
-is worth starting on this device (a CPU estimate from a timed step). `Trainer.epochs()` yields after
-every epoch, for callers that watch a run as it goes (the search prunes trials with it). The step that
-does the work is `Trainer.train_step`; the epoch loop is `Trainer.epochs`. Evaluation and reloading a
-finished run live in `evaluation.py`.
+`train(cfg, out_dir)` trains a run; the command line (train, search, sweep) and notebook 03 first ask
+`launch.py` whether a run is worth starting here (a CPU estimate from a timed step). `Trainer.epochs()`
+yields after every epoch, for callers that watch a run as it goes (the search prunes trials with it). The
+step that does the work is `Trainer.train_step`; the epoch loop is `Trainer.epochs`. Evaluation and
+reloading a finished run live in `evaluation.py`; history.csv's rows, `history.py`.
 """
 
 from __future__ import annotations
