@@ -2,13 +2,16 @@
 
 import pytest
 import torch
+import yaml
 
 from cifar_resnet import launch
 from cifar_resnet.config import load_config, override
 from cifar_resnet.data import load_splits
 from cifar_resnet.engine import Trainer, train
 from cifar_resnet.records import duration
+from cifar_resnet.search import run_search
 from cifar_resnet.session import train_in_sessions
+from cifar_resnet.sweep import sweep
 
 from conftest import CONFIGS
 
@@ -65,3 +68,25 @@ def test_notebook_03s_path_refuses_a_run_of_hours_before_building_a_trainer(synt
     with pytest.raises(launch.SlowRunError, match="--allow-slow"):
         train_in_sessions(cfg, tmp_path / "run", log=None, device="cpu")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_sweep_asks_the_policy_before_each_run(synthetic_root, tmp_path):
+    plan = {"base": str(CONFIGS / "smoke.yaml"), "runs": [{"name": "long"}],
+            "overrides": {"data.holdout": 40, "data.root": str(synthetic_root), "data.download": False,
+                          "data.train_subset": 0, "data.test_subset": 0, "train.epochs": 100_000_000}}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    with pytest.raises(launch.SlowRunError, match="long-s0 would train for about"):
+        sweep(path, tmp_path / "out", device="cpu", log=lambda line: None)
+    assert not (tmp_path / "out" / "long-s0").exists()
+
+
+def test_a_search_asks_the_policy_before_each_trial(synthetic_root, tmp_path):
+    space = yaml.safe_load((CONFIGS / "search_space_smoke.yaml").read_text())
+    space.update(base=str(CONFIGS / "smoke.yaml"), budget=5_000_000, fidelity={"min_epochs": 1,
+                                                                                "max_epochs": 100_000_000})
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    with pytest.raises(launch.SlowRunError, match="would train for about"):
+        run_search(path, "slow", 1, data_root=str(synthetic_root), device="cpu", work_dir=tmp_path, log=lambda s: None)
+    assert not (tmp_path / "slow" / "trial_0").exists()
