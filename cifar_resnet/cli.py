@@ -35,7 +35,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .engine import train
+    from .launch import train
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(f"train runs on one device; under torchrun (WORLD_SIZE={os.environ['WORLD_SIZE']}) every "

@@ -1,19 +1,18 @@
 """The training engine: a `Config` in, a run folder out (see `runs.py` for what the folder holds).
 
-`train(cfg, out_dir)` is what the command line and the notebooks call. `Trainer.epochs()` yields after
-every epoch, for callers that watch a run as it goes (the search prunes trials with it). The step that
-does the work is `Trainer.train_step`; the epoch loop is `Trainer.epochs`. Evaluation and reloading a
-finished run live in `evaluation.py`.
+`train(cfg, out_dir)` trains a run; the command line (train, search, sweep) and notebook 03 first ask
+`launch.py` whether a run is worth starting here (a CPU estimate from a timed step). `Trainer.epochs()`
+yields after every epoch, for callers that watch a run as it goes (the search prunes trials with it). The
+step that does the work is `Trainer.train_step`; the epoch loop is `Trainer.epochs`. Evaluation and
+reloading a finished run live in `evaluation.py`; history.csv's rows, `history.py`.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -25,6 +24,7 @@ from .config import Config, ConfigError, TrainConfig, config_to_dict, save_confi
 from .data import CIFAR10Split, load_splits
 from .ema import make_ema
 from .evaluation import autocast, evaluate, half_rounded, model_from_weights, record_predictions, resolve_device
+from .history import EpochStats, column
 from .loader import GpuLoader
 from .mixing import make_batch_mix
 from .models import count_parameters, create_model
@@ -32,9 +32,6 @@ from .precision import divergence_advice, resolve_precision
 from .sam import frozen_norm_stats, make_sam
 
 ACCURACY_MARKS = (0.93, 0.94, 0.95, 0.96)  # metrics.json records the training time to reach each
-SLOW_RUN_SECONDS = 3600.0  # on a CPU, a run estimated to train longer than this is refused unless allowed
-LONG_RUN_SECONDS = 600.0  # ... and one longer than this is announced with its estimate before it starts
-CPU_SIZED_RUN = "make train CONFIG=configs/smoke.yaml"
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,28 +42,8 @@ class TrainingInterrupted(RuntimeError):
     """Ctrl-C during training; the message says which checkpoint was kept and how to resume."""
 
 
-class SlowRunError(ConfigError):
-    """A run that would take hours on this device; the message gives the estimate and a CPU-sized command."""
-
-
 class RunFinished(ConfigError):
     """`resume` on a run that has finished: there is nothing to continue, and nothing is changed."""
-
-
-@dataclass
-class EpochStats:
-    """One row of history.csv. `eval_*` is None on epochs that were not evaluated; `raw_*` (the trained
-    weights, where `eval_*` measures their average) is None too without a weight average."""
-
-    epoch: int
-    lr: float  # mean learning rate over the epoch's steps
-    train_loss: float
-    train_acc: float
-    eval_loss: float | None
-    eval_acc: float | None
-    seconds: float  # training time of this epoch, evaluation excluded
-    raw_loss: float | None = None
-    raw_acc: float | None = None
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -110,15 +87,14 @@ class Trainer:
     """Trains one configuration into `out_dir`, checkpointing every epoch; `resume=True` continues it, and
     without it any earlier record in `out_dir` is replaced (the command line asks for --overwrite first).
 
-    On a CPU, a run estimated (from a timed step) to train longer than `SLOW_RUN_SECONDS` is refused with
-    `SlowRunError` unless `allow_slow`, or a `time_limit` below that bounds it. The trainer holds `out_dir`'s
-    lock (`runs.RunLock`) until `run()` ends or `close()` is called: a second trainer there is refused.
+    The trainer holds `out_dir`'s lock (`runs.RunLock`) until `run()` ends or `close()` is called: a second
+    trainer there is refused. Whether a run is worth starting on this device is `launch.py`'s question.
     """
 
     def __init__(self, cfg: Config, out_dir: str | Path, *, data_root: str | None = None,
                  device: str | torch.device | None = None, resume: bool = False, time_limit: float | None = None,
                  progress: bool | None = None, log: Callable[[str], None] | None = print,
-                 splits: tuple[CIFAR10Split, CIFAR10Split, str] | None = None, allow_slow: bool = False) -> None:
+                 splits: tuple[CIFAR10Split, CIFAR10Split, str] | None = None) -> None:
         self.started = time.perf_counter()
         self.out = Path(out_dir)
         self.device = resolve_device(device)
@@ -129,7 +105,7 @@ class Trainer:
         created = not self.out.exists()
         self._lock = runs.RunLock(self.out)
         try:
-            self._setup(cfg, data_root, resume, splits, allow_slow)
+            self._setup(cfg, data_root, resume, splits)
         except BaseException:
             self.close()
             if created:  # a refused run leaves no folder behind
@@ -140,7 +116,7 @@ class Trainer:
             raise
 
     def _setup(self, cfg: Config, data_root: str | None, resume: bool,
-               splits: tuple[CIFAR10Split, CIFAR10Split, str] | None, allow_slow: bool) -> None:
+               splits: tuple[CIFAR10Split, CIFAR10Split, str] | None) -> None:
         checkpoint = self._read_checkpoint(cfg) if resume else None
         self.cfg = cfg
         t = cfg.train
@@ -173,58 +149,10 @@ class Trainer:
         self.time_to_acc: dict[str, float | None] = {f"{m:.2f}": None for m in ACCURACY_MARKS}
         if checkpoint:
             self._restore(checkpoint)
-        self._check_duration(allow_slow)
         if not checkpoint:
             runs.clear_record(self.out)
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / runs.CONFIG)
-
-    # ---- how long it will take ---------------------------------------------------------------------
-    def step_seconds(self, small: int = 16, large: int = 48) -> float:
-        """Seconds per training step, from forward and backward passes of a copy of the network on `small`
-        and `large` images, extrapolated linearly to the batch size (a CPU's cost per image falls as batches
-        grow; optimizer and augmentation excluded). Cheap on a CPU; the run's weights and random state are
-        untouched."""
-        batch = self.cfg.train.batch_size
-        model = copy.deepcopy(self.model).train()
-
-        def timed(n: int) -> float:
-            x = torch.zeros(n, 3, 32, 32, device=self.device)
-            if self.cfg.train.channels_last:
-                x = x.to(memory_format=torch.channels_last)
-            sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda device: None)
-            sync(self.device)
-            began = time.perf_counter()
-            with autocast(self.device, self.precision):
-                logits = model(x)
-            self.criterion(logits.float(), torch.zeros(n, dtype=torch.long, device=self.device)).backward()
-            sync(self.device)
-            return time.perf_counter() - began
-
-        with torch.random.fork_rng(devices=[]):
-            timed(min(8, batch))  # warm-up
-            if batch <= large:
-                return timed(batch)
-            t_small, t_large = timed(small), timed(large)
-        per_image = (t_large - t_small) / (large - small)
-        return t_large + per_image * (batch - large) if per_image > 0 else t_large * batch / large
-
-    def _check_duration(self, allow_slow: bool) -> None:
-        """On a CPU, say how long the remaining epochs will take, and refuse a run of hours unless allowed."""
-        if self.device.type != "cpu":
-            return
-        steps = (self.cfg.train.epochs - self.epoch) * self.steps_per_epoch
-        per_step = self.step_seconds()
-        estimate = steps * per_step
-        bounded = self.time_limit is not None and self.time_limit <= SLOW_RUN_SECONDS
-        if estimate > SLOW_RUN_SECONDS and not (allow_slow or bounded):
-            raise SlowRunError(
-                f"{self.cfg.name} would train for about {_duration(estimate)} on this CPU ({steps:,} steps of "
-                f"~{per_step:.2f} s); for a CPU-sized run use `{CPU_SIZED_RUN}`, train it on a GPU, or pass "
-                "--allow-slow (allow_slow=True) to start it anyway")
-        if estimate > LONG_RUN_SECONDS:
-            self.log(f"{self.cfg.name}: {steps:,} steps to go on the CPU, about {_duration(estimate)} of training "
-                     "(estimated from a timed step)")
 
     # ---- checkpoints -------------------------------------------------------------------------------
     def _read_checkpoint(self, cfg: Config) -> dict | None:
@@ -350,13 +278,8 @@ class Trainer:
                     break
                 stats = self._train_epoch(bar)
                 self.epoch += 1
-                row = {"epoch": stats.epoch, "lr": stats.lr, "train_loss": stats.train_loss,
-                       "train_acc": stats.train_acc, f"{self.eval_split}_loss": stats.eval_loss,
-                       f"{self.eval_split}_acc": stats.eval_acc}
-                if self.ema:  # the average is what <split>_acc measures; the trained weights beside it
-                    row.update({f"{self.eval_split}_loss_raw": stats.raw_loss,
-                                f"{self.eval_split}_acc_raw": stats.raw_acc})
-                self.history.append({**row, "seconds": stats.seconds})
+                # with a weight average, <split>_acc measures it and <split>_acc_raw the trained weights
+                self.history.append(stats.row(self.eval_split, raw=self.ema is not None))
                 runs.save_checkpoint(self._state(), self.out / runs.CHECKPOINT)
                 runs.write_history(self.history, self.out / runs.HISTORY)
                 if bar is None:
@@ -391,19 +314,20 @@ class Trainer:
             step = int(bad[0]) + 1
             raise TrainingDiverged(f"loss became {losses[step - 1].item()} at epoch {self.epoch + 1}, step {step}: "
                                    + divergence_advice(self.precision, self.device))
-        eval_loss = eval_acc = raw_loss = raw_acc = None
+        eval_loss = eval_acc = eval_loss_raw = eval_acc_raw = None
         if (self.epoch + 1) % t.eval_every == 0 or self.epoch + 1 == t.epochs:
             model = self.eval_model()
             if self.epoch + 1 == t.epochs:  # the weights as finish() saves them (half precision), so that the
                 model = half_rounded(model)  # last epoch's accuracy is the one metrics.json records
             eval_loss, eval_acc = evaluate(model, self.eval_loader, "none", self.precision)
             if self.ema:
-                raw_loss, raw_acc = evaluate(self.model, self.eval_loader, "none", self.precision)
+                eval_loss_raw, eval_acc_raw = evaluate(self.model, self.eval_loader, "none", self.precision)
             for mark in ACCURACY_MARKS:
                 if self.eval_split == "test" and eval_acc >= mark and self.time_to_acc[f"{mark:.2f}"] is None:
                     self.time_to_acc[f"{mark:.2f}"] = round(self.train_seconds, 2)
-        stats = EpochStats(self.epoch + 1, sum(lrs) / len(lrs), losses.mean().item(), correct.item() / seen, eval_loss, eval_acc,
-                           round(seconds, 3), raw_loss, raw_acc)
+        stats = EpochStats(epoch=self.epoch + 1, lr=sum(lrs) / len(lrs), train_loss=losses.mean().item(),
+                           train_acc=correct.item() / seen, eval_loss=eval_loss, eval_acc=eval_acc,
+                           eval_loss_raw=eval_loss_raw, eval_acc_raw=eval_acc_raw, seconds=round(seconds, 3))
         if bar is not None:
             bar.set_postfix(epoch=stats.epoch, loss=f"{stats.train_loss:.3f}", acc=f"{stats.train_acc:.3f}",
                             **({self.eval_split: f"{eval_acc:.4f}"} if eval_acc is not None else {}))
@@ -411,8 +335,8 @@ class Trainer:
 
     def _describe(self, s: EpochStats) -> str:
         evaluated = f" {self.eval_split} loss {s.eval_loss:.4f} acc {s.eval_acc:.4f}" if s.eval_acc is not None else ""
-        if s.raw_acc is not None:
-            evaluated += f" (average; trained weights {s.raw_acc:.4f})"
+        if s.eval_acc_raw is not None:
+            evaluated += f" (average; trained weights {s.eval_acc_raw:.4f})"
         return (f"epoch {s.epoch}/{self.cfg.train.epochs} lr {s.lr:.4f} train loss {s.train_loss:.4f} "
                 f"acc {s.train_acc:.4f}{evaluated} {s.seconds:.1f}s")
 
@@ -436,8 +360,8 @@ class Trainer:
             metrics["weights_sha256"] = runs.file_sha256(weights)
             model = model_from_weights(self.cfg, weights, self.device)
             metrics.update(record_predictions(model, self.eval_loader, self.out, self.eval_split, t.tta, self.precision))
-        accs = [(row[f"{self.eval_split}_acc"], row["epoch"]) for row in self.history
-                if row[f"{self.eval_split}_acc"] is not None]
+        acc = column("eval_acc", self.eval_split)
+        accs = [(row[acc], row["epoch"]) for row in self.history if row[acc] is not None]
         metrics["best_epoch"] = max(accs)[1] if accs else None
         if self.eval_split == "test":
             metrics["time_to_acc"] = self.time_to_acc
@@ -462,10 +386,3 @@ class Trainer:
 def train(cfg: Config, out_dir: str | Path, **options) -> dict:
     """Train `cfg` into `out_dir` and return its metrics; options as for `Trainer`."""
     return Trainer(cfg, out_dir, **options).run()
-
-
-def _duration(seconds: float) -> str:
-    """A duration for people: '40 s', '12 min', '45 h'."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.0f} h"

@@ -29,9 +29,12 @@ def thousands(n: object) -> str:
     return f"{round(float(n)):,}".replace(",", "{,}")
 
 
-def duration(seconds: object) -> str:
-    """Seconds in the unit a reader takes in at a glance: '95.0 s', '12.5 min', '3.20 h'."""
+def duration(seconds: object, *, rough: bool = False) -> str:
+    """Seconds in the unit a reader takes in at a glance: '95.0 s', '12.5 min', '3.20 h'; `rough` (estimates)
+    in whole units: '45 h'."""
     s = float(seconds)
+    if rough:
+        return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.0f} h"
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
 
 

@@ -69,6 +69,11 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tens
     return x * ~inside[:, None]
 
 
+def train_steps(images: int, batch_size: int) -> int:
+    """Training steps of an epoch over `images` images: the ragged end is dropped, never below one step."""
+    return max(1, images // batch_size)
+
+
 class GpuLoader:
     """Shuffled, normalised (and, for training, augmented) batches of one split, kept on `device`.
 
@@ -100,7 +105,7 @@ class GpuLoader:
 
     def __len__(self) -> int:
         n = len(self.labels)
-        return max(1, n // self.batch_size) if self.train else -(-n // self.batch_size)  # training drops the ragged end
+        return train_steps(n, self.batch_size) if self.train else -(-n // self.batch_size)
 
     def state_dict(self) -> dict:
         """The random state and the alternating flip's state, for checkpoints."""

@@ -22,6 +22,7 @@ import pandas as pd
 from . import runs
 from .config import ConfigError, load_config
 from .formats import Column, duration, mean_std, percent, tex_escape, thousands, to_latex
+from .history import field_name
 
 
 # ==== the recorded runs ==============================================================================
@@ -253,10 +254,8 @@ def same_model(records: Sequence[RunRecord], run: RunRecord) -> list[RunRecord]:
 
 
 def load_history(run_dir: Path) -> pd.DataFrame:
-    """A run's history.csv, with the evaluation columns renamed to eval_loss / eval_acc (test or val)."""
-    history = pd.read_csv(Path(run_dir) / runs.HISTORY)
-    return history.rename(columns={c: "eval" + c[c.index("_"):] for c in history.columns
-                                   if c.startswith(("test_", "val_"))})
+    """A run's history.csv, its columns named as `history.EpochStats`'s fields (eval_acc: test or val)."""
+    return pd.read_csv(Path(run_dir) / runs.HISTORY).rename(columns=field_name)
 
 
 def last_evaluation(run_dir: Path) -> tuple[int, float] | None:

@@ -15,7 +15,11 @@ from typing import Callable
 
 from . import runs
 from .config import Config, load_config
-from .engine import Trainer, _duration
+from .data import load_splits
+from .engine import Trainer
+from .evaluation import resolve_device
+from .launch import estimate_training, refuse_slow_run
+from .records import duration
 
 RERUN = "after a disconnect or a stop, run the notebook again (Runtime > Run all): this cell continues the run"
 
@@ -35,10 +39,10 @@ def finished_metrics(cfg: Config, out_dir: str | Path) -> dict | None:
 
 
 def train_in_sessions(cfg: Config, out_dir: str | Path, *, session_limit: float | None = None,
-                      log: Callable[[str], None] = print, **options) -> dict:
+                      log: Callable[[str], None] = print, allow_slow: bool = False, **options) -> dict:
     """Train `cfg` into `out_dir`, continuing what it holds, for at most `session_limit` seconds of this
     session; returns metrics.json's content (`status` "finished", or "time_limit" where it stopped early).
-    Options as for `engine.Trainer`."""
+    On a CPU a run of hours is refused as `launch.refuse_slow_run` says. Options as for `engine.Trainer`."""
     out = Path(out_dir)
     done = finished_metrics(cfg, out)
     if done is not None:
@@ -46,19 +50,21 @@ def train_in_sessions(cfg: Config, out_dir: str | Path, *, session_limit: float 
             f"{done.get('test_acc', float('nan')):.4f}): not trained again (to train again, choose another folder)")
         return done
     resume = (out / runs.CHECKPOINT).is_file()
+    options["splits"] = options.get("splits") or load_splits(cfg, options.get("data_root"))
+    device = resolve_device(options.get("device"))
+    estimate = estimate_training(cfg, options["splits"], device, out_dir=out, resume=resume)
+    refuse_slow_run(cfg, estimate, device, time_limit=session_limit, allow_slow=allow_slow, log=log)
     trainer = Trainer(cfg, out, resume=resume, time_limit=session_limit, log=log, **options)
-    epochs_left = cfg.train.epochs - trainer.epoch
-    estimate = epochs_left * trainer.steps_per_epoch * trainer.step_seconds()
-    device = runs.environment(trainer.device)["device"]
-    limit = f"; this session stops before {_duration(session_limit)}" if session_limit else ""
-    log(f"{'continuing' if resume else 'starting'} {cfg.name} in {out}: {epochs_left} epochs to go, about "
-        f"{_duration(estimate)} of training on {device} (estimated from a timed step){limit}")
+    limit = f"; this session stops before {duration(session_limit, rough=True)}" if session_limit else ""
+    log(f"{'continuing' if resume else 'starting'} {cfg.name} in {out}: {estimate.epochs} epochs to go, about "
+        f"{duration(estimate.seconds, rough=True)} of training on {runs.environment(device)['device']} "
+        f"(estimated from a timed step){limit}")
     log(RERUN)
     metrics = trainer.run()
     if metrics["status"] != "finished" and metrics["epochs_completed"]:
         log(f"stopped before the session limit after epoch {metrics['epochs_completed']} of {cfg.train.epochs}, "
             f"checkpoint kept: {RERUN}")
     elif metrics["status"] != "finished":
-        log(f"stopped before the session limit without training: not one epoch fits in {_duration(session_limit)}; "
-            "give the session more time")
+        log("stopped before the session limit without training: not one epoch fits in "
+            f"{duration(session_limit, rough=True)}; give the session more time")
     return metrics

@@ -17,9 +17,10 @@ A plan is a YAML file (examples in `configs/plans/`):
 
 Sweeps tune on the last `data.holdout` training images, 5,000 unless a plan sets it (the record plan sets 0
 to be evaluated on the test set). Before each run the sweep estimates its duration, epochs times seconds per
-epoch, scaled by how the runs already done compared with their estimates, plus overheads; a run that would
-not end before the limit is skipped with a message. Each run also gets the time left as its own limit, so
-an underestimate stops it cleanly instead of overrunning. `summary.csv` in the output folder is rewritten
+epoch, scaled by how the runs already done compared with their estimates, plus overheads
+(`launch.PlanEstimator`, beside the CPU launch policy); a run that would not end before the limit is skipped
+with a message. Each run also gets the time left as its own limit, so an underestimate stops it cleanly
+instead of overrunning. `summary.csv` in the output folder is rewritten
 after every run: run, seed, status, parameters, epochs, seconds, validation and test accuracy.
 `calibrate` files (JSON from benchmarks/throughput.py, one per run name) replace the plan's estimates.
 """
@@ -29,7 +30,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,8 @@ import torch
 
 from . import runs
 from .config import Config, ConfigError, load_config, override, read_yaml, save_config
+from .history import column
+from .launch import PlanEstimator
 from .models import OverBudgetError, count_parameters, create_model
 
 SUMMARY = "summary.csv"
@@ -188,49 +190,15 @@ def _write_configs(plan: Plan, folder: str | Path) -> list[Path]:
     return list(paths.values())
 
 
-class _Estimator:
-    """Duration estimates that learn from the runs already done: their seconds per epoch against the plan's
-    (a common factor), and the compile time their first epoch showed."""
-
-    def __init__(self, plan: Plan, compiles: bool) -> None:
-        self.plan, self.compiles = plan, compiles
-        self.compile_s, self.ratios, self.compiled = plan.compile_s, [], set()
-
-    def _key(self, cfg: Config) -> str:
-        return json.dumps([cfg.model.__dict__, cfg.train.batch_size], sort_keys=True, default=str)
-
-    def fixed(self, cfg: Config) -> float:
-        new_graph = self.compiles and cfg.train.compile and self._key(cfg) not in self.compiled
-        return self.plan.overhead_s + (self.compile_s if new_graph else 0.0)
-
-    def per_epoch(self, run: PlannedRun) -> float:
-        return run.seconds_per_epoch * (statistics.mean(self.ratios) if self.ratios else 1.0)
-
-    def estimate(self, run: PlannedRun, cfg: Config) -> float:
-        return cfg.train.epochs * self.per_epoch(run) + self.fixed(cfg)
-
-    def learn(self, run: PlannedRun, cfg: Config, seconds: float, epoch_seconds: list[float]) -> None:
-        """`seconds`: the run's wall time; `epoch_seconds`: its epochs' training times (history.csv)."""
-        first_epoch_extra = 0.0
-        if len(epoch_seconds) > 1:
-            first_epoch_extra = max(0.0, epoch_seconds[0] - statistics.median(epoch_seconds[1:]))
-        if self.compiles and cfg.train.compile and self._key(cfg) not in self.compiled:
-            self.compile_s = first_epoch_extra
-        self.compiled.add(self._key(cfg))
-        if epoch_seconds:
-            per_epoch = (seconds - first_epoch_extra - self.plan.overhead_s) / len(epoch_seconds)
-            self.ratios.append(max(per_epoch, 1e-6) / max(run.seconds_per_epoch, 1e-6))
-
-
 def describe_plan(plan: Plan, compiles: bool) -> tuple[str, float]:
     """A table of the runs with their estimated durations, and the plan's expected total in seconds."""
-    estimator, lines, total = _Estimator(plan, compiles), [], 0.0
+    estimator, lines, total = PlanEstimator(plan, compiles), [], 0.0
     for run in plan.runs:
         cfg = run.cfg
         if run.fill and plan.time_limit:
             cfg = override(cfg, **{"train.epochs": _fill_epochs(estimator, run, plan.time_limit - total)})
         seconds = estimator.estimate(run, cfg)
-        estimator.compiled.add(estimator._key(cfg))
+        estimator.compiled.add(estimator.key(cfg))
         total += seconds
         fits = "" if plan.time_limit is None or total <= plan.time_limit else "  (over the limit: would be skipped)"
         lines.append(f"  {run.name:<24} {run.params:>10,} params {cfg.train.epochs:>4} epochs "
@@ -239,7 +207,7 @@ def describe_plan(plan: Plan, compiles: bool) -> tuple[str, float]:
     return "\n".join([f"plan {plan.path}: {len(plan.runs)} runs, expected ~{total:.0f} s, {limit}"] + lines), total
 
 
-def _fill_epochs(estimator: _Estimator, run: PlannedRun, seconds_left: float) -> int:
+def _fill_epochs(estimator: PlanEstimator, run: PlannedRun, seconds_left: float) -> int:
     fitting = int((seconds_left - estimator.fixed(run.cfg)) // (estimator.per_epoch(run) * (1 + FILL_MARGIN)))
     return max(1, min(run.cfg.train.epochs, fitting))
 
@@ -257,7 +225,7 @@ def _summary_row(run: PlannedRun, cfg: Config, status: str, estimate: float, sec
            "seconds": None if seconds is None else round(seconds, 1), "train_seconds": metrics.get("train_seconds")}
     for split in ("val", "test"):
         row[f"{split}_acc"], row[f"{split}_acc_tta"] = metrics.get(f"{split}_acc"), metrics.get(f"{split}_acc_tta")
-        evaluated = [r[f"{split}_acc"] for r in history if r.get(f"{split}_acc")]
+        evaluated = [r[column("eval_acc", split)] for r in history if r.get(column("eval_acc", split))]
         if row[f"{split}_acc"] is None and evaluated:  # stopped early: its last evaluation (status says so)
             row[f"{split}_acc"] = float(evaluated[-1])
     return row
@@ -300,7 +268,7 @@ def run_plan(plan: Plan, out_dir: str | Path, *, data_root: str | None = None, d
     device_type = resolve_device(device).type
     if train_fn is None:
         train_fn = _engine_train(data_root, device, log)
-    estimator = _Estimator(plan, compiles=device_type == "cuda")
+    estimator = PlanEstimator(plan, compiles=device_type == "cuda")
     start, rows = clock(), []
     for i, run in enumerate(plan.runs, 1):
         left = None if plan.time_limit is None else plan.time_limit - (clock() - start)
@@ -336,7 +304,7 @@ def run_plan(plan: Plan, out_dir: str | Path, *, data_root: str | None = None, d
 
 def _engine_train(data_root: str | None, device: str | None, log: Callable[[str], None]) -> TrainFn:
     from .data import load_splits
-    from .engine import train
+    from .launch import train
 
     loaded: dict[str, tuple] = {}
 

@@ -1,0 +1,178 @@
+"""Launch policy: how long a run will take here, and whether to start it. The `Trainer` only trains.
+
+On a CPU, `check_duration` times a training step (`step_seconds`) and refuses a run estimated to train longer
+than `SLOW_RUN_SECONDS` with `SlowRunError` (a one-line `ConfigError` giving the estimate and a CPU-sized
+command) unless `allow_slow`, or a time limit up to that bounds it; it announces one over `LONG_RUN_SECONDS`.
+The command line's `train` (through `launch.train`), its `search` (each trial), its `sweep` (each run) and
+notebook 03 (`session.train_in_sessions`) call it before they build a `Trainer`. `PlanEstimator` is the
+sweep's: a plan's run durations from its seconds per epoch, learning from the runs already done.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import torch
+from torch import nn
+
+from . import runs
+from .config import Config, ConfigError
+from .data import CIFAR10Split, load_splits
+from .evaluation import autocast, resolve_device
+from .loader import train_steps
+from .models import create_model
+from .precision import resolve_precision
+from .records import duration
+
+if TYPE_CHECKING:
+    from .sweep import Plan, PlannedRun
+
+SLOW_RUN_SECONDS = 3600.0  # on a CPU, a run estimated to train longer than this is refused unless allowed
+LONG_RUN_SECONDS = 600.0  # ... and one longer than this is announced with its estimate before it starts
+CPU_SIZED_RUN = "make train CONFIG=configs/smoke.yaml"
+
+Splits = tuple[CIFAR10Split, CIFAR10Split, str]
+
+
+class SlowRunError(ConfigError):
+    """A run that would take hours on this device; the message gives the estimate and a CPU-sized command."""
+
+
+@dataclass
+class Estimate:
+    """The training a run has left on this device: steps, and seconds per step from a timed one."""
+
+    epochs: int
+    steps: int
+    step_seconds: float
+
+    @property
+    def seconds(self) -> float:
+        return self.steps * self.step_seconds
+
+
+def step_seconds(cfg: Config, device: torch.device, small: int = 16, large: int = 48) -> float:
+    """Seconds per training step of `cfg` on `device`, from forward and backward passes of its network on
+    `small` and `large` images, extrapolated linearly to the batch size (a CPU's cost per image falls as
+    batches grow; optimizer and augmentation excluded). Cheap on a CPU; the random state is untouched."""
+    t = cfg.train
+    precision = resolve_precision(t.precision, device)
+    criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+    with torch.random.fork_rng(devices=[]):
+        model = create_model(cfg.model).to(device).train()
+        if t.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+
+        def timed(n: int) -> float:
+            x = torch.zeros(n, 3, 32, 32, device=device)
+            if t.channels_last:
+                x = x.to(memory_format=torch.channels_last)
+            sync = torch.cuda.synchronize if device.type == "cuda" else (lambda device: None)
+            sync(device)
+            began = time.perf_counter()
+            with autocast(device, precision):
+                logits = model(x)
+            criterion(logits.float(), torch.zeros(n, dtype=torch.long, device=device)).backward()
+            sync(device)
+            return time.perf_counter() - began
+
+        timed(min(8, t.batch_size))  # warm-up
+        if t.batch_size <= large:
+            return timed(t.batch_size)
+        t_small, t_large = timed(small), timed(large)
+    per_image = (t_large - t_small) / (large - small)
+    return t_large + per_image * (t.batch_size - large) if per_image > 0 else t_large * t.batch_size / large
+
+
+def epochs_done(out_dir: str | Path, resume: bool) -> int:
+    """Epochs the run in `out_dir` has trained, as its checkpoint says (0 unless `resume`)."""
+    path = Path(out_dir) / runs.CHECKPOINT
+    return int(runs.load_checkpoint(path).get("epoch", 0)) if resume and path.is_file() else 0
+
+
+def estimate_training(cfg: Config, splits: Splits, device: torch.device, *, out_dir: str | Path | None = None,
+                      resume: bool = False) -> Estimate:
+    """The training `cfg` has left on `device` (from `out_dir`'s checkpoint with `resume`), a step timed."""
+    epochs = max(cfg.train.epochs - (epochs_done(out_dir, resume) if out_dir is not None else 0), 0)
+    steps = epochs * train_steps(len(splits[0]), cfg.train.batch_size)
+    return Estimate(epochs, steps, step_seconds(cfg, device))
+
+
+def refuse_slow_run(cfg: Config, estimate: Estimate, device: torch.device, *, time_limit: float | None = None,
+                    allow_slow: bool = False, log: Callable[[str], None] | None = print) -> None:
+    """On a CPU, `SlowRunError` for a run of hours unless allowed or bounded; one line for a long one."""
+    if device.type != "cpu":
+        return
+    seconds = estimate.seconds
+    bounded = time_limit is not None and time_limit <= SLOW_RUN_SECONDS
+    if seconds > SLOW_RUN_SECONDS and not (allow_slow or bounded):
+        raise SlowRunError(
+            f"{cfg.name} would train for about {duration(seconds, rough=True)} on this CPU ({estimate.steps:,} steps "
+            f"of ~{estimate.step_seconds:.2f} s); for a CPU-sized run use `{CPU_SIZED_RUN}`, train it on a GPU, or "
+            "pass --allow-slow (allow_slow=True) to start it anyway")
+    if seconds > LONG_RUN_SECONDS and log is not None:
+        log(f"{cfg.name}: {estimate.steps:,} steps to go on the CPU, about {duration(seconds, rough=True)} of "
+            "training (estimated from a timed step)")
+
+
+def check_duration(cfg: Config, splits: Splits, device: torch.device, *, out_dir: str | Path | None = None,
+                   resume: bool = False, time_limit: float | None = None, allow_slow: bool = False,
+                   log: Callable[[str], None] | None = print) -> None:
+    """The policy before a `Trainer` is built: on a CPU, estimate the run (a timed step) and refuse or announce
+    it (`refuse_slow_run`); elsewhere nothing is timed."""
+    if device.type == "cpu":
+        estimate = estimate_training(cfg, splits, device, out_dir=out_dir, resume=resume)
+        refuse_slow_run(cfg, estimate, device, time_limit=time_limit, allow_slow=allow_slow, log=log)
+
+
+def train(cfg: Config, out_dir: str | Path, *, allow_slow: bool = False, **options) -> dict:
+    """`engine.train` behind the launch policy (what `cifar-resnet train` and the sweep call); options as
+    for `engine.Trainer`. On a CPU the data is loaded here, once, and handed to the trainer."""
+    from .engine import train as train_run
+
+    device = resolve_device(options.get("device"))
+    if device.type == "cpu":
+        options["splits"] = options.get("splits") or load_splits(cfg, options.get("data_root"))
+        check_duration(cfg, options["splits"], device, out_dir=out_dir, resume=options.get("resume", False),
+                       time_limit=options.get("time_limit"), allow_slow=allow_slow, log=options.get("log", print))
+    return train_run(cfg, out_dir, **options)
+
+
+class PlanEstimator:
+    """A sweep's duration estimates, learning from the runs already done: their seconds per epoch against the
+    plan's (a common factor), and the compile time their first epoch showed."""
+
+    def __init__(self, plan: Plan, compiles: bool) -> None:
+        self.plan, self.compiles = plan, compiles
+        self.compile_s, self.ratios, self.compiled = plan.compile_s, [], set()
+
+    def key(self, cfg: Config) -> str:
+        """What torch.compile compiles anew: the network and the batch size."""
+        return json.dumps([cfg.model.__dict__, cfg.train.batch_size], sort_keys=True, default=str)
+
+    def fixed(self, cfg: Config) -> float:
+        new_graph = self.compiles and cfg.train.compile and self.key(cfg) not in self.compiled
+        return self.plan.overhead_s + (self.compile_s if new_graph else 0.0)
+
+    def per_epoch(self, run: PlannedRun) -> float:
+        return run.seconds_per_epoch * (statistics.mean(self.ratios) if self.ratios else 1.0)
+
+    def estimate(self, run: PlannedRun, cfg: Config) -> float:
+        return cfg.train.epochs * self.per_epoch(run) + self.fixed(cfg)
+
+    def learn(self, run: PlannedRun, cfg: Config, seconds: float, epoch_seconds: list[float]) -> None:
+        """`seconds`: the run's wall time; `epoch_seconds`: its epochs' training times (history.csv)."""
+        first_epoch_extra = 0.0
+        if len(epoch_seconds) > 1:
+            first_epoch_extra = max(0.0, epoch_seconds[0] - statistics.median(epoch_seconds[1:]))
+        if self.compiles and cfg.train.compile and self.key(cfg) not in self.compiled:
+            self.compile_s = first_epoch_extra
+        self.compiled.add(self.key(cfg))
+        if epoch_seconds:
+            per_epoch = (seconds - first_epoch_extra - self.plan.overhead_s) / len(epoch_seconds)
+            self.ratios.append(max(per_epoch, 1e-6) / max(run.seconds_per_epoch, 1e-6))
