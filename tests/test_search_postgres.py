@@ -88,7 +88,14 @@ def space(tmp_path, synthetic_root, monkeypatch):
     return space_file(tmp_path, pruner="none", budget=5_000_000, seed=None, heartbeat=2)
 
 
-def test_worker_killed_mid_trial_is_retried_from_its_checkpoint(postgres, space, tmp_path):
+def test_worker_killed_mid_trial_is_retried_from_its_checkpoint(postgres, tmp_path, synthetic_root, monkeypatch):
+    # A dead worker's trial is failed, and its retry queued, by the first worker to ask for a trial once the
+    # trial's heartbeat (1 s, grace 2 s) is stale; each trial trains 12 epochs, so the live workers are still in
+    # their first trials then, and the killed worker comes back after the grace: the retry runs before the
+    # study has its trained trials, on a fast machine as on a slow one.
+    monkeypatch.setenv("SYNTHETIC", str(synthetic_root))
+    space = space_file(tmp_path, pruner="none", budget=5_000_000, seed=None, heartbeat=1,
+                       **{"fidelity.max_epochs": 12})
     watcher = Watcher(postgres.url)
     logs = [tmp_path / "launcher.log", tmp_path / "restarted.log"]
     launcher = _search(tmp_path, space, postgres.url, logs[0], devices=",".join(map(str, range(WORKERS))))
@@ -104,6 +111,7 @@ def test_worker_killed_mid_trial_is_retried_from_its_checkpoint(postgres, space,
         victim, history = watcher.until(one_epoch_in, [launcher], logs[:1])
         os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
         first_epoch = history.read_text().splitlines()
+        time.sleep(3)  # past the heartbeat's grace period: the killed trial is stale
         restarted = _search(tmp_path, space, postgres.url, logs[1])  # the killed worker comes back
         watcher.until(lambda: launcher.poll() is not None and restarted.poll() is not None, [], logs)
         output = logs[0].read_text()
