@@ -219,4 +219,5 @@ def corruption_accuracy(record: dict, title: str | None = None) -> Figure:
     ax.set(xlabel="severity (generated CIFAR-10-C corruptions)", ylabel="",
            title=f"{title}\n{counted}" if title else counted)
     ax.tick_params(length=0)
+    ax.grid(False)  # the style's grid would cross the cells
     return fig
