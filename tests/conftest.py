@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny synthetic CIFAR-10 (always) and the real one (where CIFAR10_ROOT points at it)."""
 
 import os
+import re
+import zlib
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,17 @@ def write_predictions(path, probs, labels, tta=None):
     runs.save_predictions(path / runs.PREDICTIONS, torch.tensor(probs), torch.tensor(labels),
                           probs_tta=None if tta is None else torch.tensor(tta), split="test",
                           tta="none" if tta is None else "flip")
+
+
+def pdf_font_sizes(data: bytes) -> list[float]:
+    """The font sizes (points) that the text operators (`/F1 7 Tf`) of a matplotlib PDF's content streams set.
+    Matplotlib ends a stream's data with a bare newline before `endstream`: a compressed stream's last byte may
+    be a carriage return, so none is stripped; fonts and images (not zlib text) are passed over."""
+    sizes = []
+    for stream in re.finditer(rb"\nstream\n(.*?)\nendstream", data, re.S):
+        try:
+            body = zlib.decompressobj().decompress(stream.group(1))
+        except zlib.error:
+            continue
+        sizes += [float(size) for size in re.findall(rb"([\d.]+) Tf\b", body)]
+    return sizes

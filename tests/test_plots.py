@@ -1,7 +1,5 @@
 import json
 import os
-import re
-import zlib
 import shutil
 import subprocess
 import sys
@@ -16,7 +14,7 @@ from cifar_resnet import analysis, plots, rebuild, run_plots, runs
 from cifar_resnet.config import load_config, override, save_config
 from cifar_resnet.data import load_cifar10
 
-from conftest import ROOT
+from conftest import ROOT, pdf_font_sizes
 
 FROM_RECORDS = ["params_vs_width", "params_vs_depth", "params_vs_kernels", "learning_curves", "corruption_accuracy",
                 "confusion_matrix", "per_class_accuracy", "reliability_diagram"]
@@ -207,12 +205,8 @@ def test_importing_the_package_loads_no_plotting_library():
 
 def smallest_text(pdf):
     """The smallest font size (points) a matplotlib PDF sets in its content streams."""
-    sizes = []
-    for stream in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", pdf.read_bytes(), re.S):
-        try:
-            sizes += [float(x) for x in re.findall(rb"([\d.]+) Tf\b", zlib.decompress(stream.group(1)))]
-        except zlib.error:
-            continue
+    sizes = pdf_font_sizes(pdf.read_bytes())
+    assert sizes, f"{pdf.name}: no text found"
     return min(sizes)
 
 

@@ -8,13 +8,13 @@ import re
 import shutil
 import statistics
 import subprocess
-import zlib
 from pathlib import Path
 
 import pytest
 
 from cifar_resnet import recipe, report
 from cifar_resnet.report import FLAGS, build_report, write_numbers
+from conftest import pdf_font_sizes
 
 REPO = Path(__file__).resolve().parents[1]
 H100 = "NVIDIA H100 80GB HBM3"
@@ -510,14 +510,9 @@ def figure_pdf_facts(pdf: Path) -> tuple[float, float]:
     text operators (`/F1 7 Tf`) set in its content streams."""
     data = pdf.read_bytes()
     width = float(re.search(rb"/MediaBox \[\s*[\d.]+ [\d.]+ ([\d.]+) [\d.]+\s*\]", data).group(1))
-    sizes = []
-    for stream in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
-        try:
-            body = zlib.decompress(stream.group(1))
-        except zlib.error:
-            continue  # a font or an image, not a content stream
-        sizes += [float(size) for size in re.findall(rb"([\d.]+) Tf\b", body)]
-    return width, min(sizes, default=float("inf"))
+    sizes = pdf_font_sizes(data)
+    assert sizes, f"{pdf.name}: no text found"
+    return width, min(sizes)
 
 
 def test_every_figure_in_the_report_is_printed_unscaled_with_text_of_at_least_6_5_pt():
