@@ -25,7 +25,7 @@ from cifar_resnet.config import load_config
 from cifar_resnet.data import CIFAR10Split, DataError
 from cifar_resnet.engine import Trainer, evaluate, load_splits
 from cifar_resnet.loader import GpuLoader
-from cifar_resnet.runs import environment
+from cifar_resnet.run_folder import environment
 
 
 def timed(device: torch.device, fn) -> float:

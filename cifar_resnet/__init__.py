@@ -5,9 +5,9 @@ the modules that need them (`plots`, `search`).
 """
 
 from .config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig, load_config, save_config
-from .data import CLASSES, CIFAR10Split, DataError, load_cifar10, write_synthetic_cifar10
+from .data import CIFAR10Split, CLASSES, DataError, load_cifar10, write_synthetic_cifar10
 from .loader import GpuLoader
-from .models import PARAMETER_BUDGET, OverBudgetError, ResNet, count_parameters, create_model
+from .models import OverBudgetError, PARAMETER_BUDGET, ResNet, count_parameters, create_model
 
 __all__ = [
     "CLASSES", "CIFAR10Split", "Config", "ConfigError", "DataConfig", "DataError", "GpuLoader", "ModelConfig",

@@ -21,9 +21,9 @@ import pandas as pd
 import torch
 import yaml
 
-from . import runs
+from . import run_folder
 from .config import ModelConfig, load_config
-from .data import CLASSES, MEAN, STD, CIFAR10Split
+from .data import CIFAR10Split, CLASSES, MEAN, STD
 from .models import INPUT_SIZE, ResNet, count_parameters, parameter_count
 
 SEARCH_COMMAND = "cifar-resnet search --space configs/search_space.yaml --study main --trials 30"
@@ -209,8 +209,8 @@ def load_predictions(run_dir: str | Path, *, tta: bool = True, split: CIFAR10Spl
     """The probabilities recorded in `run_dir/predictions.safetensors`, in float64 (the recorded fp16
     values exactly): with the run's test-time augmentation if recorded and `tta`, else without. Given the
     evaluation split, the images the run evaluated on are attached (its first N, for a run on a subset)."""
-    path = Path(run_dir) / runs.PREDICTIONS
-    tensors, meta = runs.load_predictions(path)
+    path = Path(run_dir) / run_folder.PREDICTIONS
+    tensors, meta = run_folder.load_predictions(path)
     use_tta = tta and "probs_tta" in tensors
     probs = tensors["probs_tta" if use_tta else "probs"].double().numpy()
     labels = tensors["labels"].long().numpy()

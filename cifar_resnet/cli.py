@@ -16,8 +16,8 @@ from pathlib import Path
 from .config import ConfigError, load_config, override
 from .data import DataError
 from .engine import TrainingDiverged, TrainingInterrupted
-from .models import PARAMETER_BUDGET, OverBudgetError
-from .runs import CheckpointError, holds_run, user_runs_dir
+from .models import OverBudgetError, PARAMETER_BUDGET
+from .run_folder import CheckpointError, holds_run, user_runs_dir
 
 USER_ERRORS = (ConfigError, OverBudgetError, DataError, CheckpointError, FileNotFoundError, FileExistsError)
 

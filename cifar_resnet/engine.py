@@ -19,16 +19,16 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from . import runs
+from . import run_folder
 from .config import Config, ConfigError, TrainConfig, config_to_dict, save_config
 from .data import CIFAR10Split, load_splits
 from .ema import make_ema
-from .evaluation import autocast, evaluate, half_rounded, model_from_weights, record_predictions, resolve_device
+from .evaluation import evaluate, half_rounded, model_from_weights, record_predictions
 from .history import EpochStats, column
 from .loader import GpuLoader
 from .mixing import make_batch_mix
 from .models import count_parameters, create_model
-from .precision import divergence_advice, resolve_precision
+from .precision import autocast, divergence_advice, resolve_device, resolve_precision
 from .sam import frozen_norm_stats, make_sam
 
 ACCURACY_MARKS = (0.93, 0.94, 0.95, 0.96)  # metrics.json records the training time to reach each
@@ -87,7 +87,7 @@ class Trainer:
     """Trains one configuration into `out_dir`, checkpointing every epoch; `resume=True` continues it, and
     without it any earlier record in `out_dir` is replaced (the command line asks for --overwrite first).
 
-    The trainer holds `out_dir`'s lock (`runs.RunLock`) until `run()` ends or `close()` is called: a second
+    The trainer holds `out_dir`'s lock (`run_folder.RunLock`) until `run()` ends or `close()` is called: a second
     trainer there is refused. Whether a run is worth starting on this device is `launch.py`'s question.
     """
 
@@ -103,13 +103,13 @@ class Trainer:
         self.time_limit, self.log = time_limit, log or (lambda message: None)
         self.progress = progress if progress is not None else (sys.stderr.isatty() or "ipykernel" in sys.modules)
         created = not self.out.exists()
-        self._lock = runs.RunLock(self.out)
+        self._lock = run_folder.RunLock(self.out)
         try:
             self._setup(cfg, data_root, resume, splits)
         except BaseException:
             self.close()
             if created:  # a refused run leaves no folder behind
-                for name in (runs.LOCK, f"{runs.LOCK}.owner"):
+                for name in (run_folder.LOCK, f"{run_folder.LOCK}.owner"):
                     (self.out / name).unlink(missing_ok=True)
                 if not any(self.out.iterdir()):
                     self.out.rmdir()
@@ -150,27 +150,27 @@ class Trainer:
         if checkpoint:
             self._restore(checkpoint)
         if not checkpoint:
-            runs.clear_record(self.out)
+            run_folder.clear_record(self.out)
             self.out.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.out / runs.CONFIG)
+            save_config(cfg, self.out / run_folder.CONFIG)
 
     # ---- checkpoints -------------------------------------------------------------------------------
     def _read_checkpoint(self, cfg: Config) -> dict | None:
-        path = self.out / runs.CHECKPOINT
+        path = self.out / run_folder.CHECKPOINT
         if not path.is_file():
             self.log(f"no checkpoint in {self.out}: starting from scratch")
             return None
-        checkpoint = runs.load_checkpoint(path)
+        checkpoint = run_folder.load_checkpoint(path)
         if checkpoint.get("config") != config_to_dict(cfg):
             saved, given = checkpoint.get("config", {}), config_to_dict(cfg)
             diff = sorted(f"{section}.{k}" for section in given if isinstance(given[section], dict)
                           for k in given[section] if saved.get(section, {}).get(k) != given[section][k])
-            raise runs.CheckpointError(f"{path} belongs to a run with another configuration (differs in: "
-                                       f"{', '.join(diff) or 'name'}); resume with its own config.yaml or use another --out")
-        if checkpoint.get("epoch", 0) >= cfg.train.epochs and (self.out / runs.WEIGHTS).is_file():
+            raise run_folder.CheckpointError(f"{path} belongs to a run with another configuration (differs in: "
+                                             f"{', '.join(diff) or 'name'}); resume with its own config.yaml or use another --out")
+        if checkpoint.get("epoch", 0) >= cfg.train.epochs and (self.out / run_folder.WEIGHTS).is_file():
             try:
-                finished = runs.read_metrics(self.out).get("status") == "finished"
-            except (FileNotFoundError, runs.CheckpointError):
+                finished = run_folder.read_metrics(self.out).get("status") == "finished"
+            except (FileNotFoundError, run_folder.CheckpointError):
                 finished = False  # killed while writing its record: resuming finishes it
             if finished:
                 raise RunFinished(f"{self.out} has finished ({cfg.train.epochs} of {cfg.train.epochs} epochs): "
@@ -216,8 +216,8 @@ class Trainer:
             self.train_seconds, self.time_to_acc = state["train_seconds"], state["time_to_acc"]
             self.earlier_wall_seconds = state.get("wall_seconds", self.train_seconds)  # older checkpoints lack it
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
-            raise runs.CheckpointError(f"{self.out / runs.CHECKPOINT} does not fit this run ({type(err).__name__}: "
-                                       f"{str(err).splitlines()[0]}); delete it to restart from scratch") from None
+            raise run_folder.CheckpointError(f"{self.out / run_folder.CHECKPOINT} does not fit this run ({type(err).__name__}: "
+                                             f"{str(err).splitlines()[0]}); delete it to restart from scratch") from None
         self.log(f"resuming {self.out} after epoch {self.epoch}")
 
     # ---- training ----------------------------------------------------------------------------------
@@ -280,8 +280,8 @@ class Trainer:
                 self.epoch += 1
                 # with a weight average, <split>_acc measures it and <split>_acc_raw the trained weights
                 self.history.append(stats.row(self.eval_split, raw=self.ema is not None))
-                runs.save_checkpoint(self._state(), self.out / runs.CHECKPOINT)
-                runs.write_history(self.history, self.out / runs.HISTORY)
+                run_folder.save_checkpoint(self._state(), self.out / run_folder.CHECKPOINT)
+                run_folder.write_history(self.history, self.out / run_folder.HISTORY)
                 if bar is None:
                     self.log(self._describe(stats))
                 yield stats
@@ -353,11 +353,11 @@ class Trainer:
                    "images_per_second": round(self.epoch * self.steps_per_epoch * t.batch_size / max(self.train_seconds, 1e-9), 1),
                    "seed": t.seed, "precision": self.precision, "selected_on_test": self.cfg.selected_on_test,
                    "eval_weights": "ema" if self.ema else "raw",  # what the accuracies and time_to_acc measure
-                   **runs.environment(self.device)}
+                   **run_folder.environment(self.device)}
         if finished:
-            weights = self.out / runs.WEIGHTS
-            runs.save_weights(self.eval_model().state_dict(), weights, metadata={"name": self.cfg.name})
-            metrics["weights_sha256"] = runs.file_sha256(weights)
+            weights = self.out / run_folder.WEIGHTS
+            run_folder.save_weights(self.eval_model().state_dict(), weights, metadata={"name": self.cfg.name})
+            metrics["weights_sha256"] = run_folder.file_sha256(weights)
             model = model_from_weights(self.cfg, weights, self.device)
             metrics.update(record_predictions(model, self.eval_loader, self.out, self.eval_split, t.tta, self.precision))
         acc = column("eval_acc", self.eval_split)
@@ -365,7 +365,7 @@ class Trainer:
         metrics["best_epoch"] = max(accs)[1] if accs else None
         if self.eval_split == "test":
             metrics["time_to_acc"] = self.time_to_acc
-        runs.write_metrics(metrics, self.out / runs.METRICS)
+        run_folder.write_metrics(metrics, self.out / run_folder.METRICS)
         return metrics
 
     def run(self) -> dict:

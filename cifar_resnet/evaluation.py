@@ -9,37 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import runs
-from .config import Config, ConfigError, check_value, load_config
+from . import run_folder
+from .config import Config, check_value, load_config
 from .data import load_splits
 from .loader import GpuLoader
 from .models import create_model
-from .precision import resolve_precision
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`device` as a torch.device (None: `default_device()`); `ConfigError` for a name torch does not know or a
-    device this machine lacks."""
-    if device is None or device == "":
-        return default_device()
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"--device {device}: not a device name; use cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ConfigError(f"--device {device}: this machine has no CUDA GPU; use --device cpu (or leave "
-                              "--device out)")
-        if resolved.index is not None and resolved.index >= count:
-            raise ConfigError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
-    elif resolved.type != "cpu":
-        raise ConfigError(f"--device {device}: only cpu and cuda are supported; use cpu, cuda or cuda:N")
-    return resolved
+from .precision import autocast, default_device, resolve_device
 
 
 def tta_views(x: torch.Tensor, mode: str) -> list[tuple[torch.Tensor, float]]:
@@ -58,20 +33,13 @@ def tta_views(x: torch.Tensor, mode: str) -> list[tuple[torch.Tensor, float]]:
 
 def half_rounded(model: nn.Module) -> nn.Module:
     """A copy of `model` whose floating-point weights and buffers are rounded to half precision, as
-    `runs.save_weights` stores them."""
+    `run_folder.save_weights` stores them."""
     model = copy.deepcopy(model)
     with torch.no_grad():
         for tensor in model.state_dict().values():
             if tensor.is_floating_point():
                 tensor.copy_(tensor.half().float())
     return model
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16/fp16 autocast on CUDA (`auto`: see `precision.resolve_precision`); the CPU computes in fp32."""
-    precision = resolve_precision(precision, device)
-    enabled = device.type == "cuda" and precision != "fp32"
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16, enabled=enabled)
 
 
 @torch.no_grad()
@@ -109,9 +77,9 @@ def record_predictions(model: nn.Module, loader: GpuLoader, out_dir: Path, split
     predictions.safetensors, and return the metrics they give: loss, accuracy, accuracy with TTA."""
     logits, logits_tta = predict_views(model, loader, tta, precision)
     labels = loader.labels
-    runs.save_predictions(Path(out_dir) / runs.PREDICTIONS, torch.softmax(logits, 1), labels,
-                          probs_tta=torch.softmax(logits_tta, 1) if logits_tta is not None else None,
-                          split=split, tta=tta)
+    run_folder.save_predictions(Path(out_dir) / run_folder.PREDICTIONS, torch.softmax(logits, 1), labels,
+                                probs_tta=torch.softmax(logits_tta, 1) if logits_tta is not None else None,
+                                split=split, tta=tta)
     return {f"{split}_loss": F.cross_entropy(logits, labels).item(),
             f"{split}_acc": (logits.argmax(1) == labels).float().mean().item(), "tta": tta,
             f"{split}_acc_tta": (logits_tta.argmax(1) == labels).float().mean().item() if logits_tta is not None else None}
@@ -121,12 +89,12 @@ def model_from_weights(cfg: Config, weights: Path, device: torch.device | str = 
     """The network of `cfg` with the saved (half-precision, checksum-verified) weights, in float32 and eval mode."""
     model = create_model(cfg.model)
     try:
-        model.load_state_dict(runs.load_weights(Path(weights)))
+        model.load_state_dict(run_folder.load_weights(Path(weights)))
     except RuntimeError as err:
-        if isinstance(err, runs.CheckpointError):
+        if isinstance(err, run_folder.CheckpointError):
             raise
-        raise runs.CheckpointError(f"{weights} does not fit the configuration beside it "
-                                   f"({str(err).splitlines()[0]})") from None
+        raise run_folder.CheckpointError(f"{weights} does not fit the configuration beside it "
+                                         f"({str(err).splitlines()[0]})") from None
     return model.to(device).eval()
 
 
@@ -134,14 +102,14 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> t
     """The configuration and trained network of a run folder; its weights are checked against metrics.json."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise runs.CheckpointError(f"run folder not found: {run_dir} (give a folder written by `cifar-resnet train`)")
-    config = run_dir / runs.CONFIG
+        raise run_folder.CheckpointError(f"run folder not found: {run_dir} (give a folder written by `cifar-resnet train`)")
+    config = run_dir / run_folder.CONFIG
     if not config.is_file():
-        raise runs.CheckpointError(f"{run_dir} holds no {runs.CONFIG}: it is not a run folder written by "
-                                   "`cifar-resnet train`, or that file was deleted")
+        raise run_folder.CheckpointError(f"{run_dir} holds no {run_folder.CONFIG}: it is not a run folder written by "
+                                         "`cifar-resnet train`, or that file was deleted")
     cfg = load_config(config)
-    runs.verify_weights(run_dir)
-    return cfg, model_from_weights(cfg, run_dir / runs.WEIGHTS, device or default_device())
+    run_folder.verify_weights(run_dir)
+    return cfg, model_from_weights(cfg, run_dir / run_folder.WEIGHTS, device or default_device())
 
 
 def evaluate_run(run_dir: str | Path, *, tta: bool = False, data_root: str | None = None,
@@ -159,7 +127,7 @@ def evaluate_run(run_dir: str | Path, *, tta: bool = False, data_root: str | Non
     result = {"run": str(run_dir), "split": split, "images": len(evaluation),
               f"{split}_loss": F.cross_entropy(logits, labels).item(),
               f"{split}_acc": (logits.argmax(1) == labels).float().mean().item(),
-              "device": runs.environment(device)["device"]}
+              "device": run_folder.environment(device)["device"]}
     if logits_tta is not None:
         result["tta"], result[f"{split}_acc_tta"] = mode, (logits_tta.argmax(1) == labels).float().mean().item()
     return result

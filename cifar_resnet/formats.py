@@ -6,9 +6,19 @@ tables) and `report` (the report's number macros), so both write every value the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _missing(value: object) -> bool:
+    """None, NaN or pandas' NA. pandas is imported here, not at the top: the training messages use
+    `duration` and load no pandas."""
+    import pandas as pd
+
+    return pd.isna(value)
+
 
 _TEX_SPECIALS = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
                  "^": r"\^{}", "_": r"\_", "%": r"\%", "~": r"\~{}"}
@@ -40,9 +50,9 @@ def duration(seconds: object, *, rough: bool = False) -> str:
 
 def mean_std(mean: object, std: object, scale: float = 100, digits: int = 2, pm: str = " ± ") -> str:
     """"94.86 ± 0.08" from a mean and a standard deviation (the mean alone where there is no std)."""
-    if pd.isna(mean):
+    if _missing(mean):
         return "-"
-    return f"{scale * float(mean):.{digits}f}" + ("" if pd.isna(std) else f"{pm}{scale * float(std):.{digits}f}")
+    return f"{scale * float(mean):.{digits}f}" + ("" if _missing(std) else f"{pm}{scale * float(std):.{digits}f}")
 
 
 @dataclass
@@ -62,7 +72,7 @@ def to_latex(table: pd.DataFrame, columns: dict[str, Column]) -> str:
         cells = []
         for key, col in columns.items():
             value = row[key]
-            missing = value is None or (not isinstance(value, str) and pd.isna(value))
+            missing = value is None or (not isinstance(value, str) and _missing(value))
             cells.append("--" if missing else col.format(value) if col.format else tex_escape(value))
         lines.append(" & ".join(cells) + " \\\\")
     return "\n".join(lines + ["\\bottomrule", "\\end{tabular}"]) + "\n"

@@ -10,27 +10,21 @@ sweep's: a plan's run durations from its seconds per epoch, learning from the ru
 
 from __future__ import annotations
 
-import json
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 from torch import nn
 
-from . import runs
+from . import run_folder
 from .config import Config, ConfigError
 from .data import CIFAR10Split, load_splits
-from .evaluation import autocast, resolve_device
+from .formats import duration
 from .loader import train_steps
 from .models import create_model
-from .precision import resolve_precision
-from .records import duration
-
-if TYPE_CHECKING:
-    from .sweep import Plan, PlannedRun
+from .precision import autocast, resolve_device, resolve_precision
 
 SLOW_RUN_SECONDS = 3600.0  # on a CPU, a run estimated to train longer than this is refused unless allowed
 LONG_RUN_SECONDS = 600.0  # ... and one longer than this is announced with its estimate before it starts
@@ -91,8 +85,8 @@ def step_seconds(cfg: Config, device: torch.device, small: int = 16, large: int 
 
 def epochs_done(out_dir: str | Path, resume: bool) -> int:
     """Epochs the run in `out_dir` has trained, as its checkpoint says (0 unless `resume`)."""
-    path = Path(out_dir) / runs.CHECKPOINT
-    return int(runs.load_checkpoint(path).get("epoch", 0)) if resume and path.is_file() else 0
+    path = Path(out_dir) / run_folder.CHECKPOINT
+    return int(run_folder.load_checkpoint(path).get("epoch", 0)) if resume and path.is_file() else 0
 
 
 def estimate_training(cfg: Config, splits: Splits, device: torch.device, *, out_dir: str | Path | None = None,
@@ -141,38 +135,3 @@ def train(cfg: Config, out_dir: str | Path, *, allow_slow: bool = False, **optio
         check_duration(cfg, options["splits"], device, out_dir=out_dir, resume=options.get("resume", False),
                        time_limit=options.get("time_limit"), allow_slow=allow_slow, log=options.get("log", print))
     return train_run(cfg, out_dir, **options)
-
-
-class PlanEstimator:
-    """A sweep's duration estimates, learning from the runs already done: their seconds per epoch against the
-    plan's (a common factor), and the compile time their first epoch showed."""
-
-    def __init__(self, plan: Plan, compiles: bool) -> None:
-        self.plan, self.compiles = plan, compiles
-        self.compile_s, self.ratios, self.compiled = plan.compile_s, [], set()
-
-    def key(self, cfg: Config) -> str:
-        """What torch.compile compiles anew: the network and the batch size."""
-        return json.dumps([cfg.model.__dict__, cfg.train.batch_size], sort_keys=True, default=str)
-
-    def fixed(self, cfg: Config) -> float:
-        new_graph = self.compiles and cfg.train.compile and self.key(cfg) not in self.compiled
-        return self.plan.overhead_s + (self.compile_s if new_graph else 0.0)
-
-    def per_epoch(self, run: PlannedRun) -> float:
-        return run.seconds_per_epoch * (statistics.mean(self.ratios) if self.ratios else 1.0)
-
-    def estimate(self, run: PlannedRun, cfg: Config) -> float:
-        return cfg.train.epochs * self.per_epoch(run) + self.fixed(cfg)
-
-    def learn(self, run: PlannedRun, cfg: Config, seconds: float, epoch_seconds: list[float]) -> None:
-        """`seconds`: the run's wall time; `epoch_seconds`: its epochs' training times (history.csv)."""
-        first_epoch_extra = 0.0
-        if len(epoch_seconds) > 1:
-            first_epoch_extra = max(0.0, epoch_seconds[0] - statistics.median(epoch_seconds[1:]))
-        if self.compiles and cfg.train.compile and self.key(cfg) not in self.compiled:
-            self.compile_s = first_epoch_extra
-        self.compiled.add(self.key(cfg))
-        if epoch_seconds:
-            per_epoch = (seconds - first_epoch_extra - self.plan.overhead_s) / len(epoch_seconds)
-            self.ratios.append(max(per_epoch, 1e-6) / max(run.seconds_per_epoch, 1e-6))

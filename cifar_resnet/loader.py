@@ -16,7 +16,7 @@ from typing import Iterator
 import torch
 
 from .config import DataConfig
-from .data import MEAN, STD, CIFAR10Split
+from .data import CIFAR10Split, MEAN, STD
 
 
 def make_policy(name: str):

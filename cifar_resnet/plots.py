@@ -32,7 +32,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
 from . import analysis
-from .data import CLASSES, MEAN, STD, CIFAR10Split
+from .data import CIFAR10Split, CLASSES, MEAN, STD
 from .models import PARAMETER_BUDGET
 
 COLUMN, FULL = 3.3, 6.9  # figure widths in inches, as printed in the report

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from .config import check_value
+from .config import ConfigError, check_value
 
 NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere and newer compute in bf16 natively
 
@@ -45,3 +45,35 @@ def divergence_advice(precision: str, device: torch.device) -> str:
     if precision == "fp16":
         return f"{advice}, or set train.precision to fp32 (slower, but it cannot overflow)"
     return advice
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`device` as a torch.device (None: `default_device()`); `ConfigError` for a name torch does not know or a
+    device this machine lacks."""
+    if device is None or device == "":
+        return default_device()
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {device}: not a device name; use cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"--device {device}: this machine has no CUDA GPU; use --device cpu (or leave "
+                              "--device out)")
+        if resolved.index is not None and resolved.index >= count:
+            raise ConfigError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif resolved.type != "cpu":
+        raise ConfigError(f"--device {device}: only cpu and cuda are supported; use cpu, cuda or cuda:N")
+    return resolved
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16/fp16 autocast on CUDA (`auto`: see `precision.resolve_precision`); the CPU computes in fp32."""
+    precision = resolve_precision(precision, device)
+    enabled = device.type == "cuda" and precision != "fp32"
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16, enabled=enabled)

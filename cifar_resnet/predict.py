@@ -17,12 +17,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import runs
+from . import run_folder
 from .config import ConfigError
-from .data import CLASSES, CIFAR10Split
-from .evaluation import default_device, load_run, predict_views
+from .data import CIFAR10Split, CLASSES
+from .evaluation import load_run, predict_views
 from .inputs import Images, as_images, read_images
 from .loader import GpuLoader
+from .precision import default_device
 
 BATCH_SIZE = 1024  # as evaluate_run
 
@@ -85,7 +86,7 @@ def labelled_report(run: str | Path, source: str | Path, labels: torch.Tensor, p
     """Accuracy (and with TTA), per-class accuracy of the predictions given (with TTA where there is one), and
     the drop in points from the run's recorded CIFAR-10 test accuracy (metrics.json)."""
     try:
-        metrics = runs.read_metrics(run)
+        metrics = run_folder.read_metrics(run)
     except FileNotFoundError:
         metrics = {}
     chosen = probs if probs_tta is None else probs_tta
@@ -158,10 +159,10 @@ def predict_file(run: str | Path, source: str | Path, out: str | Path, *, tta: b
     if report_path:
         report = labelled_report(run, source, images.labels, probs, probs_tta, mode)
     out.parent.mkdir(parents=True, exist_ok=True)
-    runs.atomic_write_text(out, text)
+    run_folder.atomic_write_text(out, text)
     log(f"wrote {out}: {len(images):,} predictions{f' with {mode} TTA' if mode != 'none' else ''}")
     if report:
-        runs.atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
+        run_folder.atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
         for line in describe_report(report):
             log(line)
         log(f"wrote {report_path}")

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from . import analysis, plots, recipe, records, robustness_record, run_plots
 from .data import DataError, load_cifar10
-from .runs import PREDICTIONS
+from .run_folder import PREDICTIONS
 
 
 def _save_closed(fig: Figure, stem: Path) -> list[Path]:

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from . import runs
+from . import run_folder
 from .config import ConfigError, load_config
 from .formats import Column, duration, mean_std, percent, tex_escape, thousands, to_latex
 from .history import field_name
@@ -111,26 +111,26 @@ def load_runs(folder: str | Path) -> list[RunRecord]:
 def newest_run(folder: str | Path, *, gpu_only: bool = False) -> RunRecord | None:
     """The most recently finished run with recorded predictions under `folder` (by the time of its
     metrics.json), or None; with `gpu_only`, CPU smoke runs are passed over."""
-    found = [r for r in load_runs(folder) if r.finished and (r.path / runs.PREDICTIONS).is_file()
+    found = [r for r in load_runs(folder) if r.finished and (r.path / run_folder.PREDICTIONS).is_file()
              and (r.on_gpu or not gpu_only)]
-    return max(found, key=lambda r: ((r.path / runs.METRICS).stat().st_mtime, r.name), default=None)
+    return max(found, key=lambda r: ((r.path / run_folder.METRICS).stat().st_mtime, r.name), default=None)
 
 
 def _check_record(src: Path, weights: bool) -> None:
     """Refuse a run whose files would not load where the figures read them: its configuration, its predictions
     (complete, one row per label) and, with `weights`, its weights (the checks `evaluate` makes)."""
-    load_config(src / runs.CONFIG)
-    tensors, _ = runs.load_predictions(src / runs.PREDICTIONS)
+    load_config(src / run_folder.CONFIG)
+    tensors, _ = run_folder.load_predictions(src / run_folder.PREDICTIONS)
     probs, labels = tensors.get("probs"), tensors.get("labels")
     if probs is None or labels is None or probs.ndim != 2 or len(probs) != len(labels) or any(
             t.shape != probs.shape for k, t in tensors.items() if k.startswith("probs")):
-        raise runs.CheckpointError(f"{src / runs.PREDICTIONS} does not hold one row of probabilities per label; "
-                                   "retrain the run")
+        raise run_folder.CheckpointError(f"{src / run_folder.PREDICTIONS} does not hold one row of probabilities per label; "
+                                         "retrain the run")
     if weights:
-        if not (src / runs.WEIGHTS).is_file():
-            raise FileNotFoundError(f"{src} holds no {runs.WEIGHTS}: record it without --weights")
-        runs.verify_weights(src)
-        runs.load_weights(src / runs.WEIGHTS)
+        if not (src / run_folder.WEIGHTS).is_file():
+            raise FileNotFoundError(f"{src} holds no {run_folder.WEIGHTS}: record it without --weights")
+        run_folder.verify_weights(src)
+        run_folder.load_weights(src / run_folder.WEIGHTS)
 
 
 def record_run(run_dir: str | Path, results_dir: str | Path = "results", *, name: str | None = None,
@@ -143,9 +143,9 @@ def record_run(run_dir: str | Path, results_dir: str | Path = "results", *, name
     if name in ("", ".", "..") or "/" in name or "\\" in name or name.startswith("."):
         raise ConfigError(f"--name {name!r}: a record's name is one folder name under {Path(results_dir) / 'runs'} "
                           "(letters, digits, - and _), not a path")
-    metrics = runs.read_metrics(src)
-    if metrics.get("status", "finished") != "finished" or not (src / runs.PREDICTIONS).is_file():
-        raise FileNotFoundError(f"{src} is no finished run with {runs.PREDICTIONS}: finish it first "
+    metrics = run_folder.read_metrics(src)
+    if metrics.get("status", "finished") != "finished" or not (src / run_folder.PREDICTIONS).is_file():
+        raise FileNotFoundError(f"{src} is no finished run with {run_folder.PREDICTIONS}: finish it first "
                                 f"(cifar-resnet train --resume --out {src})")
     dst = Path(results_dir) / "runs" / name
     if dst.exists():
@@ -154,7 +154,8 @@ def record_run(run_dir: str | Path, results_dir: str | Path = "results", *, name
     tmp = dst.with_name(f".{name}.{os.getpid()}.tmp")
     tmp.mkdir(parents=True)
     try:
-        names = [runs.CONFIG, runs.HISTORY, runs.METRICS, runs.PREDICTIONS, "train.log"] + ([runs.WEIGHTS] if weights else [])
+        names = [run_folder.CONFIG, run_folder.HISTORY, run_folder.METRICS, run_folder.PREDICTIONS, "train.log"]
+        names += [run_folder.WEIGHTS] if weights else []
         for file in names:
             if (src / file).is_file():
                 shutil.copyfile(src / file, tmp / file)
@@ -186,7 +187,7 @@ def runs_table(records: Sequence[RunRecord]) -> pd.DataFrame:
 def _recipe(record: RunRecord) -> str:
     """The run's configuration without its seed: runs that differ only in the seed share it."""
     try:
-        cfg = dataclasses.asdict(load_config(record.path / runs.CONFIG))
+        cfg = dataclasses.asdict(load_config(record.path / run_folder.CONFIG))
     except Exception:  # a run without a readable config is its own recipe
         return record.name
     cfg["train"].pop("seed")
@@ -255,7 +256,7 @@ def same_model(records: Sequence[RunRecord], run: RunRecord) -> list[RunRecord]:
 
 def load_history(run_dir: Path) -> pd.DataFrame:
     """A run's history.csv, its columns named as `history.EpochStats`'s fields (eval_acc: test or val)."""
-    return pd.read_csv(Path(run_dir) / runs.HISTORY).rename(columns=field_name)
+    return pd.read_csv(Path(run_dir) / run_folder.HISTORY).rename(columns=field_name)
 
 
 def last_evaluation(run_dir: Path) -> tuple[int, float] | None:
@@ -353,10 +354,10 @@ def write_runs_readme(records: Sequence[RunRecord], path: Path) -> Path:
                         f"{source.get('torch_version')}, commit {str(source.get('git_commit'))[:7]} "
                         f"(records {source.get('source')})")
         note.append("predictions: " + (source.get("predictions") if source.get("predictions") else
-                                       "recorded at the end of training" if (r.path / runs.PREDICTIONS).is_file()
+                                       "recorded at the end of training" if (r.path / run_folder.PREDICTIONS).is_file()
                                        else "none"))
         note.append("weights: " + (source.get("weights") if source.get("weights") else
-                                   "committed" if (r.path / runs.WEIGHTS).is_file() else "not committed"))
+                                   "committed" if (r.path / run_folder.WEIGHTS).is_file() else "not committed"))
         lines.append(f"- **{r.name}**: " + "; ".join(note) + ".")
     path = Path(path)
     path.write_text("\n".join(lines) + "\n")

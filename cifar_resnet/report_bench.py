@@ -6,13 +6,10 @@ function sets its flag in `report.FLAGS` false where its file is missing or inco
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .formats import percent, tex_escape, thousands
 from .records import number, read_json
-
-if TYPE_CHECKING:
-    from .report import Macros
+from .report_macros import Macros
 
 
 def speed(results_dir: Path, m: Macros) -> None:

@@ -27,11 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import runs
+from . import run_folder
 from .config import ConfigError
 from .data import CIFAR10Split, load_cifar10
-from .evaluation import default_device, load_run, predict
+from .evaluation import load_run, predict
 from .loader import GpuLoader
+from .precision import default_device
 from .robustness_record import ROBUSTNESS
 
 RESULT = ROBUSTNESS  # robustness_record.py reads it for the figures, notebook 04 and the report
@@ -191,7 +192,7 @@ def evaluate_robustness(run_dir: str | Path, *, images: int | None = None, seed:
     log = log or (lambda message: None)
     run_dir = Path(run_dir)
     device = torch.device(device) if device else default_device()
-    environment = runs.environment(device)  # the commit as the evaluation starts
+    environment = run_folder.environment(device)  # the commit as the evaluation starts
     cfg, model = load_run(run_dir, device)
     test = load_cifar10(data_root or cfg.data.root or None, "test", download=cfg.data.download, channels_first=True)
     n = len(test) if images is None else images
@@ -218,5 +219,5 @@ def evaluate_robustness(run_dir: str | Path, *, images: int | None = None, seed:
               **environment, "seconds": round(time.perf_counter() - began, 1), "generated": True,
               "note": NOTE, "clean_acc": clean, "corruptions": results,
               "mean_corruption_acc": float(np.mean([a for r in results for a in r["accuracy"]]))}
-    runs.atomic_write_text(run_dir / RESULT, json.dumps(result, indent=2) + "\n")
+    run_folder.atomic_write_text(run_dir / RESULT, json.dumps(result, indent=2) + "\n")
     return result

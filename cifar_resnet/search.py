@@ -29,14 +29,14 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
-from . import runs
+from . import run_folder
 from .config import ConfigError, config_from_dict, override, save_config
 from .data import CIFAR10Split, load_splits
 from .engine import Trainer, TrainingDiverged
-from .evaluation import resolve_device
 from .history import column
 from .launch import check_duration
 from .models import parameter_count
+from .precision import resolve_device
 from .search_space import SearchSpace, dashed, describe, load_space, make_pruner, make_sampler, sample_config
 from .storage import default_url, describe_url, make_storage, worker_name
 
@@ -94,7 +94,7 @@ def _end(trial: optuna.Trial, state: str, trainer: Trainer | None = None) -> Non
     if trainer is not None:
         trial.set_user_attr("epochs", trainer.epoch)
         trial.set_user_attr("seconds", round(trainer.train_seconds, 2))
-        (trainer.out / runs.CHECKPOINT).unlink(missing_ok=True)  # ~3x the weights per trial; only a retry needs it
+        (trainer.out / run_folder.CHECKPOINT).unlink(missing_ok=True)  # ~3x the weights per trial; only a retry needs it
         trainer.close()  # the trial's folder is free again (its lock released)
 
 

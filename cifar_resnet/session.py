@@ -13,13 +13,13 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from . import runs
+from . import run_folder
 from .config import Config, load_config
 from .data import load_splits
 from .engine import Trainer
-from .evaluation import resolve_device
+from .formats import duration
 from .launch import estimate_training, refuse_slow_run
-from .records import duration
+from .precision import resolve_device
 
 RERUN = "after a disconnect or a stop, run the notebook again (Runtime > Run all): this cell continues the run"
 
@@ -28,13 +28,13 @@ def finished_metrics(cfg: Config, out_dir: str | Path) -> dict | None:
     """metrics.json of the finished run of `cfg` in `out_dir`, or None where it holds no finished run;
     `CheckpointError` where the folder's run is of another configuration."""
     out = Path(out_dir)
-    if not (out / runs.METRICS).is_file():
+    if not (out / run_folder.METRICS).is_file():
         return None
-    metrics = json.loads((out / runs.METRICS).read_text())
+    metrics = json.loads((out / run_folder.METRICS).read_text())
     if metrics.get("status") != "finished":
         return None
-    if (out / runs.CONFIG).is_file() and load_config(out / runs.CONFIG) != cfg:
-        raise runs.CheckpointError(f"{out} holds a finished run of another configuration: choose another folder")
+    if (out / run_folder.CONFIG).is_file() and load_config(out / run_folder.CONFIG) != cfg:
+        raise run_folder.CheckpointError(f"{out} holds a finished run of another configuration: choose another folder")
     return metrics
 
 
@@ -49,7 +49,7 @@ def train_in_sessions(cfg: Config, out_dir: str | Path, *, session_limit: float 
         log(f"{out} holds the finished run of {cfg.name} ({done['epochs_completed']} epochs, test accuracy "
             f"{done.get('test_acc', float('nan')):.4f}): not trained again (to train again, choose another folder)")
         return done
-    resume = (out / runs.CHECKPOINT).is_file()
+    resume = (out / run_folder.CHECKPOINT).is_file()
     options["splits"] = options.get("splits") or load_splits(cfg, options.get("data_root"))
     device = resolve_device(options.get("device"))
     estimate = estimate_training(cfg, options["splits"], device, out_dir=out, resume=resume)
@@ -57,7 +57,7 @@ def train_in_sessions(cfg: Config, out_dir: str | Path, *, session_limit: float 
     trainer = Trainer(cfg, out, resume=resume, time_limit=session_limit, log=log, **options)
     limit = f"; this session stops before {duration(session_limit, rough=True)}" if session_limit else ""
     log(f"{'continuing' if resume else 'starting'} {cfg.name} in {out}: {estimate.epochs} epochs to go, about "
-        f"{duration(estimate.seconds, rough=True)} of training on {runs.environment(device)['device']} "
+        f"{duration(estimate.seconds, rough=True)} of training on {run_folder.environment(device)['device']} "
         f"(estimated from a timed step){limit}")
     log(RERUN)
     metrics = trainer.run()

@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ConfigError, config_path, dataclass_from_dict, read_yaml
-from .data import MEAN, STD, CIFAR10Split
-from .evaluation import autocast, tta_views
+from .data import CIFAR10Split, MEAN, STD
+from .evaluation import tta_views
 from .loader import crop_flip
-from .models import PARAMETER_BUDGET, OverBudgetError, count_parameters
-from .precision import resolve_precision
+from .models import OverBudgetError, PARAMETER_BUDGET, count_parameters
+from .precision import autocast, resolve_precision
 
 WHITEN_IMAGES = 5000  # training images whose patches set the whitening conv (airbench: 5,000)
 EVAL_BATCH = 2000  # test images per forward pass; 10,000 / 2,000 keeps every batch the same shape

@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +38,9 @@ from typing import Any, Callable
 
 import torch
 
-from . import runs
+from . import run_folder
 from .config import Config, ConfigError, load_config, override, read_yaml, save_config
 from .history import column
-from .launch import PlanEstimator
 from .models import OverBudgetError, count_parameters, create_model
 
 SUMMARY = "summary.csv"
@@ -213,7 +213,7 @@ def _fill_epochs(estimator: PlanEstimator, run: PlannedRun, seconds_left: float)
 
 
 def _history(run_dir: Path) -> list[dict]:
-    path = run_dir / runs.HISTORY
+    path = run_dir / run_folder.HISTORY
     return list(csv.DictReader(io.StringIO(path.read_text()))) if path.is_file() else []
 
 
@@ -237,7 +237,7 @@ def write_summary(rows: list[dict], out_dir: Path) -> Path:
     writer = csv.DictWriter(buffer, fieldnames=list(_COLUMNS), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    runs.atomic_write_text(out_dir / SUMMARY, buffer.getvalue())
+    run_folder.atomic_write_text(out_dir / SUMMARY, buffer.getvalue())
     return out_dir / SUMMARY
 
 
@@ -261,7 +261,7 @@ def run_plan(plan: Plan, out_dir: str | Path, *, data_root: str | None = None, d
     `train_fn(cfg, run_dir, time_limit) -> metrics` defaults to the engine's `train`, with the data loaded
     once per distinct split and shared between runs."""
     from .engine import TrainingDiverged
-    from .evaluation import resolve_device
+    from .precision import resolve_device
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -326,7 +326,7 @@ def sweep(plan_path: str | Path, out_dir: str | Path, *, time_limit: float | Non
           device: str | None = None, log: Callable[[str], None] = print) -> list[dict]:
     """What `cifar-resnet sweep` does: load the plan, print its runs and expected duration, then run it
     (or only write each run's configuration to `write_configs`, or stop there with `dry_run`)."""
-    from .evaluation import resolve_device
+    from .precision import resolve_device
 
     if time_limit is not None and not time_limit > 0:
         raise ConfigError(f"--time-limit must be above 0 seconds, got {time_limit:g}")
@@ -352,3 +352,38 @@ def sweep(plan_path: str | Path, out_dir: str | Path, *, time_limit: float | Non
         raise ConfigError(f"{out_dir} already holds a sweep ({SUMMARY}): add --overwrite to run it again "
                           "(its runs are replaced), or choose another --out")
     return run_plan(plan, out_dir, data_root=data_root, device=device, log=log)
+
+
+class PlanEstimator:
+    """A sweep's duration estimates, learning from the runs already done: their seconds per epoch against the
+    plan's (a common factor), and the compile time their first epoch showed."""
+
+    def __init__(self, plan: Plan, compiles: bool) -> None:
+        self.plan, self.compiles = plan, compiles
+        self.compile_s, self.ratios, self.compiled = plan.compile_s, [], set()
+
+    def key(self, cfg: Config) -> str:
+        """What torch.compile compiles anew: the network and the batch size."""
+        return json.dumps([cfg.model.__dict__, cfg.train.batch_size], sort_keys=True, default=str)
+
+    def fixed(self, cfg: Config) -> float:
+        new_graph = self.compiles and cfg.train.compile and self.key(cfg) not in self.compiled
+        return self.plan.overhead_s + (self.compile_s if new_graph else 0.0)
+
+    def per_epoch(self, run: PlannedRun) -> float:
+        return run.seconds_per_epoch * (statistics.mean(self.ratios) if self.ratios else 1.0)
+
+    def estimate(self, run: PlannedRun, cfg: Config) -> float:
+        return cfg.train.epochs * self.per_epoch(run) + self.fixed(cfg)
+
+    def learn(self, run: PlannedRun, cfg: Config, seconds: float, epoch_seconds: list[float]) -> None:
+        """`seconds`: the run's wall time; `epoch_seconds`: its epochs' training times (history.csv)."""
+        first_epoch_extra = 0.0
+        if len(epoch_seconds) > 1:
+            first_epoch_extra = max(0.0, epoch_seconds[0] - statistics.median(epoch_seconds[1:]))
+        if self.compiles and cfg.train.compile and self.key(cfg) not in self.compiled:
+            self.compile_s = first_epoch_extra
+        self.compiled.add(self.key(cfg))
+        if epoch_seconds:
+            per_epoch = (seconds - first_epoch_extra - self.plan.overhead_s) / len(epoch_seconds)
+            self.ratios.append(max(per_epoch, 1e-6) / max(run.seconds_per_epoch, 1e-6))

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cifar_resnet import runs
+from cifar_resnet import run_folder
 from cifar_resnet.config import load_config
 from cifar_resnet.data import load_splits
 from cifar_resnet.evaluation import model_from_weights, record_predictions
@@ -50,7 +50,7 @@ BENCH = {  # file: (command, note)
     "throughput_best.json": ("python benchmarks/throughput.py --config configs/best.yaml --steps 60 --warmup 15",
                              "on random images"),
 }
-RUN_FILES = (runs.CONFIG, runs.HISTORY, "train.log")
+RUN_FILES = (run_folder.CONFIG, run_folder.HISTORY, "train.log")
 
 
 def readme_hashes(source: Path) -> dict[str, str]:
@@ -61,7 +61,7 @@ def readme_hashes(source: Path) -> dict[str, str]:
 
 def compute_predictions(run_dir: Path, weights: Path, data_root: str | None) -> dict:
     """Write run_dir/predictions.safetensors from `weights` on the CPU in fp32; returns the accuracies."""
-    cfg = load_config(run_dir / runs.CONFIG)
+    cfg = load_config(run_dir / run_folder.CONFIG)
     model = model_from_weights(cfg, weights, "cpu")
     _, evaluation, split = load_splits(cfg, data_root)
     loader = GpuLoader(evaluation, batch_size=500, device="cpu", train=False)
@@ -75,34 +75,34 @@ def import_run(source: Path, results: Path, run: Imported, hashes: dict[str, str
     for name in RUN_FILES:
         if (src / name).is_file():
             shutil.copyfile(src / name, dst / name)
-    metrics = json.loads((src / runs.METRICS).read_text())
-    weights = src / runs.WEIGHTS
+    metrics = json.loads((src / run_folder.METRICS).read_text())
+    weights = src / run_folder.WEIGHTS
     provenance = {"source": f"{source.name}/{run.source}", "command": run.command,
                   "device": metrics.get("device"), "torch_version": metrics.get("torch_version"),
                   "git_commit": metrics.get("git_commit"), "seed": metrics.get("seed"),
                   "status": metrics.get("status")}
     if weights.is_file():
-        sha = runs.file_sha256(weights)
-        listed = hashes.get(f"{run.source}/{runs.WEIGHTS}")
+        sha = run_folder.file_sha256(weights)
+        listed = hashes.get(f"{run.source}/{run_folder.WEIGHTS}")
         if sha != listed:
             raise SystemExit(f"{weights}: SHA-256 {sha} differs from the README's {listed}; the copy is damaged")
         start = time.perf_counter()
         cpu = compute_predictions(dst, weights, data_root)
-        provenance["predictions"] = (f"{runs.PREDICTIONS} computed after training, on a CPU in fp32 from the "
+        provenance["predictions"] = (f"{run_folder.PREDICTIONS} computed after training, on a CPU in fp32 from the "
                                      "GPU-trained half-precision weights, by scripts/import_records.py")
         provenance["cpu_check"] = cpu
         print(f"{run.target}: predictions in {time.perf_counter() - start:.0f} s, CPU accuracies {cpu}")
         if run.keep_weights:
-            shutil.copyfile(weights, dst / runs.WEIGHTS)
+            shutil.copyfile(weights, dst / run_folder.WEIGHTS)
             metrics["weights_sha256"] = sha
-            provenance["weights"] = f"{runs.WEIGHTS} committed (SHA-256 in weights_sha256)"
+            provenance["weights"] = f"{run_folder.WEIGHTS} committed (SHA-256 in weights_sha256)"
         else:
             provenance["weights"] = f"not committed (size); SHA-256 {sha} in {source.name}/{run.source}"
     else:
         provenance["weights"] = "none: a run stopped by its time limit keeps only its checkpoint, not imported"
         provenance["predictions"] = "none (no weights)"
     metrics["provenance"] = provenance
-    runs.write_metrics(metrics, dst / runs.METRICS)
+    run_folder.write_metrics(metrics, dst / run_folder.METRICS)
 
 
 def import_bench(source: Path, results: Path) -> None:

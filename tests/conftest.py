@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from cifar_resnet import runs
+from cifar_resnet import run_folder
 from cifar_resnet.config import Config
 from cifar_resnet.data import BATCH_DIR, write_synthetic_cifar10
 
@@ -23,13 +23,13 @@ PRESETS = sorted(p for p in CONFIGS.glob("*.yaml")
 @pytest.fixture(scope="session", autouse=True)
 def own_runs_folder(tmp_path_factory):
     """Runs written to the default folder go to a temporary one ($CIFAR_RESNET_RUNS), never to your runs/."""
-    before = os.environ.get(runs.RUNS_ENV)
-    os.environ[runs.RUNS_ENV] = str(tmp_path_factory.mktemp("runs"))
+    before = os.environ.get(run_folder.RUNS_ENV)
+    os.environ[run_folder.RUNS_ENV] = str(tmp_path_factory.mktemp("runs"))
     yield
     if before is None:
-        os.environ.pop(runs.RUNS_ENV, None)
+        os.environ.pop(run_folder.RUNS_ENV, None)
     else:
-        os.environ[runs.RUNS_ENV] = before
+        os.environ[run_folder.RUNS_ENV] = before
 
 
 @pytest.fixture(scope="session")
@@ -51,9 +51,9 @@ def real_root() -> Path:
 
 def write_predictions(path, probs, labels, tta=None):
     """A run's predictions.safetensors in `path`, as training records them (with flip TTA if `tta` is given)."""
-    runs.save_predictions(path / runs.PREDICTIONS, torch.tensor(probs), torch.tensor(labels),
-                          probs_tta=None if tta is None else torch.tensor(tta), split="test",
-                          tta="none" if tta is None else "flip")
+    run_folder.save_predictions(path / run_folder.PREDICTIONS, torch.tensor(probs), torch.tensor(labels),
+                                probs_tta=None if tta is None else torch.tensor(tta), split="test",
+                                tta="none" if tta is None else "flip")
 
 
 def pdf_font_sizes(data: bytes) -> list[float]:

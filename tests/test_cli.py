@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cifar_resnet import cli, runs
+from cifar_resnet import cli, run_folder
 from cifar_resnet.engine import Trainer
 
 from conftest import CONFIGS
@@ -26,15 +26,15 @@ def error_line(capsys) -> str:
 def test_train_refuses_a_folder_that_holds_a_run(synthetic_root, tmp_path, capsys):
     out = tmp_path / "run"
     assert train_cli(synthetic_root, out, "--epochs", "1") == 0
-    first = json.loads((out / runs.METRICS).read_text())
+    first = json.loads((out / run_folder.METRICS).read_text())
     capsys.readouterr()
     assert train_cli(synthetic_root, out, "--epochs", "2") == 2
     assert f"{out} already holds a run: add --resume to continue it, --overwrite to start again" in error_line(capsys)
-    assert json.loads((out / runs.METRICS).read_text()) == first  # untouched
+    assert json.loads((out / run_folder.METRICS).read_text()) == first  # untouched
     assert train_cli(synthetic_root, out, "--resume", "--overwrite") == 2
     assert "either --resume" in error_line(capsys)
     assert train_cli(synthetic_root, out, "--epochs", "2", "--overwrite") == 0
-    again = json.loads((out / runs.METRICS).read_text())
+    again = json.loads((out / run_folder.METRICS).read_text())
     assert again["epochs_completed"] == 2 and again["wall_seconds"] != first["wall_seconds"]
 
 
@@ -51,10 +51,10 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(synthetic_root,
     assert train_cli(synthetic_root, out, "--epochs", "3") == 130
     assert error_line(capsys) == (f"cifar-resnet: interrupted during epoch 2 of 3: the checkpoint after epoch 1 is "
                                   f"kept; continue with: cifar-resnet train --out {out} --resume\n")
-    assert runs.load_checkpoint(out / runs.CHECKPOINT)["epoch"] == 1 and not (out / runs.WEIGHTS).exists()
+    assert run_folder.load_checkpoint(out / run_folder.CHECKPOINT)["epoch"] == 1 and not (out / run_folder.WEIGHTS).exists()
     monkeypatch.setattr(Trainer, "train_step", step)
     assert cli.main(["train", "--out", str(out), "--resume", "--data-root", str(synthetic_root), "--device", "cpu"]) == 0
-    metrics = json.loads((out / runs.METRICS).read_text())
+    metrics = json.loads((out / run_folder.METRICS).read_text())
     assert metrics["status"] == "finished" and metrics["epochs_completed"] == 3
     # The wall time covers both sessions: never below the training time, above this session alone.
     assert metrics["wall_seconds"] >= metrics["train_seconds"]
@@ -70,7 +70,7 @@ def test_a_run_of_hours_on_the_cpu_is_refused_with_a_cpu_sized_command(synthetic
     assert not out.exists()  # nothing written
     # bounded by a time limit below an hour, it may start (and here stops at once)
     assert train_cli(synthetic_root, out, "--epochs", "100000000", "--time-limit", "1e-9") == 0
-    assert json.loads((out / runs.METRICS).read_text())["status"] == "time_limit"
+    assert json.loads((out / run_folder.METRICS).read_text())["status"] == "time_limit"
 
 
 @pytest.mark.parametrize("option, message", [
@@ -116,9 +116,9 @@ def test_evaluate_says_what_is_missing(finished_run, synthetic_root, tmp_path, c
     assert evaluate_cli(tmp_path / "empty", synthetic_root) == 2
     assert error_line(capsys).startswith(f"cifar-resnet: error: {tmp_path / 'empty'} holds no config.yaml")
     (tmp_path / "unfinished").mkdir()
-    (tmp_path / "unfinished" / runs.CONFIG).write_bytes((finished_run / runs.CONFIG).read_bytes())
+    (tmp_path / "unfinished" / run_folder.CONFIG).write_bytes((finished_run / run_folder.CONFIG).read_bytes())
     assert evaluate_cli(tmp_path / "unfinished", synthetic_root) == 2
-    assert error_line(capsys).startswith(f"cifar-resnet: error: no weights at {tmp_path / 'unfinished' / runs.WEIGHTS}")
+    assert error_line(capsys).startswith(f"cifar-resnet: error: no weights at {tmp_path / 'unfinished' / run_folder.WEIGHTS}")
 
 
 @pytest.mark.parametrize("keep_record_checksum", [True, False])
@@ -126,21 +126,21 @@ def test_evaluate_refuses_damaged_weights_naming_the_file(finished_run, syntheti
                                                           keep_record_checksum):
     run = tmp_path / "run"
     run.mkdir()
-    for name in (runs.CONFIG, runs.METRICS, runs.WEIGHTS):
+    for name in (run_folder.CONFIG, run_folder.METRICS, run_folder.WEIGHTS):
         (run / name).write_bytes((finished_run / name).read_bytes())
     assert evaluate_cli(run, synthetic_root) == 0
     capsys.readouterr()
     if not keep_record_checksum:  # then the checksum in the file's own metadata catches it
-        metrics = json.loads((run / runs.METRICS).read_text())
+        metrics = json.loads((run / run_folder.METRICS).read_text())
         del metrics["weights_sha256"]
-        (run / runs.METRICS).write_text(json.dumps(metrics))
-    data = bytearray((run / runs.WEIGHTS).read_bytes())
+        (run / run_folder.METRICS).write_text(json.dumps(metrics))
+    data = bytearray((run / run_folder.WEIGHTS).read_bytes())
     for i in range(len(data) - 1000, len(data)):  # 1,000 bytes of tensor data flipped
         data[i] ^= 0xFF
-    (run / runs.WEIGHTS).write_bytes(bytes(data))
+    (run / run_folder.WEIGHTS).write_bytes(bytes(data))
     assert evaluate_cli(run, synthetic_root) == 2
     err = error_line(capsys)
-    assert err.startswith(f"cifar-resnet: error: {run / runs.WEIGHTS} is damaged (its ")
+    assert err.startswith(f"cifar-resnet: error: {run / run_folder.WEIGHTS} is damaged (its ")
     assert ("metrics.json" in err) == keep_record_checksum
 
 
@@ -149,7 +149,7 @@ def test_record_copies_a_finished_run_into_the_results_and_refuses_to_replace_on
     assert cli.main(["record", str(finished_run), "--name", "mine", "--results", str(results)]) == 0
     copied = results / "runs" / "mine"
     assert capsys.readouterr().out.strip() == str(copied)
-    assert (copied / runs.METRICS).read_bytes() == (finished_run / runs.METRICS).read_bytes()
-    assert (copied / runs.PREDICTIONS).is_file() and not (copied / runs.WEIGHTS).exists()
+    assert (copied / run_folder.METRICS).read_bytes() == (finished_run / run_folder.METRICS).read_bytes()
+    assert (copied / run_folder.PREDICTIONS).is_file() and not (copied / run_folder.WEIGHTS).exists()
     assert cli.main(["record", str(finished_run), "--name", "mine", "--results", str(results)]) == 2
     assert error_line(capsys).startswith(f"cifar-resnet: error: {copied} exists")

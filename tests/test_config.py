@@ -4,8 +4,9 @@ import re
 import pytest
 import torch
 
-from cifar_resnet.config import (Config, ConfigError, config_from_dict, config_to_dict, declared, load_config,
-                                 override, save_config)
+from cifar_resnet.config import (
+    Config, ConfigError, config_from_dict, config_to_dict, declared, load_config, override, save_config,
+)
 
 from conftest import CONFIGS, PRESETS
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifar_resnet import cli, runs
+from cifar_resnet import cli, run_folder
 
 from conftest import CONFIGS, ROOT
 
@@ -82,13 +82,13 @@ def test_record_refuses_a_name_that_is_a_path(run_copy, tmp_path, capsys, name):
 
 
 def test_record_refuses_weights_with_a_flipped_byte(run_copy, tmp_path, capsys):
-    flip_byte(run_copy / runs.WEIGHTS)
+    flip_byte(run_copy / run_folder.WEIGHTS)
     line = refused(capsys, ["record", str(run_copy), "--weights", "--results", str(tmp_path / "results")], tmp_path)
-    assert f"{run_copy / runs.WEIGHTS} is damaged" in line
+    assert f"{run_copy / run_folder.WEIGHTS} is damaged" in line
 
 
 def test_record_refuses_truncated_predictions(run_copy, tmp_path, capsys):
-    path = run_copy / runs.PREDICTIONS
+    path = run_copy / run_folder.PREDICTIONS
     path.write_bytes(path.read_bytes()[:-64])
     line = refused(capsys, ["record", str(run_copy), "--results", str(tmp_path / "results")], tmp_path)
     assert f"{path} is damaged" in line
@@ -98,12 +98,12 @@ def test_record_copies_a_sound_run_whole(run_copy, tmp_path, capsys):
     assert cli.main(["record", str(run_copy), "--weights", "--name", "mine", "--results", str(tmp_path / "res")]) == 0
     recorded = tmp_path / "res" / "runs" / "mine"
     assert sorted(p.name for p in (tmp_path / "res" / "runs").iterdir()) == ["mine"]  # no temporary folder left
-    assert runs.file_sha256(recorded / runs.WEIGHTS) == runs.file_sha256(run_copy / runs.WEIGHTS)
+    assert run_folder.file_sha256(recorded / run_folder.WEIGHTS) == run_folder.file_sha256(run_copy / run_folder.WEIGHTS)
 
 
 # ---- 3: one process per run folder ----------------------------------------------------------------------------
 def test_a_folder_in_use_is_refused_naming_the_process(finished_run, synthetic_root, capsys):
-    lock = runs.RunLock(finished_run)
+    lock = run_folder.RunLock(finished_run)
     try:
         for extra in (["--resume"], ["--overwrite"]):
             line = refused(capsys, train_argv(synthetic_root, finished_run, *extra), finished_run)
@@ -116,25 +116,25 @@ def test_a_killed_holder_leaves_no_stuck_lock(tmp_path, synthetic_root):
     out = tmp_path / "run"
     out.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", "import filelock, sys, time; "
-                               f"lock = filelock.FileLock({str(out / runs.LOCK)!r}); lock.acquire(); print('held', flush=True); "
+                               f"lock = filelock.FileLock({str(out / run_folder.LOCK)!r}); lock.acquire(); print('held', flush=True); "
                                "time.sleep(120)"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(runs.CheckpointError, match="is in use by another process"):
-            runs.RunLock(out)
+        with pytest.raises(run_folder.CheckpointError, match="is in use by another process"):
+            run_folder.RunLock(out)
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    runs.RunLock(out).release()  # the operating system released the killed holder's lock
+    run_folder.RunLock(out).release()  # the operating system released the killed holder's lock
 
 
 # ---- 4: the tests write their runs where a user's runs never are ------------------------------------------------
 def test_train_without_out_writes_into_the_temporary_runs_folder(synthetic_root, capsys):
-    default = runs.user_runs_dir()
+    default = run_folder.user_runs_dir()
     assert default.is_absolute() and not default.resolve().is_relative_to(ROOT)  # conftest's, not ./runs
     assert cli.main(["train", "--config", SMOKE, "--epochs", "1", "--data-root", str(synthetic_root),
                      "--device", "cpu"]) == 0
-    assert (default / "smoke" / runs.METRICS).is_file()
+    assert (default / "smoke" / run_folder.METRICS).is_file()
 
 
 def test_make_test_points_both_runs_at_one_temporary_folder(tmp_path):
@@ -187,9 +187,9 @@ def test_out_naming_a_file(synthetic_root, tmp_path, capsys):
 
 
 def test_evaluate_a_run_whose_metrics_are_not_json(run_copy, capsys):
-    (run_copy / runs.METRICS).write_text('{"test_acc": 0.5,')
+    (run_copy / run_folder.METRICS).write_text('{"test_acc": 0.5,')
     line = refused(capsys, ["evaluate", str(run_copy), "--device", "cpu"], run_copy)
-    assert f"{run_copy / runs.METRICS} is not valid JSON" in line
+    assert f"{run_copy / run_folder.METRICS} is not valid JSON" in line
 
 
 # ---- 6: a finished run is not resumed ---------------------------------------------------------------------------
@@ -229,15 +229,15 @@ def test_weights_after_sigkill_and_resume_are_byte_identical(synthetic_root, tmp
     start = lambda out: subprocess.Popen([sys.executable, "-m", "cifar_resnet", *train_argv(synthetic_root, out, "--epochs", "6")],
                                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     uninterrupted, process = start(whole), start(killed)
-    while not (killed / runs.CHECKPOINT).exists() and process.poll() is None:
+    while not (killed / run_folder.CHECKPOINT).exists() and process.poll() is None:
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL and not (killed / runs.METRICS).exists()  # stopped mid-run
+    assert process.wait() == -signal.SIGKILL and not (killed / run_folder.METRICS).exists()  # stopped mid-run
     assert cli.main(train_argv(synthetic_root, killed, "--epochs", "6", "--resume")) == 0
     assert uninterrupted.wait() == 0
-    assert runs.file_sha256(killed / runs.WEIGHTS) == runs.file_sha256(whole / runs.WEIGHTS)
-    assert runs.read_metrics(killed)["weights_sha256"] == runs.read_metrics(whole)["weights_sha256"]
-    data = (whole / runs.WEIGHTS).read_bytes()  # whatever order a process's hash map has: the keys are sorted
+    assert run_folder.file_sha256(killed / run_folder.WEIGHTS) == run_folder.file_sha256(whole / run_folder.WEIGHTS)
+    assert run_folder.read_metrics(killed)["weights_sha256"] == run_folder.read_metrics(whole)["weights_sha256"]
+    data = (whole / run_folder.WEIGHTS).read_bytes()  # whatever order a process's hash map has: the keys are sorted
     metadata = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]
     assert list(metadata) == sorted(metadata) == ["name", "tensors_sha256"]
 
@@ -297,12 +297,12 @@ def test_a_dry_run_and_a_smoke_run_estimate_the_same_plan_alike(tmp_path, capsys
 
 
 def test_damaged_weights_outside_git_are_not_sent_to_git_checkout(run_copy, capsys):
-    flip_byte(run_copy / runs.WEIGHTS)
+    flip_byte(run_copy / run_folder.WEIGHTS)
     line = refused(capsys, ["evaluate", str(run_copy), "--device", "cpu"], run_copy)
     assert "is damaged" in line and "git checkout" not in line and "retrain" in line
 
 
 def test_damaged_recorded_weights_are_restored_from_git():
-    weights = ROOT / "results" / "runs" / "best" / runs.WEIGHTS
-    hint = runs._restore_hint(weights)
+    weights = ROOT / "results" / "runs" / "best" / run_folder.WEIGHTS
+    hint = run_folder._restore_hint(weights)
     assert f"git checkout -- {weights}" in hint

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from cifar_resnet import runs
+from cifar_resnet import run_folder
 from cifar_resnet.history import EVAL_SPLITS, EpochStats, column, field_name
 from cifar_resnet.records import load_history
 
@@ -34,7 +34,7 @@ def test_epoch_stats_are_built_with_keywords():
 
 def test_the_records_read_the_fields_the_engine_wrote(tmp_path):
     rows = [stats(epoch=1).row("val", raw=True), stats(epoch=2, eval_acc=None, eval_loss=None).row("val", raw=True)]
-    runs.write_history(rows, tmp_path / runs.HISTORY)
+    run_folder.write_history(rows, tmp_path / run_folder.HISTORY)
     history = load_history(tmp_path)
     assert list(history.columns) == FIELDS
     assert history["eval_acc"].iloc[0] == 0.3 and history["eval_acc_raw"].iloc[1] == 0.35

@@ -8,7 +8,7 @@ from cifar_resnet import launch
 from cifar_resnet.config import load_config, override
 from cifar_resnet.data import load_splits
 from cifar_resnet.engine import Trainer, train
-from cifar_resnet.records import duration
+from cifar_resnet.formats import duration
 from cifar_resnet.search import run_search
 from cifar_resnet.session import train_in_sessions
 from cifar_resnet.sweep import sweep

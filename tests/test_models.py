@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 from cifar_resnet.config import ConfigError, ModelConfig, load_config
-from cifar_resnet.models import (PARAMETER_BUDGET, OverBudgetError, count_parameters, create_model,
-                                 parameter_count)
+from cifar_resnet.models import OverBudgetError, PARAMETER_BUDGET, count_parameters, create_model, parameter_count
 
 from conftest import CONFIGS, PRESETS, ROOT
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cifar_resnet import analysis, plots, rebuild, run_plots, runs
+from cifar_resnet import analysis, plots, rebuild, run_folder, run_plots
 from cifar_resnet.config import load_config, override, save_config
 from cifar_resnet.data import load_cifar10
 
@@ -44,17 +44,17 @@ def write_records(results, labels):
         save_config(override(cfg, **{"train.seed": seed, "train.epochs": epochs}), run / "config.yaml")
         rows = [{"epoch": e, "lr": 0.1, "train_loss": 2 - e / 4, "train_acc": 0.2 * e, "test_loss": 2 - e / 3,
                  "test_acc": 0.15 * e + seed / 100, "seconds": 1.0} for e in range(1, done + 1)]
-        runs.write_history(rows, run / "history.csv")
+        run_folder.write_history(rows, run / "history.csv")
         metrics = {"name": "smoke", "status": "finished" if done == epochs else "time_limit", "eval_split": "test",
                    "params": 5266, "epochs": epochs, "epochs_completed": done, "train_seconds": 4.0 + seed,
                    "wall_seconds": 5.0, "seed": seed, "device": "NVIDIA H200", "tta": "flip"}
         if done == epochs:
             logits = torch.tensor(rng.normal(size=(len(labels), 10)) + 3 * np.eye(10)[labels], dtype=torch.float32)
             probs = torch.softmax(logits, 1)
-            runs.save_predictions(run / runs.PREDICTIONS, probs, torch.tensor(labels), probs_tta=probs.sqrt().softmax(1),
-                                  split="test", tta="flip")
+            run_folder.save_predictions(run / run_folder.PREDICTIONS, probs, torch.tensor(labels), probs_tta=probs.sqrt().softmax(1),
+                                        split="test", tta="flip")
             metrics |= {"test_acc": 0.6 + seed / 100, "test_acc_tta": 0.62}
-        runs.write_metrics(metrics, run / "metrics.json")
+        run_folder.write_metrics(metrics, run / "metrics.json")
     write_robustness(results / "runs" / "best")
 
 

@@ -10,7 +10,7 @@ from cifar_resnet import policies
 from cifar_resnet.config import ConfigError
 from cifar_resnet.data import load_cifar10
 from cifar_resnet.loader import make_policy
-from cifar_resnet.policies import OPS, POLICIES, BatchedPolicy
+from cifar_resnet.policies import BatchedPolicy, OPS, POLICIES
 
 REFERENCE = {name: make_policy(name) for name in POLICIES}  # torchvision's own policies
 

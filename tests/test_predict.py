@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cifar_resnet import runs
+from cifar_resnet import run_folder
 from cifar_resnet.cli import main
 from cifar_resnet.data import CLASSES, load_cifar10
 from cifar_resnet.inputs import read_images, write_png_files
@@ -50,7 +50,7 @@ def test_png_pickle_and_npy_give_the_recorded_predictions(first_test_images, tmp
     texts = {name: path.read_text() for name, path in outputs.items()}
     assert texts["png"] == texts["nolabels.pkl"] == texts["shifted_data.npy"]
 
-    recorded, _ = runs.load_predictions(ROOT / "results" / "runs" / "best" / runs.PREDICTIONS)
+    recorded, _ = run_folder.load_predictions(ROOT / "results" / "runs" / "best" / run_folder.PREDICTIONS)
     expected = recorded["probs_tta" if tta else "probs"][:N].float().argmax(1).tolist()
     rows = list(csv.DictReader(texts["png"].splitlines()))
     assert [r["ID"] for r in rows] == [str(i) for i in range(N)]
@@ -60,7 +60,7 @@ def test_png_pickle_and_npy_give_the_recorded_predictions(first_test_images, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nolabels.csv", "png.csv", "shifted_data.csv",
                                                          "shifted_data.json"]
     report = json.loads((tmp_path / "shifted_data.json").read_text())
-    metrics = runs.read_metrics(BEST)
+    metrics = run_folder.read_metrics(BEST)
     plain = recorded["probs"][:N].float().argmax(1).numpy()
     assert report["images"] == N and report["accuracy"] == pytest.approx(float((plain == labels).mean()))
     assert report["drop_points"] == pytest.approx((metrics["test_acc"] - report["accuracy"]) * 100)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cifar_resnet import analysis, records, runs
+from cifar_resnet import analysis, records, run_folder
 from cifar_resnet.cli import main
 from cifar_resnet.config import load_config, override, save_config
 
@@ -20,14 +20,14 @@ TREE_LIMIT = 15 * 2**20  # bytes: the repository must stay easy to clone
 
 
 def test_the_committed_weights_are_the_recorded_ones():
-    metrics = runs.read_metrics(RUNS / "best")
-    assert runs.file_sha256(RUNS / "best" / runs.WEIGHTS) == metrics["weights_sha256"]
-    runs.verify_weights(RUNS / "best")
+    metrics = run_folder.read_metrics(RUNS / "best")
+    assert run_folder.file_sha256(RUNS / "best" / run_folder.WEIGHTS) == metrics["weights_sha256"]
+    run_folder.verify_weights(RUNS / "best")
 
 
 @pytest.mark.parametrize("name", ["best", "best-seed1"])
 def test_recorded_predictions_give_the_recorded_accuracy(name):
-    metrics = runs.read_metrics(RUNS / name)
+    metrics = run_folder.read_metrics(RUNS / name)
     for tta, key in ((False, "test_acc"), (True, "test_acc_tta")):
         pred = analysis.load_predictions(RUNS / name, tta=tta)
         assert len(pred.labels) == 10_000 and pred.tta == ("flip" if tta else "none")
@@ -36,9 +36,9 @@ def test_recorded_predictions_give_the_recorded_accuracy(name):
 
 
 def test_the_stopped_run_is_marked_and_has_no_result():
-    metrics = runs.read_metrics(RUNS / "best-e170")
+    metrics = run_folder.read_metrics(RUNS / "best-e170")
     assert metrics["status"] == "time_limit" and metrics["epochs_completed"] < metrics["epochs"]
-    assert "test_acc" not in metrics and not (RUNS / "best-e170" / runs.PREDICTIONS).exists()
+    assert "test_acc" not in metrics and not (RUNS / "best-e170" / run_folder.PREDICTIONS).exists()
 
 
 def test_the_tracked_tree_stays_under_15_mb():
@@ -53,7 +53,7 @@ def test_the_tracked_tree_stays_under_15_mb():
 def test_cifar_resnet_evaluate_reproduces_the_recorded_accuracy_on_the_cpu(real_root, capsys):
     # One evaluation of the committed weights on the 10,000 test images, without and with flip TTA
     # (about two minutes on a laptop CPU).
-    metrics = runs.read_metrics(RUNS / "best")
+    metrics = run_folder.read_metrics(RUNS / "best")
     assert main(["evaluate", str(RUNS / "best"), "--tta", "--device", "cpu", "--data-root", str(real_root)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["images"] == 10_000 and result["tta"] == "flip"
@@ -196,7 +196,7 @@ def test_tables_for_display_show_percentages_not_fractions():
 def test_the_newest_gpu_run_passes_over_cpu_smoke_runs(tmp_path):
     for age, (name, device) in enumerate((("smoke", "cpu"), ("on-gpu", "NVIDIA H200"))):
         run = _record(tmp_path, name, device=device, test_acc=0.5)
-        (run / runs.PREDICTIONS).touch()
-        os.utime(run / runs.METRICS, (1e9 - age, 1e9 - age))  # the smoke run is the newer one
+        (run / run_folder.PREDICTIONS).touch()
+        os.utime(run / run_folder.METRICS, (1e9 - age, 1e9 - age))  # the smoke run is the newer one
     assert records.newest_run(tmp_path / "runs").name == "smoke"
     assert records.newest_run(tmp_path / "runs", gpu_only=True).name == "on-gpu"

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from cifar_resnet import recipe, report
-from cifar_resnet.report import FLAGS, build_report, write_numbers
+from cifar_resnet.report import build_report, write_numbers
+from cifar_resnet.report_macros import FLAGS
 from conftest import pdf_font_sizes
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from cifar_resnet import runs
+from cifar_resnet import run_folder
 from cifar_resnet.cli import main
 from cifar_resnet.config import load_config, override
 from cifar_resnet.data import load_cifar10
@@ -80,7 +80,7 @@ def test_robustness_command_writes_the_record(trained, capsys):
     accs = [a for c in result["corruptions"] for a in c["accuracy"]]
     assert len(accs) == 5 * len(CORRUPTIONS) and all(0 <= a <= 1 for a in accs)
     assert math.isclose(result["mean_corruption_acc"], sum(accs) / len(accs))
-    tensors, _ = runs.load_predictions(run / runs.PREDICTIONS)  # the run's own record of these images
+    tensors, _ = run_folder.load_predictions(run / run_folder.PREDICTIONS)  # the run's own record of these images
     recorded = (tensors["probs"][:40].float().argmax(1) == tensors["labels"][:40].long()).float().mean().item()
     assert math.isclose(result["clean_acc"], recorded, abs_tol=1e-6)
 
@@ -99,7 +99,7 @@ def test_recorded_robustness_agrees_with_the_recorded_predictions():
     result = json.loads((best / RESULT).read_text())
     assert result["generated"] and REQUIRED <= {c["name"] for c in result["corruptions"]}
     assert all(len(c["accuracy"]) == 5 for c in result["corruptions"]) and result["images"] >= 500
-    tensors, _ = runs.load_predictions(best / runs.PREDICTIONS)
+    tensors, _ = run_folder.load_predictions(best / run_folder.PREDICTIONS)
     n = result["images"]
     recorded = (tensors["probs"][:n].float().argmax(1) == tensors["labels"][:n].long()).float().mean().item()
     assert abs(result["clean_acc"] - recorded) <= 1 / n  # one near-tie may round the other way

@@ -4,7 +4,7 @@ import json
 import pytest
 import yaml
 
-from cifar_resnet import runs
+from cifar_resnet import run_folder
 from cifar_resnet.config import ConfigError, load_config
 from cifar_resnet.sweep import SUMMARY, describe_plan, load_plan, run_plan, sweep
 
@@ -35,7 +35,7 @@ def fake_training(clock, seconds_per_epoch=1.0, overhead=2.0):
         calls.append((cfg.name, time_limit))
         run_dir.mkdir(parents=True)
         rows = [{"epoch": e + 1, "val_acc": 0.5, "seconds": seconds_per_epoch} for e in range(cfg.train.epochs)]
-        runs.write_history(rows, run_dir / runs.HISTORY)
+        run_folder.write_history(rows, run_dir / run_folder.HISTORY)
         clock.now += cfg.train.epochs * seconds_per_epoch + overhead
         return {"status": "finished", "val_acc": 0.6, "val_acc_tta": 0.61, "train_seconds": cfg.train.epochs}
 
@@ -135,7 +135,7 @@ def test_tiny_sweep_trains_each_run_into_its_folder(synthetic_root, tmp_path):
     assert messages[0].startswith(f"plan {path}: 2 runs")
     assert [r["status"] for r in rows] == ["finished", "finished"]
     for row in rows:
-        metrics = runs.read_metrics(tmp_path / "out" / row["run"])
+        metrics = run_folder.read_metrics(tmp_path / "out" / row["run"])
         assert metrics["eval_split"] == "val" and row["val_acc"] == metrics["val_acc"] and row["test_acc"] is None
     assert rows[1]["params"] < rows[0]["params"]
     assert (tmp_path / "out" / SUMMARY).read_text().startswith("run,seed,status,params,epochs")
