@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from cifar_resnet.data import CIFAR10Split, load_cifar10
+from cifar_resnet.data.cifar10 import CIFAR10Split, load_cifar10
 from cifar_resnet.models import count_parameters
 from cifar_resnet.run_folder import atomic_write_text, environment
 from cifar_resnet.speedrun import Speedrun, SpeedrunConfig, load_speedrun_config, speedrun_override, stopwatch

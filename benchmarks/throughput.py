@@ -22,9 +22,9 @@ from itertools import islice
 import torch
 
 from cifar_resnet.config import load_config
-from cifar_resnet.data import CIFAR10Split, DataError
+from cifar_resnet.data.cifar10 import CIFAR10Split, DataError
+from cifar_resnet.data.gpu_loader import GpuLoader
 from cifar_resnet.engine import Trainer, evaluate, load_splits
-from cifar_resnet.loader import GpuLoader
 from cifar_resnet.run_folder import environment
 
 

@@ -5,8 +5,8 @@ the modules that need them (`plots`, `search`).
 """
 
 from .config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig, load_config, save_config
-from .data import CIFAR10Split, CLASSES, DataError, load_cifar10, write_synthetic_cifar10
-from .loader import GpuLoader
+from .data.cifar10 import CIFAR10Split, CLASSES, DataError, load_cifar10, write_synthetic_cifar10
+from .data.gpu_loader import GpuLoader
 from .models import OverBudgetError, PARAMETER_BUDGET, ResNet, count_parameters, create_model
 
 __all__ = [

@@ -23,7 +23,7 @@ import yaml
 
 from . import run_folder
 from .config import ModelConfig, load_config
-from .data import CIFAR10Split, CLASSES, MEAN, STD
+from .data.cifar10 import CIFAR10Split, CLASSES, MEAN, STD
 from .models import INPUT_SIZE, ResNet, count_parameters, parameter_count
 
 SEARCH_COMMAND = "cifar-resnet search --space configs/search_space.yaml --study main --trials 30"

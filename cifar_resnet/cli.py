@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, load_config, override
-from .data import DataError
+from .data.cifar10 import DataError
 from .engine import TrainingDiverged, TrainingInterrupted
 from .models import OverBudgetError, PARAMETER_BUDGET
 from .run_folder import CheckpointError, holds_run, user_runs_dir

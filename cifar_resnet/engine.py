@@ -21,12 +21,12 @@ from torch import nn
 
 from . import run_folder
 from .config import Config, ConfigError, TrainConfig, config_to_dict, save_config
-from .data import CIFAR10Split, load_splits
+from .data.cifar10 import CIFAR10Split, load_splits
+from .data.gpu_loader import GpuLoader
+from .data.mixing import make_batch_mix
 from .ema import make_ema
 from .evaluation import evaluate, half_rounded, model_from_weights, record_predictions
 from .history import EpochStats, column
-from .loader import GpuLoader
-from .mixing import make_batch_mix
 from .models import count_parameters, create_model
 from .precision import autocast, divergence_advice, resolve_device, resolve_precision
 from .sam import frozen_norm_stats, make_sam

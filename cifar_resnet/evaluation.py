@@ -11,8 +11,8 @@ from torch import nn
 
 from . import run_folder
 from .config import Config, check_value, load_config
-from .data import load_splits
-from .loader import GpuLoader
+from .data.cifar10 import load_splits
+from .data.gpu_loader import GpuLoader
 from .models import create_model
 from .precision import autocast, default_device, resolve_device
 

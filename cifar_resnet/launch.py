@@ -20,9 +20,9 @@ from torch import nn
 
 from . import run_folder
 from .config import Config, ConfigError
-from .data import CIFAR10Split, load_splits
+from .data.cifar10 import CIFAR10Split, load_splits
+from .data.gpu_loader import train_steps
 from .formats import duration
-from .loader import train_steps
 from .models import create_model
 from .precision import autocast, resolve_device, resolve_precision
 

@@ -19,10 +19,10 @@ import torch
 
 from . import run_folder
 from .config import ConfigError
-from .data import CIFAR10Split, CLASSES
+from .data.cifar10 import CIFAR10Split, CLASSES
+from .data.gpu_loader import GpuLoader
+from .data.user_images import Images, as_images, read_images
 from .evaluation import load_run, predict_views
-from .inputs import Images, as_images, read_images
-from .loader import GpuLoader
 from .precision import default_device
 
 BATCH_SIZE = 1024  # as evaluate_run

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from . import analysis, plots, recipe, records, robustness_record, run_plots
-from .data import DataError, load_cifar10
+from .data.cifar10 import DataError, load_cifar10
 from .run_folder import PREDICTIONS
 
 

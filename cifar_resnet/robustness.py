@@ -29,9 +29,9 @@ import torch.nn.functional as F
 
 from . import run_folder
 from .config import ConfigError
-from .data import CIFAR10Split, load_cifar10
+from .data.cifar10 import CIFAR10Split, load_cifar10
+from .data.gpu_loader import GpuLoader
 from .evaluation import load_run, predict
-from .loader import GpuLoader
 from .precision import default_device
 from .robustness_record import ROBUSTNESS
 

@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from . import analysis
-from .data import CLASSES
+from .data.cifar10 import CLASSES
 from .models import PARAMETER_BUDGET
 from .plots import COLUMN, FULL, MIN_FONT, PALETTE, budget_line, styled
 

@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 
 from . import run_folder
 from .config import ConfigError, config_from_dict, override, save_config
-from .data import CIFAR10Split, load_splits
+from .data.cifar10 import CIFAR10Split, load_splits
 from .engine import Trainer, TrainingDiverged
 from .history import column
 from .launch import check_duration

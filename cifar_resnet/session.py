@@ -15,7 +15,7 @@ from typing import Callable
 
 from . import run_folder
 from .config import Config, load_config
-from .data import load_splits
+from .data.cifar10 import load_splits
 from .engine import Trainer
 from .formats import duration
 from .launch import estimate_training, refuse_slow_run

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ConfigError, config_path, dataclass_from_dict, read_yaml
-from .data import CIFAR10Split, MEAN, STD
+from .data.cifar10 import CIFAR10Split, MEAN, STD
+from .data.gpu_loader import crop_flip
 from .evaluation import tta_views
-from .loader import crop_flip
 from .models import OverBudgetError, PARAMETER_BUDGET, count_parameters
 from .precision import autocast, resolve_precision
 

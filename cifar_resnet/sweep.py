@@ -303,7 +303,7 @@ def run_plan(plan: Plan, out_dir: str | Path, *, data_root: str | None = None, d
 
 
 def _engine_train(data_root: str | None, device: str | None, log: Callable[[str], None]) -> TrainFn:
-    from .data import load_splits
+    from .data.cifar10 import load_splits
     from .launch import train
 
     loaded: dict[str, tuple] = {}

@@ -24,9 +24,9 @@ from pathlib import Path
 
 from cifar_resnet import run_folder
 from cifar_resnet.config import load_config
-from cifar_resnet.data import load_splits
+from cifar_resnet.data.cifar10 import load_splits
+from cifar_resnet.data.gpu_loader import GpuLoader
 from cifar_resnet.evaluation import model_from_weights, record_predictions
-from cifar_resnet.loader import GpuLoader
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import yaml
 
 from cifar_resnet import run_folder
 from cifar_resnet.config import Config
-from cifar_resnet.data import BATCH_DIR, write_synthetic_cifar10
+from cifar_resnet.data.cifar10 import BATCH_DIR, write_synthetic_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cifar_resnet import analysis
-from cifar_resnet.data import CIFAR10Split
+from cifar_resnet.data.cifar10 import CIFAR10Split
 from cifar_resnet.models import count_parameters, create_model
 
 from conftest import CONFIGS, write_predictions

@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-from cifar_resnet.data import BATCH_DIR, CLASSES, DataError, MEAN, load_cifar10, split_holdout
+from cifar_resnet.data.cifar10 import BATCH_DIR, CLASSES, DataError, MEAN, load_cifar10, split_holdout
 
 
 def test_synthetic_set_loads_in_both_layouts(synthetic_root):

@@ -16,7 +16,7 @@ from nbclient.exceptions import CellExecutionError
 
 from cifar_resnet.address import read_version, setup_cell
 from cifar_resnet.config import load_config
-from cifar_resnet.data import write_synthetic_cifar10
+from cifar_resnet.data.cifar10 import write_synthetic_cifar10
 from cifar_resnet.models import count_parameters, create_model
 
 from conftest import ROOT

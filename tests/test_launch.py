@@ -6,7 +6,7 @@ import yaml
 
 from cifar_resnet import launch
 from cifar_resnet.config import load_config, override
-from cifar_resnet.data import load_splits
+from cifar_resnet.data.cifar10 import load_splits
 from cifar_resnet.engine import Trainer, train
 from cifar_resnet.formats import duration
 from cifar_resnet.search import run_search

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from cifar_resnet.config import DataConfig
-from cifar_resnet.data import load_cifar10
-from cifar_resnet.loader import GpuLoader, crop_flip, cutout
+from cifar_resnet.data.cifar10 import load_cifar10
+from cifar_resnet.data.gpu_loader import GpuLoader, crop_flip, cutout
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from cifar_resnet.config import ConfigError, TrainConfig, config_from_dict
-from cifar_resnet.mixing import Ricap, make_batch_mix
+from cifar_resnet.data.mixing import Ricap, make_batch_mix
 
 
 def labelled_batch(b=8, size=16):

@@ -12,7 +12,7 @@ import torch
 
 from cifar_resnet import analysis, plots, rebuild, run_folder, run_plots
 from cifar_resnet.config import load_config, override, save_config
-from cifar_resnet.data import load_cifar10
+from cifar_resnet.data.cifar10 import load_cifar10
 
 from conftest import ROOT, pdf_font_sizes
 

@@ -6,11 +6,11 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2.functional._geometry import _get_inverse_affine_matrix
 
-from cifar_resnet import policies
 from cifar_resnet.config import ConfigError
-from cifar_resnet.data import load_cifar10
-from cifar_resnet.loader import make_policy
-from cifar_resnet.policies import BatchedPolicy, OPS, POLICIES
+from cifar_resnet.data import auto_augment
+from cifar_resnet.data.auto_augment import BatchedPolicy, OPS, POLICIES
+from cifar_resnet.data.cifar10 import load_cifar10
+from cifar_resnet.data.gpu_loader import make_policy
 
 REFERENCE = {name: make_policy(name) for name in POLICIES}  # torchvision's own policies
 
@@ -82,8 +82,8 @@ def test_sequences_of_drawn_operations_match_torchvision(images):
 
 
 # ---- single operations with arbitrary per-image parameters --------------------------------------------------
-BLENDS = [(policies.brightness, F.adjust_brightness), (policies.saturation, F.adjust_saturation),
-          (policies.contrast, F.adjust_contrast), (policies.sharpness, F.adjust_sharpness)]
+BLENDS = [(auto_augment.brightness, F.adjust_brightness), (auto_augment.saturation, F.adjust_saturation),
+          (auto_augment.contrast, F.adjust_contrast), (auto_augment.sharpness, F.adjust_sharpness)]
 
 
 @pytest.mark.parametrize("ours, theirs", BLENDS, ids=lambda f: getattr(f, "__name__", ""))
@@ -97,7 +97,7 @@ def test_blends_with_a_factor_per_image_match_torchvision(ours, theirs, images):
 def test_posterize_and_solarize_with_a_parameter_per_image_match_torchvision(images):
     bits = torch.arange(len(images)) % 9
     thresholds = torch.linspace(0, 255, len(images), dtype=torch.float64)
-    for image, p, s, b, t in zip(images, policies.posterize(images, bits), policies.solarize(images, thresholds),
+    for image, p, s, b, t in zip(images, auto_augment.posterize(images, bits), auto_augment.solarize(images, thresholds),
                                  bits.tolist(), thresholds.tolist()):
         assert torch.equal(p, F.posterize(image, b))
         assert torch.equal(s, F.solarize(image, t))
@@ -109,7 +109,7 @@ def test_affine_with_a_matrix_per_image_matches_torchvision(images):
                  scale=1.0, shear=[float(torch.rand(1, generator=g)) * 40 - 20, 0.0]) for i in range(len(images))]
     theta = torch.tensor([_get_inverse_affine_matrix([0.0, 0.0], a["angle"], [float(t) for t in a["translate"]],
                                                      a["scale"], a["shear"]) for a in args]).view(-1, 2, 3)
-    out = policies.affine(images, theta)
+    out = auto_augment.affine(images, theta)
     for image, result, a in zip(images, out, args):
         assert torch.equal(result, F.affine(image, **a, interpolation=InterpolationMode.NEAREST))
 
@@ -154,11 +154,11 @@ def test_bad_input_is_refused_with_a_message(images):
 
 
 def test_parameters_follow_torchvision_conventions():
-    assert policies.parameters("Posterize", 4.0, 32, 32)[0] == 4.0
-    assert policies.parameters("Solarize", 0.5, 32, 32)[0] == 127.5
-    assert policies.parameters("Brightness", -0.3, 32, 32)[0] == pytest.approx(0.7)
-    matrix = policies.parameters("TranslateX", -3.7, 32, 32)[1]
+    assert auto_augment.parameters("Posterize", 4.0, 32, 32)[0] == 4.0
+    assert auto_augment.parameters("Solarize", 0.5, 32, 32)[0] == 127.5
+    assert auto_augment.parameters("Brightness", -0.3, 32, 32)[0] == pytest.approx(0.7)
+    matrix = auto_augment.parameters("TranslateX", -3.7, 32, 32)[1]
     assert matrix == pytest.approx([1, 0, 3, 0, 1, 0])  # int() truncates towards zero; inverse shifts back
-    assert policies.parameters("Rotate", 90.0, 32, 32)[1] == pytest.approx([0, -1, 0, 1, 0, 0], abs=1e-12)
-    assert math.isclose(policies.parameters("Identity", 0.0, 32, 32)[0], 0.0)
+    assert auto_augment.parameters("Rotate", 90.0, 32, 32)[1] == pytest.approx([0, -1, 0, 1, 0, 0], abs=1e-12)
+    assert math.isclose(auto_augment.parameters("Identity", 0.0, 32, 32)[0], 0.0)
 

@@ -12,8 +12,8 @@ from PIL import Image
 
 from cifar_resnet import run_folder
 from cifar_resnet.cli import main
-from cifar_resnet.data import CLASSES, load_cifar10
-from cifar_resnet.inputs import read_images, write_png_files
+from cifar_resnet.data.cifar10 import CLASSES, load_cifar10
+from cifar_resnet.data.user_images import read_images, write_png_files
 
 from conftest import ROOT
 

@@ -9,7 +9,7 @@ import torch
 from cifar_resnet import run_folder
 from cifar_resnet.cli import main
 from cifar_resnet.config import load_config, override
-from cifar_resnet.data import load_cifar10
+from cifar_resnet.data.cifar10 import load_cifar10
 from cifar_resnet.engine import train
 from cifar_resnet.robustness import CORRUPTIONS, RESULT, corrupt
 from cifar_resnet.robustness_record import load_robustness, rows

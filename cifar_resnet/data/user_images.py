@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import CLASSES, DataError, _ArraysOnly
+from .cifar10 import CLASSES, DataError, _ArraysOnly
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SIZE = 32

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError, TrainConfig
+from ..config import ConfigError, TrainConfig
 
 RICAP_SEED_OFFSET = 0x5EED  # RICAP's stream is seeded with train.seed + this, apart from the loader's
 

@@ -15,8 +15,8 @@ from typing import Iterator
 
 import torch
 
-from .config import DataConfig
-from .data import CIFAR10Split, MEAN, STD
+from ..config import DataConfig
+from .cifar10 import CIFAR10Split, MEAN, STD
 
 
 def make_policy(name: str):
@@ -26,7 +26,7 @@ def make_policy(name: str):
         return None
     from torchvision.transforms import v2
 
-    from .policies import BatchedPolicy
+    from .auto_augment import BatchedPolicy
 
     BatchedPolicy(name)  # checks the name: one line saying which names exist
     return {"trivialaugment": v2.TrivialAugmentWide(), "randaugment": v2.RandAugment(),
@@ -92,7 +92,7 @@ class GpuLoader:
         self.augment = augment or DataConfig(crop_padding=0, flip=False)
         self.policy = None
         if train and self.augment.policy != "none":
-            from .policies import BatchedPolicy  # torchvision loads here, not on `import cifar_resnet`
+            from .auto_augment import BatchedPolicy  # torchvision loads here, not on `import cifar_resnet`
 
             self.policy = BatchedPolicy(self.augment.policy)
         # alternating flip: which images are mirrored in the current epoch, by dataset index (None before the first)
