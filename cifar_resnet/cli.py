@@ -62,14 +62,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_run
+    from .evaluation.evaluate import evaluate_run
 
     print(json.dumps(evaluate_run(args.run_dir, tta=args.tta, data_root=args.data_root, device=args.device), indent=2))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict_file
+    from .evaluation.predict_images import predict_file
 
     predict_file(args.run_dir, args.input, args.out, tta=args.tta, device=args.device,
                  probabilities=args.probabilities, class_names=args.class_names)
@@ -110,7 +110,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
-    from .robustness import RESULT, evaluate_robustness
+    from .evaluation.corruptions import RESULT, evaluate_robustness
 
     result = evaluate_robustness(args.run_dir, images=args.images, seed=args.seed, device=args.device,
                                  data_root=args.data_root)

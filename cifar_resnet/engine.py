@@ -25,10 +25,10 @@ from .data.cifar10 import CIFAR10Split, load_splits
 from .data.gpu_loader import GpuLoader
 from .data.mixing import make_batch_mix
 from .ema import make_ema
-from .evaluation import evaluate, half_rounded, model_from_weights, record_predictions
+from .evaluation.device import autocast, divergence_advice, resolve_device, resolve_precision
+from .evaluation.evaluate import evaluate, half_rounded, model_from_weights, record_predictions
 from .history import EpochStats, column
 from .models import count_parameters, create_model
-from .precision import autocast, divergence_advice, resolve_device, resolve_precision
 from .sam import frozen_norm_stats, make_sam
 
 ACCURACY_MARKS = (0.93, 0.94, 0.95, 0.96)  # metrics.json records the training time to reach each

@@ -12,8 +12,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from . import analysis, plots, recipe, records, robustness_record, run_plots
+from . import analysis, plots, recipe, records, run_plots
 from .data.cifar10 import DataError, load_cifar10
+from .evaluation import robustness_record
 from .run_folder import PREDICTIONS
 
 

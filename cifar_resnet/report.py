@@ -298,7 +298,7 @@ def _recipe_and_average(best: RunRecord | None, m: Macros, out_dir: Path) -> Non
 
 def _robustness(best: RunRecord | None, m: Macros, out_dir: Path) -> None:
     """The best run's accuracy under generated corruptions, from its robustness.json."""
-    from .robustness_record import corruption_label, load_robustness, mean_accuracy, robustness_latex
+    from .evaluation.robustness_record import corruption_label, load_robustness, mean_accuracy, robustness_latex
 
     record = load_robustness(best.path) if best is not None else None
     m.flag("HaveRobustness", record is not None)

@@ -17,9 +17,9 @@ from . import run_folder
 from .config import Config, load_config
 from .data.cifar10 import load_splits
 from .engine import Trainer
+from .evaluation.device import resolve_device
 from .formats import duration
 from .launch import estimate_training, refuse_slow_run
-from .precision import resolve_device
 
 RERUN = "after a disconnect or a stop, run the notebook again (Runtime > Run all): this cell continues the run"
 

@@ -26,7 +26,7 @@ from cifar_resnet import run_folder
 from cifar_resnet.config import load_config
 from cifar_resnet.data.cifar10 import load_splits
 from cifar_resnet.data.gpu_loader import GpuLoader
-from cifar_resnet.evaluation import model_from_weights, record_predictions
+from cifar_resnet.evaluation.evaluate import model_from_weights, record_predictions
 
 
 @dataclass(frozen=True)

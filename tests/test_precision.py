@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cifar_resnet.config import ConfigError, load_config
-from cifar_resnet.precision import divergence_advice, resolve_precision
+from cifar_resnet.evaluation.device import divergence_advice, resolve_precision
 
 from conftest import PRESETS
 

@@ -106,7 +106,7 @@ def test_sam_changes_what_is_learnt(synthetic_root, tmp_path):
     with the other resume cases in test_engine.py.)"""
     from cifar_resnet.config import load_config, override
     from cifar_resnet.engine import train
-    from cifar_resnet.evaluation import load_run
+    from cifar_resnet.evaluation.evaluate import load_run
 
     from conftest import CONFIGS
 

@@ -27,12 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import run_folder
-from .config import ConfigError
-from .data.cifar10 import CIFAR10Split, load_cifar10
-from .data.gpu_loader import GpuLoader
-from .evaluation import load_run, predict
-from .precision import default_device
+from .. import run_folder
+from ..config import ConfigError
+from ..data.cifar10 import CIFAR10Split, load_cifar10
+from ..data.gpu_loader import GpuLoader
+from .device import default_device
+from .evaluate import load_run, predict
 from .robustness_record import ROBUSTNESS
 
 RESULT = ROBUSTNESS  # robustness_record.py reads it for the figures, notebook 04 and the report

@@ -17,13 +17,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import run_folder
-from .config import ConfigError
-from .data.cifar10 import CIFAR10Split, CLASSES
-from .data.gpu_loader import GpuLoader
-from .data.user_images import Images, as_images, read_images
-from .evaluation import load_run, predict_views
-from .precision import default_device
+from .. import run_folder
+from ..config import ConfigError
+from ..data.cifar10 import CIFAR10Split, CLASSES
+from ..data.gpu_loader import GpuLoader
+from ..data.user_images import Images, as_images, read_images
+from .device import default_device
+from .evaluate import load_run, predict_views
 
 BATCH_SIZE = 1024  # as evaluate_run
 

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import run_folder
-from .config import Config, check_value, load_config
-from .data.cifar10 import load_splits
-from .data.gpu_loader import GpuLoader
-from .models import create_model
-from .precision import autocast, default_device, resolve_device
+from .. import run_folder
+from ..config import Config, check_value, load_config
+from ..data.cifar10 import load_splits
+from ..data.gpu_loader import GpuLoader
+from ..models import create_model
+from .device import autocast, default_device, resolve_device
 
 
 def tta_views(x: torch.Tensor, mode: str) -> list[tuple[torch.Tensor, float]]:

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from .config import ConfigError, check_value
+from ..config import ConfigError, check_value
 
 NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere and newer compute in bf16 natively
 
