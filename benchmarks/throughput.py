@@ -24,8 +24,8 @@ import torch
 from cifar_resnet.config import load_config
 from cifar_resnet.data.cifar10 import CIFAR10Split, DataError
 from cifar_resnet.data.gpu_loader import GpuLoader
-from cifar_resnet.engine import Trainer, evaluate, load_splits
 from cifar_resnet.run_folder import environment
+from cifar_resnet.training.engine import Trainer, evaluate, load_splits
 
 
 def timed(device: torch.device, fn) -> float:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from .config import ConfigError, load_config, override
 from .data.cifar10 import DataError
-from .engine import TrainingDiverged, TrainingInterrupted
 from .models import OverBudgetError, PARAMETER_BUDGET
 from .run_folder import CheckpointError, holds_run, user_runs_dir
+from .training.engine import TrainingDiverged, TrainingInterrupted
 
 USER_ERRORS = (ConfigError, OverBudgetError, DataError, CheckpointError, FileNotFoundError, FileExistsError)
 
@@ -35,7 +35,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .launch import train
+    from .training.launch_policy import train
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(f"train runs on one device; under torchrun (WORLD_SIZE={os.environ['WORLD_SIZE']}) every "

@@ -22,7 +22,7 @@ import pandas as pd
 from . import run_folder
 from .config import ConfigError, load_config
 from .formats import Column, duration, mean_std, percent, tex_escape, thousands, to_latex
-from .history import field_name
+from .training.history import field_name
 
 
 # ==== the recorded runs ==============================================================================

@@ -40,8 +40,8 @@ import torch
 
 from . import run_folder
 from .config import Config, ConfigError, load_config, override, read_yaml, save_config
-from .history import column
 from .models import OverBudgetError, count_parameters, create_model
+from .training.history import column
 
 SUMMARY = "summary.csv"
 DEFAULT_HOLDOUT = 5000  # training images held out for tuning when a plan does not say
@@ -260,7 +260,7 @@ def run_plan(plan: Plan, out_dir: str | Path, *, data_root: str | None = None, d
 
     `train_fn(cfg, run_dir, time_limit) -> metrics` defaults to the engine's `train`, with the data loaded
     once per distinct split and shared between runs."""
-    from .engine import TrainingDiverged
+    from .training.engine import TrainingDiverged
     from .evaluation.device import resolve_device
 
     out_dir = Path(out_dir)
@@ -304,7 +304,7 @@ def run_plan(plan: Plan, out_dir: str | Path, *, data_root: str | None = None, d
 
 def _engine_train(data_root: str | None, device: str | None, log: Callable[[str], None]) -> TrainFn:
     from .data.cifar10 import load_splits
-    from .launch import train
+    from .training.launch_policy import train
 
     loaded: dict[str, tuple] = {}
 

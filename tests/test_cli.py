@@ -5,7 +5,7 @@ import json
 import pytest
 
 from cifar_resnet import cli, run_folder
-from cifar_resnet.engine import Trainer
+from cifar_resnet.training.engine import Trainer
 
 from conftest import CONFIGS
 

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from cifar_resnet.config import load_config, override
-from cifar_resnet.ema import ema_decay_at, ema_update
-from cifar_resnet.engine import Trainer, train
+from cifar_resnet.training.ema import ema_decay_at, ema_update
+from cifar_resnet.training.engine import Trainer, train
 
 from conftest import CONFIGS
 

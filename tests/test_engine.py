@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from cifar_resnet.config import load_config, override
-from cifar_resnet.engine import Trainer, TrainingDiverged, lr_factor, train
 from cifar_resnet.evaluation.evaluate import evaluate_run, load_run
 from cifar_resnet.run_folder import CheckpointError, load_weights
+from cifar_resnet.training.engine import Trainer, TrainingDiverged, lr_factor, train
 
 from conftest import CONFIGS, ROOT
 

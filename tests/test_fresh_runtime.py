@@ -136,7 +136,7 @@ def test_notebook_03_alone_clones_trains_and_continues_after_a_disconnect(runtim
 
 def test_a_session_stops_cleanly_before_its_limit(synthetic_root, tmp_path):
     from cifar_resnet.config import override
-    from cifar_resnet.session import train_in_sessions
+    from cifar_resnet.training.session import train_in_sessions
 
     cfg = override(load_config("smoke"), **{"data.root": str(synthetic_root)})
     said = []

@@ -4,14 +4,14 @@ import pytest
 import torch
 import yaml
 
-from cifar_resnet import launch
 from cifar_resnet.config import load_config, override
 from cifar_resnet.data.cifar10 import load_splits
-from cifar_resnet.engine import Trainer, train
 from cifar_resnet.formats import duration
 from cifar_resnet.search import run_search
-from cifar_resnet.session import train_in_sessions
 from cifar_resnet.sweep import sweep
+from cifar_resnet.training import launch_policy
+from cifar_resnet.training.engine import Trainer, train
+from cifar_resnet.training.session import train_in_sessions
 
 from conftest import CONFIGS
 
@@ -33,8 +33,8 @@ def test_the_trainer_holds_no_launch_policy(synthetic_root, tmp_path):
     cfg = smoke(synthetic_root, **{"train.epochs": 100_000_000})
     trainer = Trainer(cfg, tmp_path / "run", log=None)  # hours on a CPU: built all the same, nothing timed
     trainer.close()
-    with pytest.raises(launch.SlowRunError, match=r"smoke would train for about \d+ h on this CPU"):
-        launch.train(cfg, tmp_path / "refused", log=None, device="cpu")
+    with pytest.raises(launch_policy.SlowRunError, match=r"smoke would train for about \d+ h on this CPU"):
+        launch_policy.train(cfg, tmp_path / "refused", log=None, device="cpu")
     assert not (tmp_path / "refused").exists()
 
 
@@ -43,8 +43,8 @@ def test_the_estimate_counts_the_epochs_a_resumed_run_has_left(synthetic_root, t
     train(cfg, tmp_path / "run", log=None, device="cpu")
     splits = load_splits(cfg)
     longer = override(cfg, **{"train.epochs": 5})
-    resumed = launch.estimate_training(longer, splits, CPU, out_dir=tmp_path / "run", resume=True)
-    fresh = launch.estimate_training(longer, splits, CPU, out_dir=tmp_path / "run")
+    resumed = launch_policy.estimate_training(longer, splits, CPU, out_dir=tmp_path / "run", resume=True)
+    fresh = launch_policy.estimate_training(longer, splits, CPU, out_dir=tmp_path / "run")
     steps_per_epoch = len(splits[0]) // 64
     assert (resumed.epochs, resumed.steps) == (3, 3 * steps_per_epoch)
     assert (fresh.epochs, fresh.steps) == (5, 5 * steps_per_epoch) and fresh.step_seconds > 0
@@ -52,20 +52,20 @@ def test_the_estimate_counts_the_epochs_a_resumed_run_has_left(synthetic_root, t
 
 def test_a_long_cpu_run_is_announced_and_a_bounded_one_allowed(synthetic_root):
     cfg = smoke(synthetic_root)
-    hours = launch.Estimate(epochs=10, steps=1000, step_seconds=10.0)
+    hours = launch_policy.Estimate(epochs=10, steps=1000, step_seconds=10.0)
     said = []
-    launch.refuse_slow_run(cfg, launch.Estimate(10, 100, 10.0), CPU, log=said.append)  # 1,000 s: announced
+    launch_policy.refuse_slow_run(cfg, launch_policy.Estimate(10, 100, 10.0), CPU, log=said.append)  # 1,000 s: announced
     assert said == ["smoke: 100 steps to go on the CPU, about 17 min of training (estimated from a timed step)"]
-    launch.refuse_slow_run(cfg, hours, CPU, time_limit=launch.SLOW_RUN_SECONDS, log=None)
-    launch.refuse_slow_run(cfg, hours, CPU, allow_slow=True, log=None)
-    launch.refuse_slow_run(cfg, hours, torch.device("meta"), log=None)  # the policy is the CPU's
-    with pytest.raises(launch.SlowRunError, match="about 3 h on this CPU"):
-        launch.refuse_slow_run(cfg, hours, CPU, time_limit=launch.SLOW_RUN_SECONDS + 1, log=None)
+    launch_policy.refuse_slow_run(cfg, hours, CPU, time_limit=launch_policy.SLOW_RUN_SECONDS, log=None)
+    launch_policy.refuse_slow_run(cfg, hours, CPU, allow_slow=True, log=None)
+    launch_policy.refuse_slow_run(cfg, hours, torch.device("meta"), log=None)  # the policy is the CPU's
+    with pytest.raises(launch_policy.SlowRunError, match="about 3 h on this CPU"):
+        launch_policy.refuse_slow_run(cfg, hours, CPU, time_limit=launch_policy.SLOW_RUN_SECONDS + 1, log=None)
 
 
 def test_notebook_03s_path_refuses_a_run_of_hours_before_building_a_trainer(synthetic_root, tmp_path):
     cfg = smoke(synthetic_root, **{"train.epochs": 100_000_000})
-    with pytest.raises(launch.SlowRunError, match="--allow-slow"):
+    with pytest.raises(launch_policy.SlowRunError, match="--allow-slow"):
         train_in_sessions(cfg, tmp_path / "run", log=None, device="cpu")
     assert not (tmp_path / "run").exists()
 
@@ -76,7 +76,7 @@ def test_a_sweep_asks_the_policy_before_each_run(synthetic_root, tmp_path):
                           "data.train_subset": 0, "data.test_subset": 0, "train.epochs": 100_000_000}}
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump(plan))
-    with pytest.raises(launch.SlowRunError, match="long-s0 would train for about"):
+    with pytest.raises(launch_policy.SlowRunError, match="long-s0 would train for about"):
         sweep(path, tmp_path / "out", device="cpu", log=lambda line: None)
     assert not (tmp_path / "out" / "long-s0").exists()
 
@@ -87,6 +87,6 @@ def test_a_search_asks_the_policy_before_each_trial(synthetic_root, tmp_path):
                                                                                 "max_epochs": 100_000_000})
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(space))
-    with pytest.raises(launch.SlowRunError, match="would train for about"):
+    with pytest.raises(launch_policy.SlowRunError, match="would train for about"):
         run_search(path, "slow", 1, data_root=str(synthetic_root), device="cpu", work_dir=tmp_path, log=lambda s: None)
     assert not (tmp_path / "slow" / "trial_0").exists()

@@ -10,9 +10,9 @@ from cifar_resnet import run_folder
 from cifar_resnet.cli import main
 from cifar_resnet.config import load_config, override
 from cifar_resnet.data.cifar10 import load_cifar10
-from cifar_resnet.engine import train
 from cifar_resnet.evaluation.corruptions import CORRUPTIONS, RESULT, corrupt
 from cifar_resnet.evaluation.robustness_record import load_robustness, rows
+from cifar_resnet.training.engine import train
 
 from conftest import CONFIGS, ROOT
 

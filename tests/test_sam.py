@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from cifar_resnet.config import ConfigError, TrainConfig, config_from_dict
-from cifar_resnet.sam import SAM, frozen_norm_stats, make_sam
+from cifar_resnet.training.sam import SAM, frozen_norm_stats, make_sam
 
 
 def tiny_model() -> nn.Module:
@@ -105,7 +105,7 @@ def test_sam_changes_what_is_learnt(synthetic_root, tmp_path):
     """The same run with and without SAM ends on other weights. (Exact resume of a SAM + RICAP run is tested
     with the other resume cases in test_engine.py.)"""
     from cifar_resnet.config import load_config, override
-    from cifar_resnet.engine import train
+    from cifar_resnet.training.engine import train
     from cifar_resnet.evaluation.evaluate import load_run
 
     from conftest import CONFIGS

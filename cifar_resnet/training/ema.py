@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from .config import TrainConfig
+from ..config import TrainConfig
 
 
 def ema_decay_at(n: int, decay: float, warmup_power: float) -> float:

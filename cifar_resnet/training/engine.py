@@ -19,16 +19,16 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from . import run_folder
-from .config import Config, ConfigError, TrainConfig, config_to_dict, save_config
-from .data.cifar10 import CIFAR10Split, load_splits
-from .data.gpu_loader import GpuLoader
-from .data.mixing import make_batch_mix
+from .. import run_folder
+from ..config import Config, ConfigError, TrainConfig, config_to_dict, save_config
+from ..data.cifar10 import CIFAR10Split, load_splits
+from ..data.gpu_loader import GpuLoader
+from ..data.mixing import make_batch_mix
+from ..evaluation.device import autocast, divergence_advice, resolve_device, resolve_precision
+from ..evaluation.evaluate import evaluate, half_rounded, model_from_weights, record_predictions
+from ..models import count_parameters, create_model
 from .ema import make_ema
-from .evaluation.device import autocast, divergence_advice, resolve_device, resolve_precision
-from .evaluation.evaluate import evaluate, half_rounded, model_from_weights, record_predictions
 from .history import EpochStats, column
-from .models import count_parameters, create_model
 from .sam import frozen_norm_stats, make_sam
 
 ACCURACY_MARKS = (0.93, 0.94, 0.95, 0.96)  # metrics.json records the training time to reach each

@@ -22,7 +22,7 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
-from .config import ConfigError, TrainConfig
+from ..config import ConfigError, TrainConfig
 
 _EPS = 1e-12  # keeps rho / ||g|| finite when the gradient vanishes
 

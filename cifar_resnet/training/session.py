@@ -13,13 +13,13 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from . import run_folder
-from .config import Config, load_config
-from .data.cifar10 import load_splits
+from .. import run_folder
+from ..config import Config, load_config
+from ..data.cifar10 import load_splits
+from ..evaluation.device import resolve_device
+from ..formats import duration
 from .engine import Trainer
-from .evaluation.device import resolve_device
-from .formats import duration
-from .launch import estimate_training, refuse_slow_run
+from .launch_policy import estimate_training, refuse_slow_run
 
 RERUN = "after a disconnect or a stop, run the notebook again (Runtime > Run all): this cell continues the run"
 

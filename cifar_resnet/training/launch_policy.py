@@ -18,13 +18,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import run_folder
-from .config import Config, ConfigError
-from .data.cifar10 import CIFAR10Split, load_splits
-from .data.gpu_loader import train_steps
-from .evaluation.device import autocast, resolve_device, resolve_precision
-from .formats import duration
-from .models import create_model
+from .. import run_folder
+from ..config import Config, ConfigError
+from ..data.cifar10 import CIFAR10Split, load_splits
+from ..data.gpu_loader import train_steps
+from ..evaluation.device import autocast, resolve_device, resolve_precision
+from ..formats import duration
+from ..models import create_model
 
 SLOW_RUN_SECONDS = 3600.0  # on a CPU, a run estimated to train longer than this is refused unless allowed
 LONG_RUN_SECONDS = 600.0  # ... and one longer than this is announced with its estimate before it starts
