@@ -35,7 +35,7 @@ import torch
 from cifar_resnet.data.cifar10 import CIFAR10Split, load_cifar10
 from cifar_resnet.models import count_parameters
 from cifar_resnet.run_folder import atomic_write_text, environment
-from cifar_resnet.speedrun import Speedrun, SpeedrunConfig, load_speedrun_config, speedrun_override, stopwatch
+from cifar_resnet.studies.speedrun import Speedrun, SpeedrunConfig, load_speedrun_config, speedrun_override, stopwatch
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("Wall seconds of one run, the same for both sides: the GPU synchronised, then everything from the "

@@ -22,9 +22,9 @@ from pathlib import Path
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cifar_resnet.pgserver import TemporaryPostgres, find_bindir  # noqa: E402
-from cifar_resnet.search_space import load_space, make_pruner  # noqa: E402
-from cifar_resnet.storage import make_storage  # noqa: E402
+from cifar_resnet.studies.search_space import load_space, make_pruner  # noqa: E402
+from cifar_resnet.studies.search_storage import make_storage  # noqa: E402
+from cifar_resnet.studies.temporary_postgres import TemporaryPostgres, find_bindir  # noqa: E402
 
 SPACE = Path(__file__).resolve().parents[1] / "configs" / "search_space.yaml"
 

@@ -77,11 +77,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .search import export_results, run_search
+    from .studies.search import export_results, run_search
 
     args.work_dir = args.work_dir or str(user_runs_dir() / "search")
     if args.devices:
-        from .launcher import launch_workers
+        from .studies.search_workers import launch_workers
 
         return launch_workers(args.devices, vars(args))
     study = run_search(args.space, args.study, args.trials, storage=args.storage, timeout=args.timeout,
@@ -93,7 +93,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import sweep
+    from .studies.sweep import sweep
 
     out = Path(args.out or user_runs_dir() / "sweeps" / Path(args.plan).stem)
     sweep(args.plan, out, time_limit=args.time_limit, smoke=args.smoke, calibration=args.calibration,

@@ -51,7 +51,7 @@ def train_flops_per_image(name: str) -> float:
     """FLOPs of one training image of preset `name`: forward and backward of its network, counted by torch."""
     with torch.device("meta"):  # shapes only: nothing is computed or allocated
         if is_speedrun(name):
-            from .speedrun import create_speedrun_model, load_speedrun_config
+            from .studies.speedrun import create_speedrun_model, load_speedrun_config
             model = create_speedrun_model(load_speedrun_config(PRESETS_DIR / f"{name}.yaml"))
         else:
             from .models import create_model
@@ -65,7 +65,7 @@ def train_flops_per_image(name: str) -> float:
 def epochs(name: str) -> float:
     """Training epochs of preset `name`."""
     if is_speedrun(name):
-        from .speedrun import load_speedrun_config
+        from .studies.speedrun import load_speedrun_config
         return load_speedrun_config(PRESETS_DIR / f"{name}.yaml").epochs
     return load_config(PRESETS_DIR / f"{name}.yaml").train.epochs
 

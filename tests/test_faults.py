@@ -286,7 +286,7 @@ def test_a_plan_runs_from_any_folder(tmp_path, monkeypatch, capsys):
 
 # ---- 11: what the messages say is true --------------------------------------------------------------------------
 def test_a_dry_run_and_a_smoke_run_estimate_the_same_plan_alike(tmp_path, capsys):
-    from cifar_resnet.sweep import sweep
+    from cifar_resnet.studies.sweep import sweep
 
     headers = []
     for options in ({"dry_run": True, "device": "cpu"}, {"write_configs": tmp_path / "c", "smoke": True}):

@@ -7,8 +7,8 @@ import yaml
 from cifar_resnet.config import load_config, override
 from cifar_resnet.data.cifar10 import load_splits
 from cifar_resnet.formats import duration
-from cifar_resnet.search import run_search
-from cifar_resnet.sweep import sweep
+from cifar_resnet.studies.search import run_search
+from cifar_resnet.studies.sweep import sweep
 from cifar_resnet.training import launch_policy
 from cifar_resnet.training.engine import Trainer, train
 from cifar_resnet.training.session import train_in_sessions

@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 
 from cifar_resnet.cli import main
 from cifar_resnet.config import ConfigError
-from cifar_resnet.launcher import parse_devices, worker_argv, worker_names
+from cifar_resnet.studies.search_workers import parse_devices, worker_argv, worker_names
 
 from conftest import CONFIGS, ROOT
 from test_search import space_file

@@ -13,8 +13,8 @@ from optuna.trial import TrialState
 from cifar_resnet.cli import main
 from cifar_resnet.config import ConfigError, load_config
 from cifar_resnet.models import validate_model_config
-from cifar_resnet.search import TRAINED, export_results, run_search
-from cifar_resnet.search_space import load_space, make_pruner, make_sampler, sample_config
+from cifar_resnet.studies.search import TRAINED, export_results, run_search
+from cifar_resnet.studies.search_space import load_space, make_pruner, make_sampler, sample_config
 from cifar_resnet.training.engine import Trainer
 
 from conftest import CONFIGS, ROOT

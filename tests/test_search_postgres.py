@@ -15,10 +15,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from cifar_resnet import storage
 from cifar_resnet.cli import main
-from cifar_resnet.pgserver import TemporaryPostgres, find_bindir
-from cifar_resnet.storage import StorageError, make_storage
+from cifar_resnet.studies import search_storage
+from cifar_resnet.studies.search_storage import StorageError, make_storage
+from cifar_resnet.studies.temporary_postgres import TemporaryPostgres, find_bindir
 
 from conftest import ROOT
 from test_search import space_file, trained
@@ -171,7 +171,7 @@ def test_call_that_meets_a_connection_the_server_cut_is_retried(postgres):
 
 
 def test_worker_stops_in_one_line_when_the_server_stays_down(postgres, monkeypatch):
-    monkeypatch.setattr(storage, "RECONNECT_SECONDS", 1.0)
+    monkeypatch.setattr(search_storage, "RECONNECT_SECONDS", 1.0)
     study = optuna.create_study(study_name="down", storage=make_storage(postgres.url, heartbeat=60))
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
     postgres.stop()

@@ -8,7 +8,7 @@ import torch
 from cifar_resnet.config import ConfigError
 from cifar_resnet.data.cifar10 import load_cifar10
 from cifar_resnet.models import OverBudgetError, PARAMETER_BUDGET, count_parameters
-from cifar_resnet.speedrun import (
+from cifar_resnet.studies.speedrun import (
     ResidualBlock, Speedrun, create_speedrun_model, load_speedrun_config, speedrun_override, train_speedrun,
     triangle,
 )

@@ -6,7 +6,7 @@ import yaml
 
 from cifar_resnet import run_folder
 from cifar_resnet.config import ConfigError, load_config
-from cifar_resnet.sweep import SUMMARY, describe_plan, load_plan, run_plan, sweep
+from cifar_resnet.studies.sweep import SUMMARY, describe_plan, load_plan, run_plan, sweep
 
 from conftest import CONFIGS
 

@@ -22,7 +22,7 @@ import optuna
 import sqlalchemy
 from optuna.exceptions import StorageInternalError
 
-from .config import ConfigError
+from ..config import ConfigError
 
 CONNECTIONS_PER_WORKER = 2  # one for the trial's own calls, one for the heartbeat thread
 RECONNECT_SECONDS = 60.0  # how long a worker waits for a server that went away before it stops

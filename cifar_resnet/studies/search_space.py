@@ -12,8 +12,8 @@ from pathlib import Path
 
 import optuna
 
-from .config import Config, ConfigError, ModelConfig, dataclass_from_dict, load_config, override, read_yaml
-from .models import PARAMETER_BUDGET, validate_model_config
+from ..config import Config, ConfigError, ModelConfig, dataclass_from_dict, load_config, override, read_yaml
+from ..models import PARAMETER_BUDGET, validate_model_config
 
 CHANNEL_MULTIPLE = 8  # widths are rounded to multiples of 8, the granularity tensor cores work in
 MAX_STAGES = 6  # stage 1 keeps 32x32 and each later stage halves it: six stages reach 1x1

@@ -29,16 +29,16 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
-from . import run_folder
-from .config import ConfigError, config_from_dict, override, save_config
-from .data.cifar10 import CIFAR10Split, load_splits
-from .evaluation.device import resolve_device
-from .models import parameter_count
+from .. import run_folder
+from ..config import ConfigError, config_from_dict, override, save_config
+from ..data.cifar10 import CIFAR10Split, load_splits
+from ..evaluation.device import resolve_device
+from ..models import parameter_count
+from ..training.engine import Trainer, TrainingDiverged
+from ..training.history import column
+from ..training.launch_policy import check_duration
 from .search_space import SearchSpace, dashed, describe, load_space, make_pruner, make_sampler, sample_config
-from .storage import default_url, describe_url, make_storage, worker_name
-from .training.engine import Trainer, TrainingDiverged
-from .training.history import column
-from .training.launch_policy import check_duration
+from .search_storage import default_url, describe_url, make_storage, worker_name
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # trials that ended (trained, or rejected before training)
 TRAINED = ("complete", "pruned", "diverged")  # their "state" attribute: the trials `--trials N` counts

@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ConfigError, config_path, dataclass_from_dict, read_yaml
-from .data.cifar10 import CIFAR10Split, MEAN, STD
-from .data.gpu_loader import crop_flip
-from .evaluation.device import autocast, resolve_precision
-from .evaluation.evaluate import tta_views
-from .models import OverBudgetError, PARAMETER_BUDGET, count_parameters
+from ..config import ConfigError, config_path, dataclass_from_dict, read_yaml
+from ..data.cifar10 import CIFAR10Split, MEAN, STD
+from ..data.gpu_loader import crop_flip
+from ..evaluation.device import autocast, resolve_precision
+from ..evaluation.evaluate import tta_views
+from ..models import OverBudgetError, PARAMETER_BUDGET, count_parameters
 
 WHITEN_IMAGES = 5000  # training images whose patches set the whitening conv (airbench: 5,000)
 EVAL_BATCH = 2000  # test images per forward pass; 10,000 / 2,000 keeps every batch the same shape

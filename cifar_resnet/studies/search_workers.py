@@ -20,8 +20,8 @@ from typing import Callable
 
 import optuna
 
-from .config import ConfigError
-from .storage import default_url, describe_url, make_storage
+from ..config import ConfigError
+from .search_storage import default_url, describe_url, make_storage
 
 NOT_PASSED = ("func", "command", "devices")  # the launcher's own options, not the workers'
 
