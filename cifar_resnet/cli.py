@@ -103,7 +103,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from .records import record_run
+    from .reporting.records import record_run
 
     print(record_run(args.run_dir, args.results, name=args.name, weights=args.weights))
     return 0
@@ -120,8 +120,8 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    from .rebuild import rebuild_all
-    from .records import require_clone
+    from .reporting.rebuild import rebuild_all
+    from .reporting.records import require_clone
 
     require_clone(args.root, "cifar-resnet figures")
     for path in rebuild_all(args.root, data_root=args.data_root, study=args.study):
@@ -130,8 +130,8 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .records import require_clone
-    from .report import build_report
+    from .reporting.records import require_clone
+    from .reporting.paper import build_report
 
     require_clone(args.root, "cifar-resnet report")
     try:
@@ -143,7 +143,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_set_address(args: argparse.Namespace) -> int:
-    from .address import set_address
+    from .reporting.address import set_address
 
     for path in set_address(args.root, args.url):
         print(f"wrote {path}")

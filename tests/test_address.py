@@ -5,9 +5,9 @@ import shutil
 import nbformat
 import pytest
 
-from cifar_resnet.address import PLACEHOLDER, badges, disagreements, read_address, read_version, setup_cell
 from cifar_resnet.cli import main
 from cifar_resnet.config import ConfigError
+from cifar_resnet.reporting.address import PLACEHOLDER, badges, disagreements, read_address, read_version, setup_cell
 
 from conftest import ROOT
 
@@ -81,5 +81,5 @@ def test_set_address_refuses_what_is_not_a_github_address(clone, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "https://github.com/OWNER/NAME" in err
     with pytest.raises(ConfigError, match="needs a clone"):
-        from cifar_resnet.address import set_address
+        from cifar_resnet.reporting.address import set_address
         set_address(clone / "nowhere")

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from cifar_resnet import analysis
 from cifar_resnet.data.cifar10 import CIFAR10Split
 from cifar_resnet.models import count_parameters, create_model
+from cifar_resnet.reporting import analysis
 
 from conftest import CONFIGS, write_predictions
 

@@ -3,7 +3,7 @@
 import re
 
 from cifar_resnet.config import PRESETS_DIR, preset_names
-from cifar_resnet.estimates import presets_times_markdown, reference, training_time
+from cifar_resnet.reporting.preset_times import presets_times_markdown, reference, training_time
 
 from conftest import ROOT
 

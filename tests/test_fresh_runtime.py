@@ -14,10 +14,10 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from cifar_resnet.address import read_version, setup_cell
 from cifar_resnet.config import load_config
 from cifar_resnet.data.cifar10 import write_synthetic_cifar10
 from cifar_resnet.models import count_parameters, create_model
+from cifar_resnet.reporting.address import read_version, setup_cell
 
 from conftest import ROOT
 
@@ -92,7 +92,7 @@ def test_with_the_placeholder_address_the_first_cell_stops_in_one_line(runtime):
 
 
 # Injected before the training cell: the runtime dies right after the first epoch is saved (checkpoint, history).
-DISCONNECT = """from cifar_resnet import runs as _runs
+DISCONNECT = """from cifar_resnet import run_folder as _runs
 _write_history = _runs.write_history
 def _save_then_disconnect(*args, **kwargs):
     _write_history(*args, **kwargs)

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from cifar_resnet import run_folder
-from cifar_resnet.records import load_history
+from cifar_resnet.reporting.records import load_history
 from cifar_resnet.training.history import EVAL_SPLITS, EpochStats, column, field_name
 
 FIELDS = [f.name for f in dataclasses.fields(EpochStats)]

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from cifar_resnet import analysis, plots, rebuild, run_folder, run_plots
+from cifar_resnet import run_folder
 from cifar_resnet.config import load_config, override, save_config
 from cifar_resnet.data.cifar10 import load_cifar10
+from cifar_resnet.reporting import analysis, plots, rebuild, run_plots
 
 from conftest import ROOT, pdf_font_sizes
 
@@ -180,7 +181,7 @@ def test_figures_from_the_records_are_the_same_bytes_on_another_cpu(tmp_path):
     # Another CPU in effect: numpy without its SIMD kernels beyond the baseline, torch's default kernels,
     # one thread. Figures from recomputed predictions differed in the 7th digit this way; from the
     # recorded ones every byte is the same.
-    code = ("import sys, warnings; warnings.simplefilter('ignore'); from cifar_resnet import rebuild; "
+    code = ("import sys, warnings; warnings.simplefilter('ignore'); from cifar_resnet.reporting import rebuild; "
             "rebuild.rebuild_all(sys.argv[1], data_root=sys.argv[2])")
     builds = []
     for name, env in (("here", {}), ("other", OTHER_CPU)):
@@ -197,7 +198,7 @@ def test_figures_from_the_records_are_the_same_bytes_on_another_cpu(tmp_path):
 
 
 def test_importing_the_package_loads_no_plotting_library():
-    code = ("import sys, cifar_resnet, cifar_resnet.engine, cifar_resnet.cli; "
+    code = ("import sys, cifar_resnet, cifar_resnet.training.engine, cifar_resnet.cli; "
             "print(sorted(m for m in ('matplotlib', 'seaborn', 'pandas') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

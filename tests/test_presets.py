@@ -48,5 +48,5 @@ def test_commands_that_need_a_clone_say_so_instead_of_writing_empty_tables(tmp_p
 
 
 def test_the_clone_check_accepts_the_repository():
-    from cifar_resnet.records import require_clone
+    from cifar_resnet.reporting.records import require_clone
     require_clone(ROOT, "cifar-resnet figures")  # no error

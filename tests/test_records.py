@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cifar_resnet import analysis, records, run_folder
+from cifar_resnet import run_folder
 from cifar_resnet.cli import main
 from cifar_resnet.config import load_config, override, save_config
+from cifar_resnet.reporting import analysis, records
 
 from conftest import CONFIGS, ROOT, write_predictions
 
@@ -91,7 +92,8 @@ def test_best_run_is_best_then_most_accurate_gpu_run_then_the_smoke_run(tmp_path
 
 
 def test_the_report_and_the_tables_read_one_record_of_a_run_and_write_numbers_alike(tmp_path):
-    from cifar_resnet import formats, report
+    from cifar_resnet import formats
+    from cifar_resnet.reporting import paper
 
     _record(tmp_path, "smoke-cpu", device="cpu", test_acc=0.99)
     _record(tmp_path, "b", device="NVIDIA H100", test_acc=0.9490999579, test_acc_tta=0.95)
@@ -99,8 +101,8 @@ def test_the_report_and_the_tables_read_one_record_of_a_run_and_write_numbers_al
     recorded = records.load_runs(tmp_path / "runs")
     assert records.best_run(recorded).name == "b" == records.pick_best_run(recorded)[0].name
     assert records.best_run([r for r in recorded if not r.on_gpu]) is None
-    assert [type(r) for r in report.load_results(tmp_path)] == [records.RunRecord] * 3
-    assert report.best_run is records.best_run and report.tex_escape is records.tex_escape is formats.tex_escape
+    assert [type(r) for r in paper.load_results(tmp_path)] == [records.RunRecord] * 3
+    assert paper.best_run is records.best_run and paper.tex_escape is records.tex_escape is formats.tex_escape
     b = recorded[0]
     assert (b.test_acc, b.test_acc_tta) == (0.9491, 0.95)  # float32 noise rounded away, as the report states it
     assert formats.thousands(12345.6) == "12{,}346" and formats.thousands(4_815_940) == "4{,}815{,}940"

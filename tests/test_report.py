@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from cifar_resnet import recipe, report
-from cifar_resnet.report import build_report, write_numbers
-from cifar_resnet.report_macros import FLAGS
+from cifar_resnet.reporting import paper, recipe_text
+from cifar_resnet.reporting.paper import build_report, write_numbers
+from cifar_resnet.reporting.paper_macros import FLAGS
 from conftest import pdf_font_sizes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ TEX_TOOLS = ("latexmk", "pdflatex", "bibtex", "pdftotext", "pdfinfo")
 MISSING_TOOLS = [t for t in TEX_TOOLS if shutil.which(t) is None]
 # CI sets REQUIRE_REPORT_BUILD=1: there a missing TeX tool fails the build tests instead of skipping them.
 needs_tex = pytest.mark.skipif(bool(MISSING_TOOLS) and os.environ.get("REQUIRE_REPORT_BUILD") != "1",
-                               reason=f"{', '.join(MISSING_TOOLS)} not installed; {report.TEX_INSTALL_HINT} poppler-utils")
+                               reason=f"{', '.join(MISSING_TOOLS)} not installed; {paper.TEX_INSTALL_HINT} poppler-utils")
 
 
 def write_run(results: Path, name: str, **overrides) -> dict:
@@ -238,7 +238,7 @@ def test_results_table_groups_seeds_with_n_and_marks_stopped_runs(tmp_path):
     write_run(results, "smoke", device="cpu", test_acc=0.30)
     write_stopped(results)
     values, _ = numbers(results, tmp_path)
-    table = (tmp_path / "generated" / report.TABLE_FILE).read_text()
+    table = (tmp_path / "generated" / paper.TABLE_FILE).read_text()
     rows = [line for line in table.splitlines() if line.endswith("\\\\")][1:]
     assert len(rows) == 2, table  # the CPU smoke run is not a result
     mean, std = statistics.mean([0.9491, 0.9480]), statistics.stdev([0.9491, 0.9480])
@@ -252,7 +252,7 @@ def test_no_gpu_result_means_no_table(tmp_path):
     write_run(results, "smoke", device="cpu")
     values, _ = numbers(results, tmp_path)
     assert values["HaveResultsTable"] is False
-    assert "tabular" not in (tmp_path / "generated" / report.TABLE_FILE).read_text()
+    assert "tabular" not in (tmp_path / "generated" / paper.TABLE_FILE).read_text()
 
 
 def test_throughput_benchmark(tmp_path):
@@ -297,13 +297,13 @@ def test_accuracies_are_rounded_to_the_test_set_count(tmp_path):
 def test_budget_is_the_models_budget():
     from cifar_resnet.models import PARAMETER_BUDGET
 
-    assert report.PARAMETER_BUDGET == PARAMETER_BUDGET
+    assert paper.PARAMETER_BUDGET == PARAMETER_BUDGET
 
 
 def test_recipe_table_is_every_setting_of_the_recorded_best_config(tmp_path):
     """The recipe table is generated from results/runs/best/config.yaml: each setting a reader needs to rerun it."""
     write_numbers(REPO / "results", tmp_path / "numbers.tex")
-    table = (tmp_path / report.RECIPE_FILE).read_text()
+    table = (tmp_path / paper.RECIPE_FILE).read_text()
     for phrase in ("batch 512", "peak learning rate 0.4", "weight decay 0.0005", "label smoothing 0.1",
                    "weight average (EMA) decay 0.9995", "cutout $16\\times16$", "share rising to the peak 0.15",
                    "policy TrivialAugment", "autocast bfloat16", "test-time augmentation flip", "epochs 120"):
@@ -311,7 +311,7 @@ def test_recipe_table_is_every_setting_of_the_recorded_best_config(tmp_path):
 
 
 def test_a_setting_the_recipe_has_no_words_for_is_shown_not_dropped():
-    groups = recipe.recipe({"model": {"block": "preact"}, "train": {"ema_warmup": True, "schedule": "cosine",
+    groups = recipe_text.recipe({"model": {"block": "preact"}, "train": {"ema_warmup": True, "schedule": "cosine",
                                                                      "pct_start": 0.3, "warmup_epochs": 2}})
     assert ("ema warmup", "True") in groups["Regularisers"]
     assert ("warm-up epochs", "2") in groups["Schedule"]  # the cosine schedule's setting, not one-cycle's
@@ -334,7 +334,7 @@ def test_a_warmed_up_average_is_said_to_warm_up(tmp_path):
     config.write_text(config.read_text() + "  ema_warmup_power: 0.75\n")
     values, _ = numbers(results, tmp_path)
     assert values["BestEMAWarmup"] and values["BestEMAWarmupPower"] == "0.75"
-    assert "EMA warm-up power 0.75" in (tmp_path / "generated" / report.RECIPE_FILE).read_text()
+    assert "EMA warm-up power 0.75" in (tmp_path / "generated" / paper.RECIPE_FILE).read_text()
 
 
 def test_robustness_from_its_json(tmp_path):
@@ -348,7 +348,7 @@ def test_robustness_from_its_json(tmp_path):
         "1{,}000", "95.10", "78.00", "7")
     # Brightness, the last of seven, falls most: 0.93 - 0.10 - 0.12 on average over its severities.
     assert (values["RobustWorstName"], values["RobustWorstAcc"]) == ("brightness", "71.00")
-    table = (tmp_path / "generated" / report.ROBUSTNESS_FILE).read_text()
+    table = (tmp_path / "generated" / paper.ROBUSTNESS_FILE).read_text()
     assert "Noise (2) & 92.0 & 87.0 & 82.0 & 77.0 & 72.0 & 82.0" in table and "All (7)" in table
     families = [line.split(" (")[0] for line in table.splitlines() if " (" in line]
     assert families == ["Noise", "Blur", "Weather", "Digital", "All"]  # CIFAR-10-C's order
@@ -431,7 +431,7 @@ def test_tables_are_set_at_8_pt_or_more(tmp_path):
     results = tmp_path / "results"
     write_run(results, "best")
     numbers(results, tmp_path)
-    assert not SMALL_TYPE.search((tmp_path / "generated" / report.TABLE_FILE).read_text())
+    assert not SMALL_TYPE.search((tmp_path / "generated" / paper.TABLE_FILE).read_text())
     # The smallest size used in a table is \footnotesize, 8 pt in the report's style.
     style = (REPO / "report" / "cifar_aaai.sty").read_text()
     assert "\\renewcommand\\footnotesize{\\@setfontsize\\footnotesize\\@viiipt" in style
@@ -461,7 +461,7 @@ def test_report_uses_only_generated_macros(tmp_path):
 
 def test_build_without_latexmk_says_what_to_install(tmp_path, monkeypatch):
     shutil.copytree(REPO / "report", tmp_path / "report")
-    monkeypatch.setattr(report.shutil, "which", lambda name: None)
+    monkeypatch.setattr(paper.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="install texlive-latex-extra texlive-fonts-recommended latexmk"):
         build_report(tmp_path)
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from . import analysis, plots, recipe, records, run_plots
-from .data.cifar10 import DataError, load_cifar10
-from .evaluation import robustness_record
-from .run_folder import PREDICTIONS
+from . import analysis, plots, recipe_text, records, run_plots
+from ..data.cifar10 import DataError, load_cifar10
+from ..evaluation import robustness_record
+from ..run_folder import PREDICTIONS
 
 
 def _save_closed(fig: Figure, stem: Path) -> list[Path]:
@@ -66,7 +66,7 @@ def rebuild_all(repo_root: str | Path, *, data_root: str | None = None, study: s
     recorded = best is not None and (best.path / PREDICTIONS).is_file()
     if best is not None:
         histories = {r.label: records.load_history(r.path) for r in records.same_model(run_records, best)}
-        written += _save_closed(run_plots.learning_curves(histories, ema_decay=recipe.ema_decay(best.path)),
+        written += _save_closed(run_plots.learning_curves(histories, ema_decay=recipe_text.ema_decay(best.path)),
                                 figures / "learning_curves")
     robustness = robustness_record.load_robustness(best.path) if best is not None else None
     written += _save_if_drawn(run_plots.corruption_accuracy(robustness, title=best.name) if robustness else None,

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import PRESETS_DIR, load_config, preset_names, read_yaml
+from ..config import PRESETS_DIR, load_config, preset_names, read_yaml
 
 TRAIN_IMAGES = 50_000
 # NVIDIA's datasheets, dense tensor-core peaks in TFLOPS: H200 (SXM) bf16/fp16 989; T4 fp16 65 (no native bf16).
@@ -51,10 +51,10 @@ def train_flops_per_image(name: str) -> float:
     """FLOPs of one training image of preset `name`: forward and backward of its network, counted by torch."""
     with torch.device("meta"):  # shapes only: nothing is computed or allocated
         if is_speedrun(name):
-            from .studies.speedrun import create_speedrun_model, load_speedrun_config
+            from ..studies.speedrun import create_speedrun_model, load_speedrun_config
             model = create_speedrun_model(load_speedrun_config(PRESETS_DIR / f"{name}.yaml"))
         else:
-            from .models import create_model
+            from ..models import create_model
             model = create_model(load_config(PRESETS_DIR / f"{name}.yaml").model)
         x = torch.zeros(2, 3, 32, 32)  # two images: BatchNorm needs more than one value per channel
     with FlopCounterMode(display=False) as counter:
@@ -65,7 +65,7 @@ def train_flops_per_image(name: str) -> float:
 def epochs(name: str) -> float:
     """Training epochs of preset `name`."""
     if is_speedrun(name):
-        from .studies.speedrun import load_speedrun_config
+        from ..studies.speedrun import load_speedrun_config
         return load_speedrun_config(PRESETS_DIR / f"{name}.yaml").epochs
     return load_config(PRESETS_DIR / f"{name}.yaml").train.epochs
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .formats import percent, tex_escape, thousands
+from ..formats import percent, tex_escape, thousands
+from .paper_macros import Macros
 from .records import number, read_json
-from .report_macros import Macros
 
 
 def speed(results_dir: Path, m: Macros) -> None:

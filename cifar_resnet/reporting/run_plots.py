@@ -18,8 +18,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from . import analysis
-from .data.cifar10 import CLASSES
-from .models import PARAMETER_BUDGET
+from ..data.cifar10 import CLASSES
+from ..models import PARAMETER_BUDGET
 from .plots import COLUMN, FULL, MIN_FONT, PALETTE, budget_line, styled
 
 
@@ -204,7 +204,7 @@ def corruption_accuracy(record: dict, title: str | None = None) -> Figure:
     """Test accuracy under each generated corruption (rows, CIFAR-10-C types) at each severity (columns),
     with its mean over the severities; the title gives the clean and the mean corrupted accuracy.
     `record` is a run's robustness.json as `robustness_record.load_robustness` returns it."""
-    from .evaluation import robustness_record as rr
+    from ..evaluation import robustness_record as rr
 
     table = pd.DataFrame(rr.rows(record)).set_index("corruption")
     values = 100 * table.drop(columns="family")

@@ -21,10 +21,10 @@ import pandas as pd
 import torch
 import yaml
 
-from . import run_folder
-from .config import ModelConfig, load_config
-from .data.cifar10 import CIFAR10Split, CLASSES, MEAN, STD
-from .models import INPUT_SIZE, ResNet, count_parameters, parameter_count
+from .. import run_folder
+from ..config import ModelConfig, load_config
+from ..data.cifar10 import CIFAR10Split, CLASSES, MEAN, STD
+from ..models import INPUT_SIZE, ResNet, count_parameters, parameter_count
 
 SEARCH_COMMAND = "cifar-resnet search --space configs/search_space.yaml --study main --trials 30"
 NOT_PRESETS = ("smoke",)  # configs/*.yaml that are no presets (besides search_space*)

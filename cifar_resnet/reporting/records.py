@@ -19,10 +19,10 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from . import run_folder
-from .config import ConfigError, load_config
-from .formats import Column, duration, mean_std, percent, tex_escape, thousands, to_latex
-from .training.history import field_name
+from .. import run_folder
+from ..config import ConfigError, load_config
+from ..formats import Column, duration, mean_std, percent, tex_escape, thousands, to_latex
+from ..training.history import field_name
 
 
 # ==== the recorded runs ==============================================================================

@@ -32,8 +32,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
 from . import analysis
-from .data.cifar10 import CIFAR10Split, CLASSES, MEAN, STD
-from .models import PARAMETER_BUDGET
+from ..data.cifar10 import CIFAR10Split, CLASSES, MEAN, STD
+from ..models import PARAMETER_BUDGET
 
 COLUMN, FULL = 3.3, 6.9  # figure widths in inches, as printed in the report
 MIN_FONT = 7  # points: the smallest text in any figure, as printed (the report includes figures unscaled)
@@ -169,7 +169,7 @@ def augmentations(split: CIFAR10Split, classes: Sequence[int] = (0, 3, 7, 8), se
     mix each image with the next one of the batch). The seed is fixed, so the figure is too."""
     from torchvision.transforms import v2
 
-    from .data.gpu_loader import crop_flip, cutout, make_policy
+    from ..data.gpu_loader import crop_flip, cutout, make_policy
 
     generator = torch.Generator().manual_seed(seed)
     index = analysis.first_of_each_class(split, 1)[list(classes), 0]

@@ -20,11 +20,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import report_bench
-from .formats import mean_std, percent, tex_escape, thousands
-from .models import PARAMETER_BUDGET
+from . import paper_bench
+from ..formats import mean_std, percent, tex_escape, thousands
+from ..models import PARAMETER_BUDGET
+from .paper_macros import Macros, THRESHOLDS
 from .records import RunRecord, accuracy, best_run, last_evaluation, number, read_json
-from .report_macros import Macros, THRESHOLDS
 
 BUILD_FILES = (".aux", ".bbl", ".blg", ".fls", ".log", ".out", ".fdb_latexmk")
 TEX_INSTALL_HINT = "install texlive-latex-extra texlive-fonts-recommended latexmk"
@@ -272,7 +272,7 @@ def _recipe_and_average(best: RunRecord | None, m: Macros, out_dir: Path) -> Non
     """The best run's recipe table (every setting of its config.yaml) and how fast its weight average
     forgets the initial weights: the half-life, in epochs, of their share of the average at full decay, and
     the power of its warm-up where it has one."""
-    from .recipe import load_config_yaml, recipe, recipe_latex
+    from .recipe_text import load_config_yaml, recipe, recipe_latex
 
     config = load_config_yaml(best.path) if best is not None else None
     m.flag("HaveRecipe", config is not None)
@@ -298,7 +298,7 @@ def _recipe_and_average(best: RunRecord | None, m: Macros, out_dir: Path) -> Non
 
 def _robustness(best: RunRecord | None, m: Macros, out_dir: Path) -> None:
     """The best run's accuracy under generated corruptions, from its robustness.json."""
-    from .evaluation.robustness_record import corruption_label, load_robustness, mean_accuracy, robustness_latex
+    from ..evaluation.robustness_record import corruption_label, load_robustness, mean_accuracy, robustness_latex
 
     record = load_robustness(best.path) if best is not None else None
     m.flag("HaveRobustness", record is not None)
@@ -337,8 +337,8 @@ def write_numbers(results_dir: Path, out_path: Path) -> dict[str, str | bool]:
     best = _best(runs, m)
     _seeds(runs, m)
     _stopped(stopped, best, runs, m)
-    report_bench.speed(results_dir, m)
-    report_bench.throughput(results_dir, m)
+    paper_bench.speed(results_dir, m)
+    paper_bench.throughput(results_dir, m)
     _per_class(results_dir, best, m)
     table = results_table(runs, stopped)
     m.flag("HaveResultsTable", bool(table))
