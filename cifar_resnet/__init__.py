@@ -1,16 +1,48 @@
 """cifar_resnet: residual networks under 5M parameters, trained from scratch on CIFAR-10.
 
-Importing the package loads torch and nothing heavier: plotting and search libraries are imported only by
-the modules that need them (`plots`, `search`).
+The library is layered, each layer importing only those before it:
+
+    config, run_folder, formats   the configuration reader; what a run folder holds; how numbers are written
+    models, data/                 the ResNet family and the budget; CIFAR-10, the GPU loader, augmentation
+    evaluation/                   a network in inference: device, test-time views, a run's weights, corruptions
+    training/                     the engine and its parts, whether a run should start, disconnect-proof sessions
+    studies/                      the search, sweeps of runs, the speed run
+    reporting/                    recorded runs, tables, figures, the paper
+    cli                           the `cifar-resnet` command
+
+The names below are the package's face, so that a notebook reads `from cifar_resnet import train` wherever
+the module behind a name lives. They are imported when first used: importing the package loads no module
+of its own, and nothing heavier than torch is loaded until a plotting or search function is called.
 """
 
-from .config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig, load_config, save_config
-from .data.cifar10 import CIFAR10Split, CLASSES, DataError, load_cifar10, write_synthetic_cifar10
-from .data.gpu_loader import GpuLoader
-from .models import OverBudgetError, PARAMETER_BUDGET, ResNet, count_parameters, create_model
+from __future__ import annotations
 
-__all__ = [
-    "CLASSES", "CIFAR10Split", "Config", "ConfigError", "DataConfig", "DataError", "GpuLoader", "ModelConfig",
-    "OverBudgetError", "PARAMETER_BUDGET", "ResNet", "TrainConfig", "count_parameters", "create_model",
-    "load_cifar10", "load_config", "save_config", "write_synthetic_cifar10",
-]
+import importlib
+
+# name -> module (below cifar_resnet) that defines it
+_FACE = {
+    "Config": "config", "ConfigError": "config", "DataConfig": "config", "ModelConfig": "config",
+    "TrainConfig": "config", "load_config": "config", "save_config": "config",
+    "PARAMETER_BUDGET": "models", "OverBudgetError": "models", "ResNet": "models", "count_parameters": "models",
+    "create_model": "models",
+    "CLASSES": "data.cifar10", "CIFAR10Split": "data.cifar10", "DataError": "data.cifar10",
+    "load_cifar10": "data.cifar10", "write_synthetic_cifar10": "data.cifar10", "GpuLoader": "data.gpu_loader",
+    "read_images": "data.user_images",
+    "evaluate_run": "evaluation.evaluate", "load_run": "evaluation.evaluate", "predict": "evaluation.predict_images",
+    "train": "training.engine", "Trainer": "training.engine", "train_in_sessions": "training.session",
+    "record_run": "reporting.records",
+}
+
+__all__ = sorted(_FACE)
+
+
+def __getattr__(name: str):
+    if name in _FACE:
+        value = getattr(importlib.import_module(f".{_FACE[name]}", __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'cifar_resnet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_FACE))
