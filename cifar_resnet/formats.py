@@ -1,6 +1,7 @@
 """How numbers and names are written in the tables, `results/README.md` and the report: LaTeX escaping,
-percentages, thousands, durations, and a booktabs tabular of chosen columns. Used by `records` (the
-tables) and `report` (the report's number macros), so both write every value the same way.
+percentages, thousands, durations, and a booktabs tabular of chosen columns. Used by `reporting.records` (the
+tables) and `reporting.paper` (the report's number macros), so both write every value the same way, and by
+the training messages (`duration`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The README's preset table and colab.yaml's estimate are what estimates.py computes from the records."""
+"""The README's preset table and colab.yaml's estimate are what reporting/preset_times.py computes from the records."""
 
 import re
 

@@ -1,4 +1,4 @@
-"""The recorded runs and their table files (`records.py`), and the recorded GPU runs in results/runs: intact,
+"""The recorded runs and their table files (`reporting/records.py`), and the recorded GPU runs in results/runs: intact,
 small enough to commit, and reproducible on a CPU."""
 
 import json

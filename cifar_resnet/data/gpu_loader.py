@@ -1,7 +1,7 @@
 """GPU-resident batches: the whole split lives on the device as uint8, augmentation runs batched there.
 
 Per training batch, all on `device`: an optional TrivialAugment / RandAugment / AutoAugment policy on the
-uint8 images (`policies.BatchedPolicy`: every image draws its own operations, torchvision's operations
+uint8 images (`auto_augment.BatchedPolicy`: every image draws its own operations, torchvision's operations
 batched), random crop with reflect padding and horizontal flip in one gather, normalisation, cutout. The
 flip is random, or airbench's alternating flip (`data.flip_alternate`): random in the first epoch, then each
 image is mirrored on every other epoch. Every random choice comes from the loader's own seeded generator,

@@ -2,7 +2,7 @@
 
 `read_images(path)` accepts
   * a CIFAR-style pickle: a dict with `data` (N x 3072 rows in CIFAR's channel-major order, or N x 32 x 32 x 3)
-    and optional `ids` and `labels`, bytes or str keys; read with data.py's restricted unpickler (arrays,
+    and optional `ids` and `labels`, bytes or str keys; read with `cifar10`'s restricted unpickler (arrays,
     lists and dicts only), so a tampered pickle is refused, never run;
   * a `.npy` of uint8 images (CIFAR-10.1's `*_data.npy`; its `*_labels.npy` beside it is read as labels) or a
     `.npz` whose `data` (or `images`, or only) array holds them, with optional `labels` and `ids`; never

@@ -8,7 +8,7 @@ JPEG, pixelate). Each is computed here, batched on uint8 tensors (B, 3, H, W) wi
 corruptions of the same kind, never the released CIFAR-10-C files (whose random draws differ). Float
 results are rounded to uint8 (CIFAR-10-C's files truncated them).
 
-`evaluate_robustness(run_dir)` evaluates the run's weights (through `evaluation.predict`) on the first
+`evaluate_robustness(run_dir)` evaluates the run's weights (through `evaluate.predict`) on the first
 `images` test images, clean and under every corruption and severity, and writes `robustness.json` into
 the run folder; `cifar-resnet robustness RUN_DIR` calls it.
 """
@@ -35,7 +35,7 @@ from .device import default_device
 from .evaluate import load_run, predict
 from .robustness_record import ROBUSTNESS
 
-RESULT = ROBUSTNESS  # robustness_record.py reads it for the figures, notebook 04 and the report
+RESULT = ROBUSTNESS  # robustness_record reads it for the figures, notebook 04 and the report
 NOTE = ("corruptions generated on the fly with the CIFAR-10-C types and severities; "
         "not the released CIFAR-10-C files")
 

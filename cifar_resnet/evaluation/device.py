@@ -73,7 +73,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def autocast(device: torch.device, precision: str):
-    """bf16/fp16 autocast on CUDA (`auto`: see `precision.resolve_precision`); the CPU computes in fp32."""
+    """bf16/fp16 autocast on CUDA (`auto`: see `resolve_precision`); the CPU computes in fp32."""
     precision = resolve_precision(precision, device)
     enabled = device.type == "cuda" and precision != "fp32"
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16, enabled=enabled)

@@ -2,7 +2,7 @@
 (`ID,Labels`), and, where the images are labelled, their accuracy and its drop from the run's recorded
 CIFAR-10 test accuracy (JSON beside the CSV).
 
-The images go through evaluation.py's own path (the run's normalisation, `predict_views`, the run's test-time
+The images go through `evaluate`'s own path (the run's normalisation, `predict_views`, the run's test-time
 augmentation), so the predictions for CIFAR-10's test images are those the run recorded for them.
 """
 
@@ -139,7 +139,7 @@ def _refuse_existing(path: Path) -> None:
 def predict_file(run: str | Path, source: str | Path, out: str | Path, *, tta: bool = False,
                  device: str | torch.device | None = None, probabilities: bool = False, class_names: bool = False,
                  log: Callable[[str], None] = print) -> dict:
-    """Predict the images in `source` (see `inputs.read_images`) with the run folder `run` and write the CSV
+    """Predict the images in `source` (see `data.user_images.read_images`) with the run folder `run` and write the CSV
     `out`; where they are labelled, also `out` with .json (`labelled_report`). Every check comes before any
     file is written, and each file is written whole or not at all. Returns what was written."""
     out = Path(out)

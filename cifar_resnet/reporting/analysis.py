@@ -1,8 +1,8 @@
-"""What the figures and tables show, computed apart from how they are drawn (`plots.py` draws).
+"""What the figures and tables show, computed apart from how they are drawn (`plots` draws).
 
 Sections: the data set, the design space under the parameter budget, one run's recorded test predictions
 (confusion matrix, per-class accuracy, calibration, confident mistakes), and the architecture search; the
-recorded runs and the table files are in `records.py`. Everything here is deterministic: the same inputs
+recorded runs and the table files are in `records`. Everything here is deterministic: the same inputs
 give the same bytes on disk, on any CPU.
 """
 
@@ -52,7 +52,7 @@ def channel_histograms(images: torch.Tensor) -> np.ndarray:
 
 def channel_stats(histograms: np.ndarray) -> pd.DataFrame:
     """Mean and (population) std per channel on the 0..255 scale, exact from the histograms, beside the
-    constants the library normalises with (`data.MEAN`, `data.STD`)."""
+    constants the library normalises with (`data.cifar10.MEAN`, `data.cifar10.STD`)."""
     values = np.arange(256, dtype=np.float64)
     n = histograms.sum(axis=1)
     mean = histograms @ values / n

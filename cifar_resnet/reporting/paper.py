@@ -5,7 +5,7 @@ results table beside it, which `write_numbers` derives from the recorded runs, s
 drift from the results. A flag such as `\\ifHaveBestRun` is false where a result does not exist yet,
 and the text then says so.
 A run is read as the figures and tables read it, a `records.RunRecord`, and every value is written with
-the formatters of `formats`; the benchmarks' numbers are set by `report_bench`.
+the formatters of `formats`; the benchmarks' numbers are set by `paper_bench`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The report's numbers from the benchmarks in `results/bench/`: the race to 94% against airbench94
 (`speed94.json`) and the training throughput of the best configuration (`throughput_best.json`). Each
-function sets its flag in `report.FLAGS` false where its file is missing or incomplete.
+function sets its flag in `paper_macros.FLAGS` false where its file is missing or incomplete.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The report's number macros: every `\\ifName` flag the text tests, and the collector that renders
-`report/generated/numbers.tex`. `report` and `report_bench` both set them.
+`report/generated/numbers.tex`. `paper` and `paper_bench` both set them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Figures for the notebooks and the report, in one style, saved as deterministic PDF and PNG.
 
-Each figure function takes what `analysis.py` computed and returns a matplotlib figure (created with
+Each figure function takes what `analysis` computed and returns a matplotlib figure (created with
 pyplot, so a notebook shows it); `save` writes `<stem>.pdf` (vector, for the report) and `<stem>.png`
 (for the README and the notebooks). Here: the style and the figures of the data set, the design space
 and the search; the recorded runs' figures are in `run_plots`. Drawing only: `rebuild.rebuild_all`
@@ -165,7 +165,7 @@ def pixel_histograms(histograms: np.ndarray, stats: pd.DataFrame | None = None) 
 @styled
 def augmentations(split: CIFAR10Split, classes: Sequence[int] = (0, 3, 7, 8), seed: int = 7) -> Figure:
     """What each training augmentation makes of the first image of some classes: the loader's crop and
-    cutout, a TrivialAugment policy from `loader.make_policy`, and torchvision's MixUp and CutMix (which
+    cutout, a TrivialAugment policy from `data.gpu_loader.make_policy`, and torchvision's MixUp and CutMix (which
     mix each image with the next one of the batch). The seed is fixed, so the figure is too."""
     from torchvision.transforms import v2
 

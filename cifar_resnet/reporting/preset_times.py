@@ -42,7 +42,7 @@ class Timing:
 
 
 def is_speedrun(name: str) -> bool:
-    """The speed-run recipes (fast94, fast95) have their own schema (`speedrun.py`)."""
+    """The speed-run recipes (fast94, fast95) have their own schema (`studies.speedrun`)."""
     return "model" not in read_yaml(PRESETS_DIR / f"{name}.yaml", name)
 
 

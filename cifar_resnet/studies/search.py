@@ -10,7 +10,7 @@ trial run folders; or any database URL), so a search resumes where it stopped an
 machine or many, can share it. A heartbeat marks a killed worker's trial failed and queues it again; the
 retry continues from the dead trial's checkpoint. The results (`<study>.csv`, `<study>_best.yaml`,
 `<study>_importance.csv`) are exported to `results/search/`, where the notebooks and figures read them.
-The design space, a trial's candidate, and the sampler and pruner a space names are `search_space.py`'s.
+The design space, a trial's candidate, and the sampler and pruner a space names are `search_space`'s.
 
     cifar-resnet search --space configs/search_space.yaml --study s1 --trials 200
 """

@@ -1,5 +1,5 @@
 """The architecture search's design space: a YAML file read into a `SearchSpace` (`load_space`), the
-candidate a trial draws from it (`sample_config`), and the Optuna sampler and pruner it names. `search.py`
+candidate a trial draws from it (`sample_config`), and the Optuna sampler and pruner it names. `search`
 runs the study.
 """
 

@@ -18,7 +18,7 @@ A plan is a YAML file (examples in `configs/plans/`):
 Sweeps tune on the last `data.holdout` training images, 5,000 unless a plan sets it (the record plan sets 0
 to be evaluated on the test set). Before each run the sweep estimates its duration, epochs times seconds per
 epoch, scaled by how the runs already done compared with their estimates, plus overheads
-(`launch.PlanEstimator`, beside the CPU launch policy); a run that would not end before the limit is skipped
+(`PlanEstimator`, below); a run that would not end before the limit is skipped
 with a message. Each run also gets the time left as its own limit, so an underestimate stops it cleanly
 instead of overrunning. `summary.csv` in the output folder is rewritten
 after every run: run, seed, status, parameters, epochs, seconds, validation and test accuracy.

@@ -1,10 +1,10 @@
-"""The training engine: a `Config` in, a run folder out (see `runs.py` for what the folder holds).
+"""The training engine: a `Config` in, a run folder out (see `run_folder` for what the folder holds).
 
 `train(cfg, out_dir)` trains a run; the command line (train, search, sweep) and notebook 03 first ask
-`launch.py` whether a run is worth starting here (a CPU estimate from a timed step). `Trainer.epochs()`
+`launch_policy` whether a run is worth starting here (a CPU estimate from a timed step). `Trainer.epochs()`
 yields after every epoch, for callers that watch a run as it goes (the search prunes trials with it). The
 step that does the work is `Trainer.train_step`; the epoch loop is `Trainer.epochs`. Evaluation and
-reloading a finished run live in `evaluation.py`; history.csv's rows, `history.py`.
+reloading a finished run live in `evaluation.evaluate`; history.csv's rows, `history`.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class Trainer:
     without it any earlier record in `out_dir` is replaced (the command line asks for --overwrite first).
 
     The trainer holds `out_dir`'s lock (`run_folder.RunLock`) until `run()` ends or `close()` is called: a second
-    trainer there is refused. Whether a run is worth starting on this device is `launch.py`'s question.
+    trainer there is refused. Whether a run is worth starting on this device is `launch_policy`'s question.
     """
 
     def __init__(self, cfg: Config, out_dir: str | Path, *, data_root: str | None = None,

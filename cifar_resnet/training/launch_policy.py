@@ -3,9 +3,9 @@
 On a CPU, `check_duration` times a training step (`step_seconds`) and refuses a run estimated to train longer
 than `SLOW_RUN_SECONDS` with `SlowRunError` (a one-line `ConfigError` giving the estimate and a CPU-sized
 command) unless `allow_slow`, or a time limit up to that bounds it; it announces one over `LONG_RUN_SECONDS`.
-The command line's `train` (through `launch.train`), its `search` (each trial), its `sweep` (each run) and
-notebook 03 (`session.train_in_sessions`) call it before they build a `Trainer`. `PlanEstimator` is the
-sweep's: a plan's run durations from its seconds per epoch, learning from the runs already done.
+The command line's `train` (through `launch_policy.train`), its `search` (each trial), its `sweep` (each run) and
+notebook 03 (`session.train_in_sessions`) call it before they build a `Trainer`. The sweep's own
+estimates of a plan's run durations are `studies.sweep.PlanEstimator`'s.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ def train_in_sessions(cfg: Config, out_dir: str | Path, *, session_limit: float 
                       log: Callable[[str], None] = print, allow_slow: bool = False, **options) -> dict:
     """Train `cfg` into `out_dir`, continuing what it holds, for at most `session_limit` seconds of this
     session; returns metrics.json's content (`status` "finished", or "time_limit" where it stopped early).
-    On a CPU a run of hours is refused as `launch.refuse_slow_run` says. Options as for `engine.Trainer`."""
+    On a CPU a run of hours is refused as `launch_policy.refuse_slow_run` says. Options as for `engine.Trainer`."""
     out = Path(out_dir)
     done = finished_metrics(cfg, out)
     if done is not None:
