@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .. import run_folder
+from ..audience import option
 from ..config import ConfigError
 from ..data.cifar10 import CIFAR10Split, CLASSES
 from ..data.gpu_loader import GpuLoader
@@ -133,7 +134,7 @@ def describe_report(report: dict) -> list[str]:
 
 def _refuse_existing(path: Path) -> None:
     if path.exists():
-        raise FileExistsError(f"{path} already exists: choose another --out, or delete it first")
+        raise FileExistsError(f"{path} already exists: choose another {option('out', '--out')}, or delete it first")
 
 
 def predict_file(run: str | Path, source: str | Path, out: str | Path, *, tta: bool = False,
@@ -144,7 +145,7 @@ def predict_file(run: str | Path, source: str | Path, out: str | Path, *, tta: b
     file is written, and each file is written whole or not at all. Returns what was written."""
     out = Path(out)
     if out.suffix.lower() != ".csv":
-        raise ConfigError(f"--out {out}: name a .csv file (the labelled-images report goes beside it as .json)")
+        raise ConfigError(f"{option('out=', '--out ')}{out}: name a .csv file (the labelled-images report goes beside it as .json)")
     _refuse_existing(out)
     images = read_images(source)
     report_path = out.with_suffix(".json") if images.labels is not None else None

@@ -39,6 +39,7 @@ from typing import Any, Callable
 import torch
 
 from .. import run_folder
+from ..audience import option
 from ..config import Config, ConfigError, load_config, override, read_yaml, save_config
 from ..models import OverBudgetError, count_parameters, create_model
 from ..training.history import column
@@ -349,8 +350,8 @@ def sweep(plan_path: str | Path, out_dir: str | Path, *, time_limit: float | Non
     if dry_run:
         return []
     if (Path(out_dir) / SUMMARY).is_file() and not overwrite:
-        raise ConfigError(f"{out_dir} already holds a sweep ({SUMMARY}): add --overwrite to run it again "
-                          "(its runs are replaced), or choose another --out")
+        raise ConfigError(f"{out_dir} already holds a sweep ({SUMMARY}): add {option('overwrite=True', '--overwrite')} "
+                          f"to run it again (its runs are replaced), or choose another {option('out_dir', '--out')}")
     return run_plan(plan, out_dir, data_root=data_root, device=device, log=log)
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .. import run_folder
+from ..audience import advise, option
 from ..config import Config, ConfigError
 from ..data.cifar10 import CIFAR10Split, load_splits
 from ..data.gpu_loader import train_steps
@@ -28,7 +29,13 @@ from ..models import create_model
 
 SLOW_RUN_SECONDS = 3600.0  # on a CPU, a run estimated to train longer than this is refused unless allowed
 LONG_RUN_SECONDS = 600.0  # ... and one longer than this is announced with its estimate before it starts
-CPU_SIZED_RUN = "make train CONFIG=configs/smoke.yaml"
+CPU_SIZED_PRESET = "smoke"  # the preset the refusal of a slow CPU run proposes instead
+
+
+def cpu_sized_run() -> str:
+    """The CPU-sized run to propose, in the reader's terms (`audience.advise`)."""
+    return advise(f'train(load_config("{CPU_SIZED_PRESET}"), out_dir)', f"make train CONFIG=configs/{CPU_SIZED_PRESET}.yaml",
+                  f"cifar-resnet train --config {CPU_SIZED_PRESET}")
 
 Splits = tuple[CIFAR10Split, CIFAR10Split, str]
 
@@ -107,8 +114,8 @@ def refuse_slow_run(cfg: Config, estimate: Estimate, device: torch.device, *, ti
     if seconds > SLOW_RUN_SECONDS and not (allow_slow or bounded):
         raise SlowRunError(
             f"{cfg.name} would train for about {duration(seconds, rough=True)} on this CPU ({estimate.steps:,} steps "
-            f"of ~{estimate.step_seconds:.2f} s); for a CPU-sized run use `{CPU_SIZED_RUN}`, train it on a GPU, or "
-            "pass --allow-slow (allow_slow=True) to start it anyway")
+            f"of ~{estimate.step_seconds:.2f} s); for a CPU-sized run use `{cpu_sized_run()}`, train it on a GPU, or "
+            f"pass {option('allow_slow=True', '--allow-slow')} to start it anyway")
     if seconds > LONG_RUN_SECONDS and log is not None:
         log(f"{cfg.name}: {estimate.steps:,} steps to go on the CPU, about {duration(seconds, rough=True)} of "
             "training (estimated from a timed step)")
