@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .. import run_folder
-from ..audience import option
+from ..audience import option, progress_bar
 from ..config import ConfigError
 from ..data.cifar10 import CIFAR10Split, CLASSES
 from ..data.gpu_loader import GpuLoader
@@ -41,7 +41,8 @@ def predict_both(run: str | Path, images: Images | torch.Tensor | np.ndarray, *,
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     mode = (cfg.train.tta if cfg.train.tta != "none" else "flip") if tta else "none"  # as `evaluate --tta`
-    logits, logits_tta = predict_views(model, loader, mode, cfg.train.precision)
+    batches = progress_bar(loader, desc="predict", unit="batch") if len(loader) > 1 else loader  # large inputs
+    logits, logits_tta = predict_views(model, batches, mode, cfg.train.precision, device=loader.device)
     return (torch.softmax(logits, 1).cpu(),
             torch.softmax(logits_tta, 1).cpu() if logits_tta is not None else None, mode)
 
