@@ -1,7 +1,7 @@
 """The training engine: a `Config` in, a run folder out (see `run_folder` for what the folder holds).
 
 `train(cfg, out_dir)` trains a run; the command line (train, search, sweep) and notebook 03 first ask
-`launch_policy` whether a run is worth starting here (a CPU estimate from a timed step). `Trainer.epochs()`
+`launch_policy` whether a run is worth starting here (a CPU estimate from timed steps). `Trainer.epochs()`
 yields after every epoch, for callers that watch a run as it goes (the search prunes trials with it). The
 step that does the work is `Trainer.train_step`; the epoch loop is `Trainer.epochs`. Evaluation and
 reloading a finished run live in `evaluation.evaluate`; history.csv's rows, `history`.
