@@ -68,7 +68,7 @@ def test_a_long_cpu_run_is_announced_and_a_bounded_one_allowed(synthetic_root, m
 
 def test_notebook_03s_path_refuses_a_run_of_hours_before_building_a_trainer(synthetic_root, tmp_path):
     cfg = smoke(synthetic_root, **{"train.epochs": 100_000_000})
-    with pytest.raises(launch_policy.SlowRunError, match="--allow-slow"):
+    with pytest.raises(launch_policy.SlowRunError, match=r"allow_slow=True to start it anyway"):  # a notebook reads the Python call
         train_in_sessions(cfg, tmp_path / "run", log=None, device="cpu")
     assert not (tmp_path / "run").exists()
 
