@@ -4,7 +4,7 @@ Runs trials that do no training but make the storage calls one search trial make
 study's trials, the sample's parameters, the user attributes the search records, one report and pruning
 check per epoch, the heartbeat, the final state) through the same storage the search opens, and prints the
 mean milliseconds per trial. PostgreSQL is a throwaway server started in a temporary folder
-(`cifar_resnet.pgserver`, needs the distribution's `postgresql` package), or `--postgres URL` for your own.
+(`cifar_resnet.studies.temporary_postgres`, needs the distribution's `postgresql` package), or `--postgres URL` for your own.
 
     python benchmarks/storage.py [--trials 200] [--epochs 18] [--postgres URL]
 """

@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from .audience import use_command_line, use_python
 from .config import ConfigError, load_config, override
 from .data.cifar10 import DataError
 from .models import OverBudgetError, PARAMETER_BUDGET
@@ -259,11 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("url", nargs="?", help="https://github.com/OWNER/NAME (default: the one in pyproject.toml)")
     p.add_argument("--root", default=".", help="the clone's root (default: .)")
     p.set_defaults(func=cmd_set_address)
+    for p in sub.choices.values():
+        p.add_argument("--quiet", action="store_true", help="no progress bars (they are left out anyway where "
+                                                            "the output is not a terminal)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    use_command_line(quiet=args.quiet)  # the messages from here on name flags, not Python calls
     try:
         return args.func(args)
     except USER_ERRORS as err:
@@ -279,3 +284,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cifar-resnet: interrupted", file=sys.stderr)
         return 130
+    finally:
+        use_python()  # main() called from Python (a test, a notebook) leaves the library's default behind

@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 from filelock import FileLock, Timeout
 
+from .audience import advise, option
+
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.safetensors"
 HISTORY = "history.csv"
@@ -59,7 +61,7 @@ class RunLock:
     def __init__(self, run_dir: Path) -> None:
         run_dir = Path(run_dir)
         if run_dir.exists() and not run_dir.is_dir():
-            raise CheckpointError(f"{run_dir} is a file, not a run folder: choose another --out")
+            raise CheckpointError(f"{run_dir} is a file, not a run folder: choose another {option('out_dir', '--out')}")
         run_dir.mkdir(parents=True, exist_ok=True)
         self.lock, self.owner = FileLock(str(run_dir / LOCK)), run_dir / f"{LOCK}.owner"
         try:
@@ -67,7 +69,7 @@ class RunLock:
         except Timeout:
             holder = self.owner.read_text().strip() if self.owner.is_file() else "another process"
             raise CheckpointError(f"{run_dir} is in use by {holder}: wait for it to end, or choose another "
-                                  "--out") from None
+                                  f"{option('out_dir', '--out')}") from None
         atomic_write_text(self.owner, f"process {os.getpid()} ({' '.join(sys.argv)[:200]})\n")
 
     def release(self) -> None:
@@ -167,7 +169,8 @@ def _restore_hint(path: Path) -> str:
         tracked = False
     if tracked:
         return f"restore it with `git checkout -- {path}` or retrain"
-    return "restore it from your own copy, or retrain the run (cifar-resnet train ... --overwrite)"
+    return "restore it from your own copy, or retrain the run " + advise(
+        "(train(cfg, out_dir) starts it again)", "(cifar-resnet train ... --overwrite)")
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -176,7 +179,7 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import safe_open
 
     if not path.is_file():
-        raise CheckpointError(f"no weights at {path}: the run has not finished; train it (or --resume it) first")
+        raise CheckpointError(f"no weights at {path}: the run has not finished; train it (or resume it) first")
     fix = _restore_hint(path)
     try:
         with safe_open(str(path), framework="pt") as f:

@@ -117,7 +117,7 @@ def test_notebook_03_alone_clones_trains_and_continues_after_a_disconnect(runtim
     assert "has no tag v" in setup_output and "cloning its default branch" in setup_output
     assert (runtime / "cifar_resnet" / "pyproject.toml").is_file()
     training = printed(first, "train_in_sessions(cfg")
-    assert "starting smoke" in training and "estimated from a timed step" in training and "Run all" in training
+    assert "starting smoke" in training and "estimated from 3 timed steps" in training and "Run all" in training
     assert (run / "checkpoint.pt").is_file() and not (run / "metrics.json").exists()
     done = len((run / "history.csv").read_text().splitlines()) - 1
     assert done == 1
@@ -142,7 +142,7 @@ def test_a_session_stops_cleanly_before_its_limit(synthetic_root, tmp_path):
     said = []
     metrics = train_in_sessions(cfg, tmp_path / "run", session_limit=1e-9, log=said.append, progress=False)
     assert metrics["status"] == "time_limit" and metrics["epochs_completed"] == 0
-    assert "this session stops before" in said[0] and "estimated from a timed step" in said[0]
+    assert "this session stops before" in said[0] and "estimated from 3 timed steps" in said[0]
     assert said[-1].startswith("stopped before the session limit without training: not one epoch fits")
 
 

@@ -1,4 +1,4 @@
-"""The launch policy: estimated before a Trainer is built, from a timed step; the Trainer itself only trains."""
+"""The launch policy: estimated before a Trainer is built, from timed steps; the Trainer itself only trains."""
 
 import pytest
 import torch
@@ -50,12 +50,15 @@ def test_the_estimate_counts_the_epochs_a_resumed_run_has_left(synthetic_root, t
     assert (fresh.epochs, fresh.steps) == (5, 5 * steps_per_epoch) and fresh.step_seconds > 0
 
 
-def test_a_long_cpu_run_is_announced_and_a_bounded_one_allowed(synthetic_root):
+def test_a_long_cpu_run_is_announced_and_a_bounded_one_allowed(synthetic_root, monkeypatch):
     cfg = smoke(synthetic_root)
     hours = launch_policy.Estimate(epochs=10, steps=1000, step_seconds=10.0)
     said = []
+    monkeypatch.setattr(launch_policy.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     launch_policy.refuse_slow_run(cfg, launch_policy.Estimate(10, 100, 10.0), CPU, log=said.append)  # 1,000 s: announced
-    assert said == ["smoke: 100 steps to go on the CPU, about 17 min of training (estimated from a timed step)"]
+    assert said == ["smoke: 100 steps to go on the CPU, about 17 min of training (estimated from 3 timed steps)"]
+    monkeypatch.setattr(launch_policy.os, "getloadavg", lambda: (999.0, 999.0, 999.0))  # a busy machine: said so
+    assert launch_policy.estimate_note() == "estimated from 3 timed steps; rough: this machine is busy"
     launch_policy.refuse_slow_run(cfg, hours, CPU, time_limit=launch_policy.SLOW_RUN_SECONDS, log=None)
     launch_policy.refuse_slow_run(cfg, hours, CPU, allow_slow=True, log=None)
     launch_policy.refuse_slow_run(cfg, hours, torch.device("meta"), log=None)  # the policy is the CPU's
@@ -65,7 +68,7 @@ def test_a_long_cpu_run_is_announced_and_a_bounded_one_allowed(synthetic_root):
 
 def test_notebook_03s_path_refuses_a_run_of_hours_before_building_a_trainer(synthetic_root, tmp_path):
     cfg = smoke(synthetic_root, **{"train.epochs": 100_000_000})
-    with pytest.raises(launch_policy.SlowRunError, match="--allow-slow"):
+    with pytest.raises(launch_policy.SlowRunError, match=r"allow_slow=True to start it anyway"):  # a notebook reads the Python call
         train_in_sessions(cfg, tmp_path / "run", log=None, device="cpu")
     assert not (tmp_path / "run").exists()
 

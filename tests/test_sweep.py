@@ -139,7 +139,7 @@ def test_tiny_sweep_trains_each_run_into_its_folder(synthetic_root, tmp_path):
         assert metrics["eval_split"] == "val" and row["val_acc"] == metrics["val_acc"] and row["test_acc"] is None
     assert rows[1]["params"] < rows[0]["params"]
     assert (tmp_path / "out" / SUMMARY).read_text().startswith("run,seed,status,params,epochs")
-    with pytest.raises(ConfigError, match="already holds a sweep .*add --overwrite"):
+    with pytest.raises(ConfigError, match="already holds a sweep .*add overwrite=True"):
         sweep(path, tmp_path / "out", device="cpu", log=messages.append)
 
 

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..audience import option
+
 if TYPE_CHECKING:
     from ..config import Config
 
@@ -110,7 +112,7 @@ def _download(root: Path) -> None:
         raise DataError(
             f"CIFAR-10 not found in {root / BATCH_DIR} and the download failed ({type(err).__name__}"
             f"{': ' + reason if reason else ''}): download {ARCHIVE_URL} yourself and extract it into {root}, "
-            f"or point --data-root / CIFAR10_ROOT at a folder that holds {BATCH_DIR}") from None
+            f"or point {option('data_root=', '--data-root')} / $CIFAR10_ROOT at a folder that holds {BATCH_DIR}") from None
     finally:
         socket.setdefaulttimeout(previous)
 
@@ -125,7 +127,7 @@ def load_cifar10(root: str | os.PathLike | None = None, split: str = "train", *,
     if not folder.is_dir():
         if not download:
             raise DataError(f"CIFAR-10 not found: expected {folder}; download {ARCHIVE_URL} and extract it into "
-                            f"{root}, or set --data-root / CIFAR10_ROOT to the folder that holds {BATCH_DIR}")
+                            f"{root}, or set {option('data_root=', '--data-root')} / $CIFAR10_ROOT to the folder that holds {BATCH_DIR}")
         _download(root)
     parts = [_read_batch(folder / name) for name in (TRAIN_FILES if split == "train" else (TEST_FILE,))]
     data = np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32)

@@ -28,11 +28,12 @@ import torch
 import torch.nn.functional as F
 
 from .. import run_folder
+from ..audience import progress_bar
 from ..config import ConfigError
 from ..data.cifar10 import CIFAR10Split, load_cifar10
 from ..data.gpu_loader import GpuLoader
 from .device import default_device
-from .evaluate import load_run, predict
+from .evaluate import load_run, predict, run_data_root
 from .robustness_record import ROBUSTNESS
 
 RESULT = ROBUSTNESS  # robustness_record reads it for the figures, notebook 04 and the report
@@ -194,7 +195,7 @@ def evaluate_robustness(run_dir: str | Path, *, images: int | None = None, seed:
     device = torch.device(device) if device else default_device()
     environment = run_folder.environment(device)  # the commit as the evaluation starts
     cfg, model = load_run(run_dir, device)
-    test = load_cifar10(data_root or cfg.data.root or None, "test", download=cfg.data.download, channels_first=True)
+    test = load_cifar10(run_data_root(run_dir, data_root) or cfg.data.root or None, "test", download=cfg.data.download, channels_first=True)
     n = len(test) if images is None else images
     if not 1 <= n <= len(test):
         raise ConfigError(f"--images must be between 1 and {len(test)} (the test set), got {n}")
@@ -202,19 +203,24 @@ def evaluate_robustness(run_dir: str | Path, *, images: int | None = None, seed:
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
+    bar = progress_bar(total=n * (1 + 5 * len(CORRUPTIONS)), desc="robustness", unit="img")  # every image, every view
+
     def accuracy(batch: torch.Tensor) -> float:
         loader = GpuLoader(CIFAR10Split(batch, test.labels), batch_size=500, device=device, train=False,
                            channels_last=cfg.train.channels_last)
         logits = predict(model, loader, "none", cfg.train.precision)
+        bar.update(n)
         return int((logits.argmax(1) == loader.labels).sum()) / n
 
-    clean = accuracy(test.images)
-    log(f"clean: {clean:.4f} on {n} test images")
-    results = []
-    for c in CORRUPTIONS.values():
-        accs = [accuracy(corrupt(test.images, c.name, s, seed)) for s in range(1, 6)]
-        results.append({"name": c.name, "family": c.family, "severities": list(c.severities), "accuracy": accs})
-        log(f"{c.name}: " + " ".join(f"{a:.4f}" for a in accs))
+    with bar:
+        clean = accuracy(test.images)
+        log(f"clean: {clean:.4f} on {n} test images")
+        results = []
+        for c in CORRUPTIONS.values():
+            bar.set_postfix_str(c.name)
+            accs = [accuracy(corrupt(test.images, c.name, s, seed)) for s in range(1, 6)]
+            results.append({"name": c.name, "family": c.family, "severities": list(c.severities), "accuracy": accs})
+            log(f"{c.name}: " + " ".join(f"{a:.4f}" for a in accs))
     result = {"run": run_dir.name, "images": n, "split": "test", "tta": "none", "seed": seed,
               **environment, "seconds": round(time.perf_counter() - began, 1), "generated": True,
               "note": NOTE, "clean_acc": clean, "corruptions": results,

@@ -11,7 +11,7 @@ from torch import nn
 
 from .. import run_folder
 from ..config import Config, check_value, load_config
-from ..data.cifar10 import load_splits
+from ..data.cifar10 import BATCH_DIR, load_splits
 from ..data.gpu_loader import GpuLoader
 from ..models import create_model
 from .device import autocast, default_device, resolve_device
@@ -43,14 +43,15 @@ def half_rounded(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def predict_views(model: nn.Module, loader: GpuLoader, tta: str = "none",
-                  precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor | None]:
+def predict_views(model: nn.Module, loader: GpuLoader, tta: str = "none", precision: str = "fp32", *,
+                  device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logits (N, classes) of the loader's images in order, without test-time augmentation and, unless `tta`
-    is "none", averaged over its views; each view is computed once (the plain one serves both)."""
+    is "none", averaged over its views; each view is computed once (the plain one serves both). `loader` may
+    be any iterable of its batches (a progress bar over it) where `device` names the loader's."""
     model.eval()
     plain, averaged = [], []
     for x, _ in loader:
-        with autocast(loader.device, precision):
+        with autocast(device or loader.device, precision):
             views = tta_views(x, tta)
             outputs = [model(v).float() for v, _ in views]
         plain.append(outputs[0])
@@ -112,12 +113,22 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> t
     return cfg, model_from_weights(cfg, run_dir / run_folder.WEIGHTS, device or default_device())
 
 
+def run_data_root(run_dir: str | Path, data_root: str | None = None) -> str | None:
+    """Where a run's CIFAR-10 is: the folder its metrics.json recorded, where that still holds the files; else
+    `data_root` (None: the configuration's, else $CIFAR10_ROOT, else ./data, as `load_cifar10` looks)."""
+    try:
+        recorded = run_folder.read_metrics(run_dir).get("data_root")
+    except (FileNotFoundError, run_folder.CheckpointError):
+        recorded = None
+    return recorded if isinstance(recorded, str) and (Path(recorded) / BATCH_DIR).is_dir() else data_root
+
+
 def evaluate_run(run_dir: str | Path, *, tta: bool = False, data_root: str | None = None,
                  device: str | torch.device | None = None) -> dict:
     """Re-evaluate a run's saved weights on the split it was evaluated on; with `tta`, also with its TTA."""
     device = resolve_device(device)
     cfg, model = load_run(run_dir, device)
-    _, evaluation, split = load_splits(cfg, data_root)
+    _, evaluation, split = load_splits(cfg, run_data_root(run_dir, data_root))
     loader = GpuLoader(evaluation, batch_size=1024, device=device, train=False, channels_last=cfg.train.channels_last)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .. import run_folder
+from ..audience import option, progress_bar
 from ..config import ConfigError
 from ..data.cifar10 import CIFAR10Split, CLASSES
 from ..data.gpu_loader import GpuLoader
@@ -40,7 +41,8 @@ def predict_both(run: str | Path, images: Images | torch.Tensor | np.ndarray, *,
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     mode = (cfg.train.tta if cfg.train.tta != "none" else "flip") if tta else "none"  # as `evaluate --tta`
-    logits, logits_tta = predict_views(model, loader, mode, cfg.train.precision)
+    batches = progress_bar(loader, desc="predict", unit="batch") if len(loader) > 1 else loader  # large inputs
+    logits, logits_tta = predict_views(model, batches, mode, cfg.train.precision, device=loader.device)
     return (torch.softmax(logits, 1).cpu(),
             torch.softmax(logits_tta, 1).cpu() if logits_tta is not None else None, mode)
 
@@ -133,7 +135,7 @@ def describe_report(report: dict) -> list[str]:
 
 def _refuse_existing(path: Path) -> None:
     if path.exists():
-        raise FileExistsError(f"{path} already exists: choose another --out, or delete it first")
+        raise FileExistsError(f"{path} already exists: choose another {option('out', '--out')}, or delete it first")
 
 
 def predict_file(run: str | Path, source: str | Path, out: str | Path, *, tta: bool = False,
@@ -144,7 +146,7 @@ def predict_file(run: str | Path, source: str | Path, out: str | Path, *, tta: b
     file is written, and each file is written whole or not at all. Returns what was written."""
     out = Path(out)
     if out.suffix.lower() != ".csv":
-        raise ConfigError(f"--out {out}: name a .csv file (the labelled-images report goes beside it as .json)")
+        raise ConfigError(f"{option('out=', '--out ')}{out}: name a .csv file (the labelled-images report goes beside it as .json)")
     _refuse_existing(out)
     images = read_images(source)
     report_path = out.with_suffix(".json") if images.labels is not None else None

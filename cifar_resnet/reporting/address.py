@@ -49,6 +49,29 @@ def read_address(root: str | Path) -> str:
         return tomllib.load(f)["project"]["urls"]["Repository"]
 
 
+def repository_address() -> str:
+    """The address as this installation knows it: the source tree's pyproject.toml, else the installed
+    package's metadata (a plain `pip install`), else the placeholder."""
+    from importlib import metadata
+
+    source = Path(__file__).resolve().parents[2]
+    if (source / "pyproject.toml").is_file():
+        try:
+            return read_address(source)
+        except (KeyError, ValueError):
+            pass
+    try:
+        urls = metadata.metadata("cifar_resnet").get_all("Project-URL") or []
+    except metadata.PackageNotFoundError:
+        urls = []
+    return next((u.split(",", 1)[1].strip() for u in urls if u.lower().startswith("repository,")), PLACEHOLDER)
+
+
+def clone_command() -> str:
+    """The `git clone` line of the repository."""
+    return f"git clone {repository_address()}"
+
+
 def read_version(root: str | Path) -> str:
     """The project's version in `root/pyproject.toml`; the notebooks clone the tag v<version>."""
     with open(Path(root) / "pyproject.toml", "rb") as f:

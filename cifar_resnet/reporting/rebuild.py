@@ -6,15 +6,19 @@ notebook and this module write the same files.
 
 from __future__ import annotations
 
-import warnings
+import os
+import sys
 from pathlib import Path
+from typing import Callable
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from . import analysis, plots, recipe_text, records, run_plots
-from ..data.cifar10 import DataError, load_cifar10
+from ..audience import option, progress_bar
+from ..data.cifar10 import BATCH_DIR, DataError, load_cifar10
 from ..evaluation import robustness_record
+from ..evaluation.evaluate import run_data_root
 from ..run_folder import PREDICTIONS
 
 
@@ -33,14 +37,46 @@ def _save_if_drawn(fig: Figure | None, stem: Path) -> list[Path]:
     return []
 
 
-def rebuild_all(repo_root: str | Path, *, data_root: str | None = None, study: str = "main") -> list[Path]:
+class _Written(list):
+    """The files written, counted on a progress bar as they come."""
+
+    def __init__(self, bar) -> None:
+        super().__init__()
+        self.bar = bar
+
+    def __iadd__(self, paths):
+        self.bar.update(len(paths))
+        return super().__iadd__(paths)
+
+    def append(self, path) -> None:
+        self.bar.update(1)
+        super().append(path)
+
+
+def figures_data_root(root: Path, best: records.RunRecord | None, data_root: str | None) -> str:
+    """Where the figures find CIFAR-10: where the best run's record says it trained (if the files are still
+    there), else `data_root`, else $CIFAR10_ROOT, else the clone's data/."""
+    recorded = run_data_root(best.path) if best is not None else None
+    return recorded or data_root or os.environ.get("CIFAR10_ROOT") or str(root / "data")
+
+
+def rebuild_all(repo_root: str | Path, *, data_root: str | None = None, study: str = "main",
+                log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> list[Path]:
     """Redraw every figure in figures/ and every table in results/ from configs/ and the recorded
     results, without training; returns the files written. The best run's figures come from the
     predictions it recorded, so they are the same on every machine. Figures that need CIFAR-10's images
-    (the data set, the confident mistakes) are skipped with a warning where it is not on disk (no download)."""
+    (the data set, the confident mistakes) are skipped, said in one line to `log`, where it is not on disk (no
+    download; `figures_data_root` says where it is looked for). A progress bar counts the files."""
     root = Path(repo_root)
     figures, results = root / "figures", root / "results"
-    written: list[Path] = []
+    with progress_bar(desc="figures", unit="file") as bar:
+        written = _Written(bar)
+        _rebuild(root, figures, results, written, data_root, study, log)
+    return list(written)
+
+
+def _rebuild(root: Path, figures: Path, results: Path, written: _Written, data_root: str | None, study: str,
+             log: Callable[[str], None]) -> None:
 
     # Notebook 02: the design space and the presets.
     written += _save_closed(plots.params_vs_width(analysis.width_sweep()), figures / "params_vs_width")
@@ -74,12 +110,14 @@ def rebuild_all(repo_root: str | Path, *, data_root: str | None = None, study: s
     if recorded:
         written += prediction_outputs(best.name, analysis.load_predictions(best.path), figures, results)
 
+    data = figures_data_root(root, best, data_root)
     try:
-        train = load_cifar10(data_root, "train", download=False)
-        test = load_cifar10(data_root, "test", download=False)
-    except DataError as err:
-        warnings.warn(f"figures of the data set and of the confident mistakes skipped: {err}", stacklevel=2)
-        return written
+        train = load_cifar10(data, "train", download=False)
+        test = load_cifar10(data, "test", download=False)
+    except DataError:
+        log(f"figures: the data set's figures and the confident mistakes skipped: no CIFAR-10 in {data}/{BATCH_DIR} "
+            f"(give {option('data_root=', '--data-root')} the folder that holds it)")
+        return
 
     # Notebook 01: the data set.
     written += records.write_table(analysis.class_counts(train, test), results / "dataset_stats")
@@ -94,7 +132,6 @@ def rebuild_all(repo_root: str | Path, *, data_root: str | None = None, study: s
     if recorded:
         pred = analysis.load_predictions(best.path, split=test)
         written += _save_closed(run_plots.confident_mistakes(pred, analysis.confident_mistakes(pred)), figures / "confident_mistakes")
-    return written
 
 
 def prediction_outputs(name: str, pred: analysis.Predictions, figures: Path, results: Path) -> list[Path]:

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from .. import run_folder
+from ..audience import advise, resume_advice
 from ..config import ConfigError, load_config
 from ..formats import Column, duration, mean_std, percent, tex_escape, thousands, to_latex
 from ..training.history import field_name
@@ -35,8 +36,12 @@ def require_clone(root: str | Path, command: str) -> None:
     """`ConfigError` (one line) where `root` holds no `results/runs/`: `command` reads and rewrites a clone's
     recorded results, and run elsewhere (say after `pip install`) it would write empty tables."""
     if not (Path(root) / RESULTS_RUNS).is_dir():
+        from .address import clone_command
+
+        how = advise(f"give root= a clone's folder (`{clone_command()}`)", "run it from the clone's root or give --root CLONE",
+                     f"get one with `{clone_command()}` and run it from its root (or give --root CLONE)")
         raise ConfigError(f"{command} needs a clone of the repository: {Path(root).resolve()} holds no {RESULTS_RUNS}/; "
-                          "run it from the clone's root or give --root CLONE")
+                          + how)
 
 
 def number(value: Any) -> float | None:
@@ -146,7 +151,7 @@ def record_run(run_dir: str | Path, results_dir: str | Path = "results", *, name
     metrics = run_folder.read_metrics(src)
     if metrics.get("status", "finished") != "finished" or not (src / run_folder.PREDICTIONS).is_file():
         raise FileNotFoundError(f"{src} is no finished run with {run_folder.PREDICTIONS}: finish it first "
-                                f"(cifar-resnet train --resume --out {src})")
+                                f"({resume_advice(src)})")
     dst = Path(results_dir) / "runs" / name
     if dst.exists():
         raise FileExistsError(f"{dst} exists: choose another name, or remove it first")

@@ -30,6 +30,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .. import run_folder
+from ..audience import progress_bar
 from ..config import ConfigError, config_from_dict, override, save_config
 from ..data.cifar10 import CIFAR10Split, load_splits
 from ..evaluation.device import resolve_device
@@ -228,10 +229,12 @@ def run_search(space_path: str | Path, study_name: str, n_trials: int, storage: 
             if done >= n_trials:
                 return study
             splits = load_splits(override(space.base, **{"data.holdout": space.holdout}), data_root)
-            study.optimize(partial(objective, space=space, n_trials=n_trials, splits=splits,
-                                   work_dir=Path(work_dir) / study_name, device=device, allow_slow=allow_slow),
-                           timeout=timeout, catch=(_StudyFull,),
-                           callbacks=[partial(_progress, log), _StopWhenTrained(n_trials)])
+            with progress_bar(total=n_trials, initial=done, desc=f"search {study_name}", unit="trial") as bar:
+                trials_done = lambda study, _: bar.update(min(trained_trials(study), n_trials) - bar.n)  # noqa: E731
+                study.optimize(partial(objective, space=space, n_trials=n_trials, splits=splits,
+                                       work_dir=Path(work_dir) / study_name, device=device, allow_slow=allow_slow),
+                               timeout=timeout, catch=(_StudyFull,),
+                               callbacks=[partial(_progress, log), _StopWhenTrained(n_trials), trials_done])
     finally:
         optuna.logging.set_verbosity(verbosity)
     return study

@@ -39,6 +39,7 @@ from typing import Any, Callable
 import torch
 
 from .. import run_folder
+from ..audience import option, progress_bar
 from ..config import Config, ConfigError, load_config, override, read_yaml, save_config
 from ..models import OverBudgetError, count_parameters, create_model
 from ..training.history import column
@@ -270,8 +271,11 @@ def run_plan(plan: Plan, out_dir: str | Path, *, data_root: str | None = None, d
         train_fn = _engine_train(data_root, device, log)
     estimator = PlanEstimator(plan, compiles=device_type == "cuda")
     start, rows = clock(), []
+    bar = progress_bar(total=len(plan.runs), desc="sweep", unit="run")  # by run, with the time left of the limit
     for i, run in enumerate(plan.runs, 1):
         left = None if plan.time_limit is None else plan.time_limit - (clock() - start)
+        if left is not None:
+            bar.set_postfix_str(f"{max(left, 0):.0f} s of the {plan.time_limit:.0f} s limit left")
         cfg = run.cfg
         if run.fill and left is not None:
             cfg = override(cfg, **{"train.epochs": _fill_epochs(estimator, run, left)})
@@ -281,6 +285,7 @@ def run_plan(plan: Plan, out_dir: str | Path, *, data_root: str | None = None, d
                 f"{plan.time_limit:.0f} s limit are left")
             rows.append(_summary_row(run, cfg, "skipped", estimate))
             write_summary(rows, out_dir)
+            bar.update()
             continue
         log(f"[{i}/{len(plan.runs)}] {run.name}: {cfg.train.epochs} epochs, about {estimate:.0f} s"
             + ("" if left is None else f" of the {left:.0f} s left"))
@@ -297,6 +302,8 @@ def run_plan(plan: Plan, out_dir: str | Path, *, data_root: str | None = None, d
         rows.append(_summary_row(run, cfg, status, estimate, seconds, metrics, history))
         write_summary(rows, out_dir)
         log(f"{run.name}: {status} in {seconds:.0f} s (estimated {estimate:.0f} s)")
+        bar.update()
+    bar.close()
     log(format_summary(rows))
     log(f"plan done in {clock() - start:.0f} s; summary in {out_dir / SUMMARY}")
     return rows
@@ -349,8 +356,8 @@ def sweep(plan_path: str | Path, out_dir: str | Path, *, time_limit: float | Non
     if dry_run:
         return []
     if (Path(out_dir) / SUMMARY).is_file() and not overwrite:
-        raise ConfigError(f"{out_dir} already holds a sweep ({SUMMARY}): add --overwrite to run it again "
-                          "(its runs are replaced), or choose another --out")
+        raise ConfigError(f"{out_dir} already holds a sweep ({SUMMARY}): add {option('overwrite=True', '--overwrite')} "
+                          f"to run it again (its runs are replaced), or choose another {option('out_dir', '--out')}")
     return run_plan(plan, out_dir, data_root=data_root, device=device, log=log)
 
 

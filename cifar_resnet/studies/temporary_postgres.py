@@ -6,6 +6,9 @@ multi-worker search on one machine: `initdb` and `pg_ctl` from the distribution'
         print(server.url)   # postgresql://cifar@/postgres?host=/tmp/...&port=5432
 
 initdb refuses to run as root: as root, the server runs as the `postgres` user the package creates.
+pytest-postgresql's executor (10.0) would replace this file but for that: it calls `pg_ctl initdb` and
+`pg_ctl start` as the current user, and the tests and CI run as root, where pg_ctl stops with "cannot be run
+as root" (tried: PostgreSQL 15, pytest-postgresql 10.0.0).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The training engine: a `Config` in, a run folder out (see `run_folder` for what the folder holds).
 
 `train(cfg, out_dir)` trains a run; the command line (train, search, sweep) and notebook 03 first ask
-`launch_policy` whether a run is worth starting here (a CPU estimate from a timed step). `Trainer.epochs()`
+`launch_policy` whether a run is worth starting here (a CPU estimate from timed steps). `Trainer.epochs()`
 yields after every epoch, for callers that watch a run as it goes (the search prunes trials with it). The
 step that does the work is `Trainer.train_step`; the epoch loop is `Trainer.epochs`. Evaluation and
 reloading a finished run live in `evaluation.evaluate`; history.csv's rows, `history`.
@@ -10,7 +10,6 @@ reloading a finished run live in `evaluation.evaluate`; history.csv's rows, `his
 from __future__ import annotations
 
 import math
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -20,8 +19,9 @@ import torch
 from torch import nn
 
 from .. import run_folder
+from ..audience import advise, option, resume_advice, shows_progress
 from ..config import Config, ConfigError, TrainConfig, config_to_dict, save_config
-from ..data.cifar10 import CIFAR10Split, load_splits
+from ..data.cifar10 import CIFAR10Split, load_splits, resolve_root
 from ..data.gpu_loader import GpuLoader
 from ..data.mixing import make_batch_mix
 from ..evaluation.device import autocast, divergence_advice, resolve_device, resolve_precision
@@ -29,6 +29,7 @@ from ..evaluation.evaluate import evaluate, half_rounded, model_from_weights, re
 from ..models import count_parameters, create_model
 from .ema import make_ema
 from .history import EpochStats, column
+from .live_view import hyperparameters, open_event_log
 from .sam import frozen_norm_stats, make_sam
 
 ACCURACY_MARKS = (0.93, 0.94, 0.95, 0.96)  # metrics.json records the training time to reach each
@@ -94,18 +95,19 @@ class Trainer:
     def __init__(self, cfg: Config, out_dir: str | Path, *, data_root: str | None = None,
                  device: str | torch.device | None = None, resume: bool = False, time_limit: float | None = None,
                  progress: bool | None = None, log: Callable[[str], None] | None = print,
-                 splits: tuple[CIFAR10Split, CIFAR10Split, str] | None = None) -> None:
+                 splits: tuple[CIFAR10Split, CIFAR10Split, str] | None = None, tensorboard: bool | None = None) -> None:
         self.started = time.perf_counter()
         self.out = Path(out_dir)
         self.device = resolve_device(device)
         if time_limit is not None and not time_limit > 0:
             raise ConfigError(f"--time-limit must be above 0 seconds, got {time_limit:g}")
         self.time_limit, self.log = time_limit, log or (lambda message: None)
-        self.progress = progress if progress is not None else (sys.stderr.isatty() or "ipykernel" in sys.modules)
+        self.progress = progress if progress is not None else shows_progress()
         created = not self.out.exists()
-        self._lock = run_folder.RunLock(self.out)
+        self._lock, self.events = run_folder.RunLock(self.out), None
         try:
             self._setup(cfg, data_root, resume, splits)
+            self.events = open_event_log(self.out, resumed_epoch=self.epoch, enabled=tensorboard)
         except BaseException:
             self.close()
             if created:  # a refused run leaves no folder behind
@@ -125,6 +127,7 @@ class Trainer:
         torch.backends.cudnn.benchmark = True
 
         train, evaluation, self.eval_split = splits or load_splits(cfg, data_root)
+        self.data_root = str(resolve_root(data_root or cfg.data.root or None))  # metrics.json remembers it
         channels_last = t.channels_last
         self.train_loader = GpuLoader(train, batch_size=t.batch_size, device=self.device, train=True,
                                       augment=cfg.data, seed=t.seed, channels_last=channels_last)
@@ -166,7 +169,8 @@ class Trainer:
             diff = sorted(f"{section}.{k}" for section in given if isinstance(given[section], dict)
                           for k in given[section] if saved.get(section, {}).get(k) != given[section][k])
             raise run_folder.CheckpointError(f"{path} belongs to a run with another configuration (differs in: "
-                                             f"{', '.join(diff) or 'name'}); resume with its own config.yaml or use another --out")
+                                             f"{', '.join(diff) or 'name'}); resume with its own config.yaml or use another "
+                                             f"{option('out_dir', '--out')}")
         if checkpoint.get("epoch", 0) >= cfg.train.epochs and (self.out / run_folder.WEIGHTS).is_file():
             try:
                 finished = run_folder.read_metrics(self.out).get("status") == "finished"
@@ -174,12 +178,15 @@ class Trainer:
                 finished = False  # killed while writing its record: resuming finishes it
             if finished:
                 raise RunFinished(f"{self.out} has finished ({cfg.train.epochs} of {cfg.train.epochs} epochs): "
-                                  f"nothing to resume, nothing changed; `cifar-resnet evaluate {self.out}` re-evaluates "
-                                  "it, --overwrite trains it again")
+                                  "nothing to resume, nothing changed; " + advise(
+                                      f'evaluate_run("{self.out}") re-evaluates it, resume=False trains it again',
+                                      f"`cifar-resnet evaluate {self.out}` re-evaluates it, --overwrite trains it again"))
         return checkpoint
 
     def close(self) -> None:
-        """Release the run folder's lock (`run()` does so when it ends)."""
+        """Close the event files and release the run folder's lock (`run()` does so when it ends)."""
+        if self.events is not None:
+            self.events.close()
         self._lock.release()
 
     def wall_seconds(self) -> float:
@@ -274,12 +281,14 @@ class Trainer:
                 last = self.history[-1]["seconds"] if self.history else 0.0
                 if self.time_limit and time.perf_counter() - start + last > self.time_limit:
                     self.log(f"time limit of {self.time_limit:.0f} s reached after epoch {self.epoch}: "
-                             "checkpoint kept, continue with --resume")
+                             f"checkpoint kept, continue with {resume_advice(self.out)}")
                     break
                 stats = self._train_epoch(bar)
                 self.epoch += 1
                 # with a weight average, <split>_acc measures it and <split>_acc_raw the trained weights
                 self.history.append(stats.row(self.eval_split, raw=self.ema is not None))
+                if self.events is not None:  # before the checkpoint: a resume purges what came after it
+                    self.events.epoch(self.history[-1], self.steps_per_epoch * t.batch_size / max(stats.seconds, 1e-9))
                 run_folder.save_checkpoint(self._state(), self.out / run_folder.CHECKPOINT)
                 run_folder.write_history(self.history, self.out / run_folder.HISTORY)
                 if bar is None:
@@ -353,6 +362,7 @@ class Trainer:
                    "images_per_second": round(self.epoch * self.steps_per_epoch * t.batch_size / max(self.train_seconds, 1e-9), 1),
                    "seed": t.seed, "precision": self.precision, "selected_on_test": self.cfg.selected_on_test,
                    "eval_weights": "ema" if self.ema else "raw",  # what the accuracies and time_to_acc measure
+                   "data_root": self.data_root,  # where evaluate, robustness and the figures look first
                    **run_folder.environment(self.device)}
         if finished:
             weights = self.out / run_folder.WEIGHTS
@@ -366,6 +376,8 @@ class Trainer:
         if self.eval_split == "test":
             metrics["time_to_acc"] = self.time_to_acc
         run_folder.write_metrics(metrics, self.out / run_folder.METRICS)
+        if self.events is not None and finished:
+            self.events.final(hyperparameters(self.cfg, self.params), metrics, self.eval_split, self.epoch)
         return metrics
 
     def run(self) -> dict:
@@ -378,7 +390,7 @@ class Trainer:
         except KeyboardInterrupt:
             kept = f"the checkpoint after epoch {self.epoch} is kept" if self.epoch else "no epoch was completed"
             raise TrainingInterrupted(f"interrupted during epoch {self.epoch + 1} of {self.cfg.train.epochs}: {kept}; "
-                                      f"continue with: cifar-resnet train --out {self.out} --resume") from None
+                                      f"continue with: {resume_advice(self.out)}") from None
         finally:
             self.close()
 

@@ -10,6 +10,8 @@ estimates of a plan's run durations are `studies.sweep.PlanEstimator`'s.
 
 from __future__ import annotations
 
+import os
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 
 from .. import run_folder
+from ..audience import advise, option
 from ..config import Config, ConfigError
 from ..data.cifar10 import CIFAR10Split, load_splits
 from ..data.gpu_loader import train_steps
@@ -28,9 +31,22 @@ from ..models import create_model
 
 SLOW_RUN_SECONDS = 3600.0  # on a CPU, a run estimated to train longer than this is refused unless allowed
 LONG_RUN_SECONDS = 600.0  # ... and one longer than this is announced with its estimate before it starts
-CPU_SIZED_RUN = "make train CONFIG=configs/smoke.yaml"
+CPU_SIZED_PRESET = "smoke"  # the preset the refusal of a slow CPU run proposes instead
 
+
+def cpu_sized_run() -> str:
+    """The CPU-sized run to propose, in the reader's terms (`audience.advise`)."""
+    return advise(f'train(load_config("{CPU_SIZED_PRESET}"), out_dir)', f"make train CONFIG=configs/{CPU_SIZED_PRESET}.yaml",
+                  f"cifar-resnet train --config {CPU_SIZED_PRESET}")
+
+TIMED_STEPS = 3  # the estimate is the median of this many timed steps, after a warm-up one
 Splits = tuple[CIFAR10Split, CIFAR10Split, str]
+
+
+def estimate_note() -> str:
+    """How an estimate was made, and that it is rough where the machine is busy (load above its cores)."""
+    busy = hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1)
+    return f"estimated from {TIMED_STEPS} timed steps" + ("; rough: this machine is busy" if busy else "")
 
 
 class SlowRunError(ConfigError):
@@ -75,10 +91,13 @@ def step_seconds(cfg: Config, device: torch.device, small: int = 16, large: int 
             sync(device)
             return time.perf_counter() - began
 
+        def median(n: int) -> float:  # one timed pass misses by several times on a busy machine
+            return statistics.median(timed(n) for _ in range(TIMED_STEPS))
+
         timed(min(8, t.batch_size))  # warm-up
         if t.batch_size <= large:
-            return timed(t.batch_size)
-        t_small, t_large = timed(small), timed(large)
+            return median(t.batch_size)
+        t_small, t_large = median(small), median(large)
     per_image = (t_large - t_small) / (large - small)
     return t_large + per_image * (t.batch_size - large) if per_image > 0 else t_large * t.batch_size / large
 
@@ -107,17 +126,17 @@ def refuse_slow_run(cfg: Config, estimate: Estimate, device: torch.device, *, ti
     if seconds > SLOW_RUN_SECONDS and not (allow_slow or bounded):
         raise SlowRunError(
             f"{cfg.name} would train for about {duration(seconds, rough=True)} on this CPU ({estimate.steps:,} steps "
-            f"of ~{estimate.step_seconds:.2f} s); for a CPU-sized run use `{CPU_SIZED_RUN}`, train it on a GPU, or "
-            "pass --allow-slow (allow_slow=True) to start it anyway")
+            f"of ~{estimate.step_seconds:.2f} s); for a CPU-sized run use `{cpu_sized_run()}`, train it on a GPU, or "
+            f"pass {option('allow_slow=True', '--allow-slow')} to start it anyway")
     if seconds > LONG_RUN_SECONDS and log is not None:
         log(f"{cfg.name}: {estimate.steps:,} steps to go on the CPU, about {duration(seconds, rough=True)} of "
-            "training (estimated from a timed step)")
+            f"training ({estimate_note()})")
 
 
 def check_duration(cfg: Config, splits: Splits, device: torch.device, *, out_dir: str | Path | None = None,
                    resume: bool = False, time_limit: float | None = None, allow_slow: bool = False,
                    log: Callable[[str], None] | None = print) -> None:
-    """The policy before a `Trainer` is built: on a CPU, estimate the run (a timed step) and refuse or announce
+    """The policy before a `Trainer` is built: on a CPU, estimate the run (timed steps) and refuse or announce
     it (`refuse_slow_run`); elsewhere nothing is timed."""
     if device.type == "cpu":
         estimate = estimate_training(cfg, splits, device, out_dir=out_dir, resume=resume)

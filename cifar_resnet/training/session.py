@@ -2,7 +2,7 @@
 
 `train_in_sessions(cfg, out_dir, session_limit=S)` continues the run that `out_dir` holds (from its last
 checkpoint), reports a finished one instead of training it again, says before it starts how long the
-training left will take on this device (from a timed step), and stops cleanly, checkpoint kept, before
+training left will take on this device (from timed steps), and stops cleanly, checkpoint kept, before
 `session_limit` seconds. Rerunning the same call in a new session continues the run; it ends exactly as an
 uninterrupted one would.
 """
@@ -19,7 +19,7 @@ from ..data.cifar10 import load_splits
 from ..evaluation.device import resolve_device
 from ..formats import duration
 from .engine import Trainer
-from .launch_policy import estimate_training, refuse_slow_run
+from .launch_policy import estimate_note, estimate_training, refuse_slow_run
 
 RERUN = "after a disconnect or a stop, run the notebook again (Runtime > Run all): this cell continues the run"
 
@@ -58,7 +58,7 @@ def train_in_sessions(cfg: Config, out_dir: str | Path, *, session_limit: float 
     limit = f"; this session stops before {duration(session_limit, rough=True)}" if session_limit else ""
     log(f"{'continuing' if resume else 'starting'} {cfg.name} in {out}: {estimate.epochs} epochs to go, about "
         f"{duration(estimate.seconds, rough=True)} of training on {run_folder.environment(device)['device']} "
-        f"(estimated from a timed step){limit}")
+        f"({estimate_note()}){limit}")
     log(RERUN)
     metrics = trainer.run()
     if metrics["status"] != "finished" and metrics["epochs_completed"]:
