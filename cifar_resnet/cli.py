@@ -131,6 +131,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from .reporting.address import report_placeholders
     from .reporting.records import require_clone
     from .reporting.paper import build_report
 
@@ -140,6 +141,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     except RuntimeError as err:  # latexmk missing or the LaTeX build failed: say which, in one line
         print(f"cifar-resnet: error: {err}", file=sys.stderr)
         return 2
+    placeholders = report_placeholders(args.root)  # at every build, until the team has set them
+    if placeholders:
+        print(f"cifar-resnet: warning: {placeholders}", file=sys.stderr)
     return 0
 
 

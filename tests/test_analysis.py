@@ -92,7 +92,7 @@ def test_parameter_counts_match_the_built_model_and_grow_as_expected():
     widths = analysis.width_sweep(widths=[16, 32], blocks=[1])
     small, large = widths["params"]
     assert 3.5 < large / small < 4.0  # convolutions dominate: about quadratic in width
-    kernels = analysis.kernel_sweep(width=16, blocks=1).set_index(["variable", "value"])["params"]
+    kernels = analysis.kernel_sweep(analysis.three_stage(16, 1)).set_index(["variable", "value"])["params"]
     assert kernels["F", 1] < kernels["F", 3] < kernels["F", 5]
     # A K x K projection skip adds (K^2 - 1) * C_in * C_out weights in each of the two downsampling stages.
     assert kernels["K", 3] - kernels["K", 1] == 8 * (16 * 32 + 32 * 64)

@@ -590,7 +590,8 @@ def test_report_with_every_result_still_fits_four_pages(tmp_path):
     assert "4,870,123" in text and "9.810" in text and "3.200" in text and "37,738" in text
     assert "least accurate on cat (89.00%)" in text
     assert "No GPU run has been recorded yet" not in text
-    assert "generated on the fly (not the released CIFAR-10-C files)" in text and "78.00% on average" in text
+    assert "corrupted on the fly with 7 of CIFAR-10-C" in text and "15 corruption types" in text and "78.00% on average" in text
+    assert "(not the released files)" in text and "at commit abc1234 with PyTorch 2.4.0" in text
     assert "peak learning rate 0.4" in text and "Table 1: The recipe of run best" in text
 
 
@@ -618,3 +619,60 @@ def test_missing_figures_are_left_out_with_a_sentence(tmp_path):
     text = check_layout(build_report(tmp_path))
     assert "Figure 1" not in text and "cifar-resnet figures" in text
     assert "learning curves are not drawn yet" in text
+
+
+# ---- the PDF as a grader reads it ------------------------------------------------------------------
+
+EMPTY_SECTION = re.compile(r"no recorded run|has no recorded run|not recorded yet|no search is recorded", re.I)
+
+
+def headings() -> list[str]:
+    """The section, subsection and paragraph titles of report.tex, as plain text."""
+    source = (REPO / "report" / "report.tex").read_text()
+    titles = re.findall(r"\\(?:section|subsection|paragraph)\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}", source)
+    return [re.sub(r"\\[A-Za-z]+|[{}$]", "", t).strip() for t in titles]
+
+
+def build_with_cli(root: Path, capsys) -> tuple[str, str]:
+    """`cifar-resnet report --root root`: the PDF's text (whitespace collapsed) and stderr."""
+    from cifar_resnet import cli
+
+    assert cli.main(["report", "--root", str(root)]) == 0
+    _, _, text = pdf_facts(root / "report" / "report.pdf")
+    return text, capsys.readouterr().err
+
+
+@needs_tex
+def test_the_pdf_as_a_grader_reads_it(tmp_path, capsys):
+    """Built from the repository's results: a placeholder author line or no repository link comes with the
+    build's one-line warning; a "differ by" is the difference of the recorded seeds; no heading is followed by
+    a sentence that nothing is recorded; the assignment's sections are there."""
+    copy_project(tmp_path, results=True, figures=True)
+    text, err = build_with_cli(tmp_path, capsys)
+    placeholder = "The cifar_resnet authors" in text or "github.com/" not in text.split("Related Work")[0].replace(" ", "")
+    warnings_ = [line for line in err.splitlines() if line.startswith("cifar-resnet: warning:")]
+    if placeholder:
+        assert len(warnings_) == 1 and "report/authors.yaml" in warnings_[0] and "set-address" in warnings_[0]
+    accs = [json.loads((REPO / "results/runs" / name / "metrics.json").read_text())["test_acc"]
+            for name in ("best", "best-seed1") if (REPO / "results/runs" / name / "metrics.json").is_file()]
+    for figure in re.findall(r"differ by (?:at most )?(\d+\.\d+) points", text):
+        assert len(accs) >= 2 and float(figure) == pytest.approx(
+            round(100 * max(accs), 2) - round(100 * min(accs), 2), abs=1e-9), figure
+    for title in headings():
+        at = text.find(title)
+        if at >= 0:
+            assert not EMPTY_SECTION.search(text[at:at + len(title) + 120]), f"{title!r} introduces nothing"
+    for title in ("Overview", "Summary of findings", "Methodology", "Pros and Cons", "Lessons learned",
+                  "Results", "Final accuracy", "Architecture and parameter count", "References"):
+        assert title in text, title
+
+
+@needs_tex
+def test_a_set_author_line_and_address_build_without_the_warning(tmp_path, capsys):
+    copy_project(tmp_path, results=True, figures=False)
+    (tmp_path / "report" / "authors.tex").write_text(
+        "\\newcommand\\ReportAuthors{Ada Lovelace}\n\\newcommand\\ReportAffiliations{}\n"
+        "\\newcommand\\RepoURL{https://github.com/ada/cifar_resnet}\n")
+    text, err = build_with_cli(tmp_path, capsys)
+    assert "Ada Lovelace" in text and "https://github.com/ada/cifar" in text
+    assert "warning" not in err

@@ -16,6 +16,7 @@ from typing import Any
 
 ROBUSTNESS = "robustness.json"
 SEVERITIES = 5
+CIFAR10C_TYPES = 15  # corruption types of CIFAR-10-C's benchmark (Hendrycks and Dietterich, 2019), extras aside
 FAMILY_ORDER = ("noise", "blur", "weather", "digital")
 
 

@@ -22,6 +22,8 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 PLACEHOLDER = "https://github.com/USER/cifar_resnet"
+PLACEHOLDER_AUTHORS = "The cifar\\_resnet authors"  # report/authors.yaml's authors until the team sets them
+_AUTHORS_TEX = re.compile(r"\\newcommand\\(ReportAuthors|RepoURL)\{(.*)\}$", re.MULTILINE)
 NOTEBOOKS = "notebooks"
 BRANCH = "main"  # the branch the badges open the notebooks from
 _GITHUB = re.compile(r"https://github\.com/([A-Za-z0-9][A-Za-z0-9-]*)/([A-Za-z0-9._-]+?)(?:\.git)?/?$")
@@ -98,6 +100,22 @@ def authors_tex(root: str | Path, url: str) -> str:
             f"\\newcommand\\ReportAffiliations{{{people.get('affiliations', '')}}}\n"
             "% The public repository that holds the code, configurations and recorded results; empty: none is named.\n"
             f"\\newcommand\\RepoURL{{{repo}}}\n")
+
+
+def report_placeholders(root: str | Path) -> str | None:
+    """One line saying which of the report's author line and repository link are still placeholders and
+    where to set them, or None where report/authors.tex names both."""
+    tex = Path(root) / "report" / "authors.tex"
+    found = dict(_AUTHORS_TEX.findall(tex.read_text())) if tex.is_file() else {}
+    missing = []
+    if found.get("ReportAuthors", "").strip() in ("", PLACEHOLDER_AUTHORS):
+        missing.append("the author line is a placeholder (set `authors` in report/authors.yaml)")
+    if not found.get("RepoURL", "").strip():
+        missing.append("no repository link is printed (the address is the placeholder)")
+    if not missing:
+        return None
+    return (f"report/report.pdf: {'; '.join(missing)}; then run `cifar-resnet set-address "
+            "https://github.com/OWNER/NAME`, which writes both into report/authors.tex")
 
 
 def _notebooks(root: Path) -> list[Path]:

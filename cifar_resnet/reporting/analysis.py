@@ -119,12 +119,26 @@ def depth_sweep(blocks: Sequence[int] = range(1, 11), widths: Sequence[int] = (1
                      ignore_index=True)
 
 
-def kernel_sweep(width: int = 64, blocks: int = 2) -> pd.DataFrame:
-    """Parameters as one of F (conv kernel), K (skip kernel), P (pool; 0 = global) changes, the rest at
-    F=3, K=1, P=0: columns variable, value, params."""
-    parts = [sweep("value", (1, 3, 5, 7), lambda f: three_stage(width, blocks, kernel=f)).assign(variable="F"),
-             sweep("value", (1, 3, 5), lambda k: three_stage(width, blocks, skip_kernel=k)).assign(variable="K"),
-             sweep("value", (0, 8, 4, 2, 1), lambda p: three_stage(width, blocks, pool=p)).assign(variable="P")]
+TRAINED_PRESET = "best"  # the preset of results/runs/best: the network the report's design figure marks
+
+
+def trained_network() -> ModelConfig:
+    """The design variables of the trained network (the `best` preset, as results/runs/best records)."""
+    return load_config(TRAINED_PRESET).model
+
+
+def kernel_sweep(base: ModelConfig | None = None) -> pd.DataFrame:
+    """Parameters of `base` (default: the trained network) as one of F (conv kernel), K (projection
+    kernel) or P (average-pool kernel; 0 = global) changes in every stage, the rest as in `base`: columns
+    variable, value, params. P runs from global pooling (to 1x1) to none (P = 1, the whole 8x8 map)."""
+    base = base or trained_network()
+    n = len(base.channels)
+    side = INPUT_SIZE // math.prod(base.strides)
+    change = lambda **kw: dataclasses.replace(base, **kw)  # noqa: E731
+    pools = [0] + [side // s for s in (2, 4, 8) if s <= side and side % s == 0]
+    parts = [sweep("value", (1, 3, 5, 7), lambda f: change(kernels=[f] * n)).assign(variable="F"),
+             sweep("value", (1, 3, 5), lambda k: change(skip_kernels=[k] * n)).assign(variable="K"),
+             sweep("value", pools, lambda p: change(pool=p)).assign(variable="P")]
     return pd.concat(parts, ignore_index=True)[["variable", "value", "params"]]
 
 

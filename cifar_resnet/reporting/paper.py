@@ -20,7 +20,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import paper_bench
+from . import paper_bench, paper_design
 from ..formats import mean_std, percent, tex_escape, thousands
 from ..models import PARAMETER_BUDGET
 from .paper_macros import Macros, THRESHOLDS
@@ -177,6 +177,8 @@ def _seeds(runs: list[RunRecord], m: Macros) -> None:
     m.text("SeedStdAcc", percent(statistics.stdev(accs)))
     m.text("SeedMinAcc", percent(min(accs)))
     m.text("SeedMaxAcc", percent(max(accs)))
+    # The spread in points as the text prints it: the difference of the two printed accuracies.
+    m.text("SeedAccRange", f"{float(percent(max(accs))) - float(percent(min(accs))):.2f}")
     m.text("SeedMeanSeconds", f"{statistics.mean(r.metrics['train_seconds'] for r in seeds):.0f}")
     walls = [number(r.metrics.get("wall_seconds")) for r in seeds]
     m.text("SeedMaxWallSeconds", f"{max(walls):.0f}" if all(w is not None for w in walls) else "unknown")
@@ -228,6 +230,13 @@ def _per_class(results_dir: Path, best: RunRecord | None, m: Macros) -> None:
     m.flag("PerClassWithTTA", ok and with_tta)
     if not ok:
         return
+    recorded = best.test_acc_tta if with_tta else best.test_acc
+    m.text("PerClassOverallAcc", percent(correct / total))
+    m.text("PerClassRecordedAcc", percent(recorded))
+    gap = round(abs(correct - recorded * total))
+    m.flag("PerClassDiffers", gap > 0)
+    m.text("PerClassGapImages", str(gap))
+    m.text("PerClassGapWord", "image" if gap == 1 else "images")
     ranked = sorted(rows, key=lambda r: r[1] / r[2])
     for macro, (name, right, n) in (("PerClassWorst", ranked[0]), ("PerClassSecondWorst", ranked[1]),
                                     ("PerClassBest", ranked[-1])):
@@ -269,14 +278,15 @@ def results_table(runs: list[RunRecord], stopped: list[StoppedRun]) -> str:
 
 
 def _recipe_and_average(best: RunRecord | None, m: Macros, out_dir: Path) -> None:
-    """The best run's recipe table (every setting of its config.yaml) and how fast its weight average
+    """The best run's recipe table (its config.yaml's training settings; the text states the network) and how fast its weight average
     forgets the initial weights: the half-life, in epochs, of their share of the average at full decay, and
     the power of its warm-up where it has one."""
     from .recipe_text import load_config_yaml, recipe, recipe_latex
 
     config = load_config_yaml(best.path) if best is not None else None
     m.flag("HaveRecipe", config is not None)
-    (out_dir / RECIPE_FILE).write_text(recipe_latex(recipe(config), tex_escape) if config else "% No best run.\n")
+    paper_design.costs(config, m)
+    (out_dir / RECIPE_FILE).write_text(recipe_latex({g: v for g, v in recipe(config).items() if g != "Model"}, tex_escape) if config else "% No best run.\n")
     train = (config or {}).get("train") or {}
     data = (config or {}).get("data") or {}
     decay, batch = number(train.get("ema_decay")), number(train.get("batch_size"))
@@ -298,7 +308,7 @@ def _recipe_and_average(best: RunRecord | None, m: Macros, out_dir: Path) -> Non
 
 def _robustness(best: RunRecord | None, m: Macros, out_dir: Path) -> None:
     """The best run's accuracy under generated corruptions, from its robustness.json."""
-    from ..evaluation.robustness_record import corruption_label, load_robustness, mean_accuracy, robustness_latex
+    from ..evaluation.robustness_record import CIFAR10C_TYPES, corruption_label, load_robustness, mean_accuracy, robustness_latex
 
     record = load_robustness(best.path) if best is not None else None
     m.flag("HaveRobustness", record is not None)
@@ -309,6 +319,9 @@ def _robustness(best: RunRecord | None, m: Macros, out_dir: Path) -> None:
     m.text("RobustCleanAcc", percent(record["clean_acc"]))
     m.text("RobustMeanAcc", percent(record["mean_corruption_acc"]))
     m.text("RobustCount", str(len(record["corruptions"])))
+    m.text("RobustTypesTotal", str(CIFAR10C_TYPES))
+    m.text("RobustCommit", tex_escape(str(record.get("git_commit") or "unknown")[:7]))
+    m.text("RobustTorch", tex_escape(str(record.get("torch_version") or "unknown")))
     worst = min(record["corruptions"], key=mean_accuracy)
     m.text("RobustWorstName", tex_escape(corruption_label(worst["name"]).lower()))
     m.text("RobustWorstAcc", percent(mean_accuracy(worst)))
@@ -345,6 +358,7 @@ def write_numbers(results_dir: Path, out_path: Path) -> dict[str, str | bool]:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     _recipe_and_average(best, m, out_path.parent)
     _robustness(best, m, out_path.parent)
+    paper_design.study(results_dir, m)
     out_path.write_text(m.render())
     (out_path.parent / TABLE_FILE).write_text(table or "% No GPU result recorded yet.\n")
     return m.values

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+DESIGN_VARIABLES = ("Width", "Kernels", "SkipKernels", "Pool", "Depth", "Block", "Recipe")  # paper_design's
 THRESHOLDS = {"0.93": "NinetyThree", "0.94": "NinetyFour", "0.95": "NinetyFive", "0.96": "NinetySix"}
 
 # Every flag is declared in numbers.tex, false unless set: TeX must know all of them to skip the
@@ -12,8 +13,9 @@ FLAGS = ("HaveBestRun", "HaveBestTTA", "HaveBestThroughput", "BestSelectedOnTest
          *(f"HaveBestTimeTo{word}" for word in THRESHOLDS.values()), "HaveBestArch",
          "HaveSeedSpread", "HaveSeedSpreadTTA", "HaveStoppedRun", "StoppedAboveSeeds", "HaveSpeedBench",
          "SpeedOursReached", "SpeedAirbenchReached",
-         "HaveThroughputBench", "ThroughputOnRandomImages", "HavePerClass", "PerClassWithTTA",
-         "HaveResultsTable", "HaveRecipe", "HaveBestEMA", "BestEMAWarmup", "SpeedSameParams", "HaveRobustness", "RobustTimed")
+         "HaveThroughputBench", "ThroughputOnRandomImages", "HavePerClass", "PerClassWithTTA", "PerClassDiffers",
+         "HaveResultsTable", "HaveRecipe", "HaveBestEMA", "BestEMAWarmup", "SpeedSameParams", "HaveRobustness", "RobustTimed",
+         "HaveDesignCosts", "HaveDesignStudy", *(f"HaveDesign{v}" for v in DESIGN_VARIABLES))
 
 
 class Macros:

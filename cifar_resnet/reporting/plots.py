@@ -29,11 +29,13 @@ import torch
 from cycler import cycler
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
 from . import analysis
 from ..data.cifar10 import CIFAR10Split, CLASSES, MEAN, STD
-from ..models import PARAMETER_BUDGET
+from ..config import ModelConfig
+from ..models import INPUT_SIZE, PARAMETER_BUDGET, parameter_count
 
 COLUMN, FULL = 3.3, 6.9  # figure widths in inches, as printed in the report
 MIN_FONT = 7  # points: the smallest text in any figure, as printed (the report includes figures unscaled)
@@ -223,6 +225,9 @@ def params_vs_width(sweep: pd.DataFrame) -> Figure:
     for b, part in groups:
         ax.plot(part["width"], part["params"] / 1e6, marker="o", markersize=2, label=f"B = {b}")
     budget_line(ax)
+    trained = analysis.trained_network()
+    ax.plot(trained.channels[0], parameter_count(trained) / 1e6, marker="*", markersize=8, color="black",
+            linestyle="none", label="trained network")
     ax.set(xlabel="channels C of the first stage (then 2C, 4C)", ylabel="trainable parameters",
            xlim=(0, sweep["width"].max() * 1.05))
     _millions(ax)
@@ -247,31 +252,41 @@ def params_vs_depth(sweep: pd.DataFrame) -> Figure:
     return fig
 
 
+def _pooled_side(pool: int, side: int) -> int:
+    """The side s_P of the map an average pool of kernel P leaves for the classifier (P = 0: global, 1)."""
+    return 1 if pool == 0 else side // pool
+
+
 @styled
-def params_vs_kernels(sweep: pd.DataFrame, width: int = 64, blocks: int = 2) -> Figure:
-    """Parameters as the conv kernel F, the skip kernel K or the pool P changes (the others fixed)."""
-    titles = {"F": "conv kernel F", "K": "projection-skip kernel K", "P": "average pool P before the classifier"}
-    fig, axes = plt.subplots(1, 3, figsize=(FULL, 1.75), sharey=True)
-    top = max(sweep["params"].max() / 1e6, PARAMETER_BUDGET / 1e6) * 1.15
+def params_vs_kernels(sweep: pd.DataFrame, base: ModelConfig | None = None) -> Figure:
+    """Parameters of `base` (default: the trained network) as the conv kernel F, the projection kernel K
+    or the pooled side s_P changes in every stage, the others as in `base`; its own values in orange. Bars
+    above the axis (kernels far over the budget) are cut at its top, their count written inside."""
+    base = base or analysis.trained_network()
+    side = INPUT_SIZE // math.prod(base.strides)
+    chosen = {"F": base.kernels[0], "K": base.skip_kernels[0], "P": base.pool}
+    titles = {"F": "conv kernel F", "K": "projection K", "P": "pooled to s_P"}
+    fig, axes = plt.subplots(1, 3, figsize=(COLUMN, 1.6), sharey=True, width_ratios=(4, 3, 4))
+    top = 3 * PARAMETER_BUDGET / 1e6
     for ax, (variable, title) in zip(axes, titles.items()):
         part = sweep[sweep["variable"] == variable]
-        labels = [("global" if v == 0 else f"{v}x{v}") if variable == "P" else f"{v}x{v}" for v in part["value"]]
-        bars = ax.bar(labels, part["params"] / 1e6, color=PALETTE[0], width=0.6)
+        labels = [str(_pooled_side(v, side) if variable == "P" else v) for v in part["value"]]
+        colours = [PALETTE[1] if v == chosen[variable] else PALETTE[0] for v in part["value"]]
+        bars = ax.bar(labels, part["params"] / 1e6, color=colours, width=0.7)
         for bar, params in zip(bars, part["params"] / 1e6):
-            inside = params > 0.15 * top  # in the bar where it fits: clear of the budget line above
-            ax.annotate(f"{params:.2f}", (bar.get_x() + bar.get_width() / 2, params), ha="center",
-                        va="top" if inside else "bottom", xytext=(0, -2 if inside else 1.5),
-                        textcoords="offset points", fontsize=MIN_FONT, color="white" if inside else "black")
+            cut = params > top
+            ax.annotate(f"{params:.1f}", (bar.get_x() + bar.get_width() / 2, min(params, top)), ha="center",
+                        va="top" if cut else "bottom", xytext=(0, -2 if cut else 1.5), textcoords="offset points",
+                        fontsize=MIN_FONT, color="white" if cut else "black")
         budget_line(ax)
         ax.set_title(title)
         ax.grid(axis="x", visible=False)
     axes[0].set_ylabel("trainable parameters")
     _millions(axes[0])
     axes[0].set_ylim(0, top)
-    axes[-1].legend(handles=axes[-1].get_lines()[:1], loc="upper right")
-    fig.suptitle(f"stages of {width}, {2 * width}, {4 * width} channels, {blocks} blocks each; "
-                 "the others at F = 3, K = 1, P = global", fontsize=MIN_FONT, y=1.0)
-    fig.tight_layout(pad=0.2)
+    handles = [Patch(color=PALETTE[1], label="trained"), *axes[-1].get_lines()[:1]]
+    axes[-1].legend(handles=handles, loc="upper right", handlelength=1.0, handletextpad=0.4, borderaxespad=0.1)
+    fig.tight_layout(pad=0.2, w_pad=0.4)
     return fig
 
 

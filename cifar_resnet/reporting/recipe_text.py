@@ -160,12 +160,28 @@ def ema_decay(run_dir: str | Path) -> float | None:
     return float(decay) if isinstance(decay, (int, float)) and not isinstance(decay, bool) and decay > 0 else None
 
 
+# The paper's table reads as a recipe, not a dump: a setting that is off is left out (or said in words
+# where its absence matters), a switched-on one is named alone, and the run's identity is not a setting.
+NOT_IN_TABLE = {"seed", "classes", "strides", "held out"}
+SAID_WHEN_OFF = {"decay on BN and bias": "no weight decay on BN and bias"}
+OFF_VALUES = {"off", "no", "none"}
+
+
+def _phrase(label: str, value: str) -> str | None:
+    if label in NOT_IN_TABLE:
+        return None
+    if value in OFF_VALUES:
+        return SAID_WHEN_OFF.get(label)
+    return label if value == "yes" else f"{label} {value}"
+
+
 def recipe_latex(groups: dict[str, list[tuple[str, str]]], escape: Callable[[str], str]) -> str:
-    """The recipe as a bare two-column tabular (group, its settings), for a one-column table; `escape`
-    escapes LaTeX's special characters."""
+    """The recipe as a bare two-column tabular (group, its settings in a phrase each), for a one-column
+    table; `escape` escapes LaTeX's special characters."""
     rows = []
     for group, items in groups.items():
-        text = "; ".join(f"{escape(label)} {_SIZE.sub(TIMES, escape(value))}" for label, value in items)
-        rows.append(f"{group} & {text} \\\\")
-    return ("\\begin{tabular}{@{}l@{\\hspace{4pt}}p{0.8\\columnwidth}@{}}\n\\toprule\n"
+        phrases = [p for p in (_phrase(label, value) for label, value in items) if p]
+        if phrases:
+            rows.append(f"{group} & {'; '.join(_SIZE.sub(TIMES, escape(p)) for p in phrases)} \\\\")
+    return ("\\begin{tabular}{@{}l@{\\hspace{4pt}}p{0.78\\columnwidth}@{}}\n\\toprule\n"
             + "\n".join(rows) + "\n\\bottomrule\n\\end{tabular}\n")

@@ -32,6 +32,10 @@ def weights_label(ema_decay: float | None) -> str:
     return f"weight average (EMA {ema_decay:g})" if ema_decay else "trained weights"
 
 
+# Runs told apart at a glance (the seeds blue and orange, not blue and teal), colour-blind safe.
+RUN_COLOURS = [PALETTE[i] for i in (0, 4, 1, 2, 3, 5, 6, 7, 8, 9)]
+
+
 @styled
 def learning_curves(histories: Mapping[str, pd.DataFrame], *, lr: bool = False,
                     ema_decay: float | None = None) -> Figure:
@@ -41,18 +45,18 @@ def learning_curves(histories: Mapping[str, pd.DataFrame], *, lr: bool = False,
     learning rate. The first run is drawn widest, so that later ones on top of it leave it visible."""
     panels = ["loss", "acc"] + (["lr"] if lr else [])
     raw = any(f"eval_{p}_raw" in h.columns for h in histories.values() for p in ("loss", "acc"))
-    key = 0.14 * len(histories) + 0.05  # inches below the panels for the runs' legend, one line each
+    key = 0.12 * len(histories) + 0.04  # inches below the panels for the runs' legend, one line each
     height = 1.75 + key
     fig, axes = plt.subplots(1, len(panels), figsize=(COLUMN - 0.1 if not lr else FULL, height))  # tight bbox adds a little
-    for i, ((name, history), colour) in enumerate(zip(histories.items(), PALETTE)):
-        width = 2.2 if i == 0 and len(histories) > 1 else 1.0
+    for i, ((name, history), colour) in enumerate(zip(histories.items(), RUN_COLOURS)):
+        width = 1.8 if i == 0 and len(histories) > 1 else 1.0
         for ax, panel in zip(axes, panels):
             if panel == "lr":
                 ax.plot(history["epoch"], history["lr"], color=colour, linewidth=width)
                 continue
             scale = 100 if panel == "acc" else 1
-            ax.plot(history["epoch"], scale * history[f"train_{panel}"], color=colour, linestyle="--",
-                    linewidth=0.8 * width)
+            # Thin and light: a per-epoch curve of augmented batches is noisy, and dashes would break it up.
+            ax.plot(history["epoch"], scale * history[f"train_{panel}"], color=colour, linewidth=0.6, alpha=0.55)
             for column, line in ((f"eval_{panel}", "-"), (f"eval_{panel}_raw", ":")):
                 if column in history.columns:
                     evaluated = history.dropna(subset=[column])
@@ -61,16 +65,16 @@ def learning_curves(histories: Mapping[str, pd.DataFrame], *, lr: bool = False,
     for ax, panel in zip(axes, panels):
         ax.set(xlabel="epoch", ylabel={"loss": "cross-entropy", "acc": "accuracy (%)", "lr": "learning rate"}[panel])
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
-    style = [Line2D([], [], color="grey", linestyle="--", linewidth=0.9, label="train batches"),
+    style = [Line2D([], [], color="grey", linewidth=0.6, alpha=0.55, label="train batches"),
              Line2D([], [], color="grey", label=f"test, {weights_label(ema_decay)}")]
     if raw:
         style.append(Line2D([], [], color="grey", linestyle=":", label="test, trained weights"))
-    names = [Line2D([], [], color=c, label=n) for n, c in zip(histories, PALETTE)]
-    fig.legend(handles=names, loc="lower left", bbox_to_anchor=(0, 0.14 / (height + 0.14)), ncol=1,
-               borderaxespad=0.1)
+    names = [Line2D([], [], color=c, label=n) for n, c in zip(histories, RUN_COLOURS)]
+    fig.legend(handles=names, loc="lower left", bbox_to_anchor=(0, 0.12 / (height + 0.12)), ncol=1,
+               borderaxespad=0.1, handlelength=1.6, labelspacing=0.2)
     fig.legend(handles=style, loc="lower left", bbox_to_anchor=(0, 0), ncol=len(style), borderaxespad=0.1,
                columnspacing=0.8, handlelength=1.6)
-    key, height = key + 0.14, height + 0.14  # and one line for the line styles
+    key, height = key + 0.12, height + 0.12  # and one line for the line styles
     fig.set_figheight(height)
     fig.tight_layout(pad=0.2, rect=(0, key / height, 1, 1))
     return fig
