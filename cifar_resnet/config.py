@@ -44,16 +44,21 @@ def _torch_optimizer(name: str) -> bool:
 class ModelConfig:
     """The ResNet design variables. Lists have one entry per stage i."""
 
-    # "basic": conv-BN-act-conv-BN, out = act(S(x) + F(x)); "preact": BN-act-conv twice
-    block: str = option("basic", choices=("basic", "preact"), label="block type ")
+    # "basic": conv-BN-act-conv-BN, out = act(S(x) + F(x)); "preact": BN-act-conv twice; "pool" (airbench):
+    # each stage is conv -> max-pool by its stride -> BN -> act, then B blocks out = x + act(BN(conv(x)))
+    block: str = option("basic", choices=("basic", "preact", "pool"), label="block type ")
+    # "conv": a trained conv; "whiten" (airbench): a frozen conv whose filters whiten the stem_kernel x stem_kernel
+    # patches of the training images, each with its negative (stem_channels = 6 * stem_kernel^2), then act
+    stem: str = option("conv", choices=("conv", "whiten"), label="stem ")
     stem_channels: int = 64  # channels of the stem conv that maps the 3-channel image
-    stem_kernel: int = 3  # stem conv kernel; the stem never downsamples (32x32 inputs)
+    stem_kernel: int = 3  # stem conv kernel (odd for "conv", any for "whiten"); the stem never downsamples
     channels: list[int] = field(default_factory=lambda: [64, 128, 256])  # C_i, channels of stage i
     blocks: list[int] = field(default_factory=lambda: [2, 2, 2])  # B_i, residual blocks in stage i
     kernels: list[int] = field(default_factory=lambda: [3, 3, 3])  # F_i, conv kernel size (odd) in stage i
     skip_kernels: list[int] = field(default_factory=lambda: [1, 1, 1])  # K_i, projection-skip kernel (odd)
     strides: list[int] = field(default_factory=lambda: [1, 2, 2])  # stride of stage i's first block
-    pool: int = 0  # P, average-pool kernel before the classifier; 0 = global average pooling
+    pool: int = 0  # P, pool kernel before the classifier; 0 = global pooling
+    pool_type: str = option("avg", choices=("avg", "max"), label="pool type ")  # that pooling: average or max
     activation: str = option("relu", choices=("relu", "gelu", "silu"))
     dropout: float = option(0.0, low=0, high=1)  # dropout before the classifier
     zero_init_residual: bool = True  # last BN of each residual branch starts at 0 (Goyal et al. 2017)
