@@ -110,7 +110,7 @@ class TrainConfig:
     # its warm-up (timm's ModelEmaV3): decay min(ema_decay, 1 - (1 + n)^-power) at the n-th update, so the
     # average starts as the weights and lags ~n^power steps; 0 = ema_decay from the start; 0.75 for ~10k steps
     ema_warmup_power: float = option(0.0, low=0)
-    # autocast on CUDA; the CPU always computes in fp32
+    # autocast; auto is bf16 or fp16 on CUDA and fp32 on a CPU, where only bf16 autocasts (if the CPU has it natively)
     precision: str = option("auto", choices=("auto", "bf16", "fp16", "fp32"))
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (CUDA only)

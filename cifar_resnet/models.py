@@ -16,6 +16,7 @@ from .config import ConfigError, ModelConfig, check_options
 
 PARAMETER_BUDGET = 5_000_000
 INPUT_SIZE = 32  # CIFAR-10 images are 32x32
+WHITEN_IMAGES = 5000  # training images whose patches set a whitening stem (airbench: 5,000)
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}  # model.activation's choices, in config.py
 

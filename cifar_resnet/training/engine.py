@@ -26,7 +26,7 @@ from ..data.gpu_loader import GpuLoader
 from ..data.mixing import make_batch_mix
 from ..evaluation.device import autocast, divergence_advice, resolve_device, resolve_precision
 from ..evaluation.evaluate import evaluate, half_rounded, model_from_weights, record_predictions
-from ..models import count_parameters, create_model
+from ..models import WHITEN_IMAGES, count_parameters, create_model
 from .ema import make_ema
 from .history import EpochStats, column
 from .live_view import hyperparameters, open_event_log
@@ -135,6 +135,8 @@ class Trainer:
                                      channels_last=channels_last)
 
         self.model = create_model(cfg.model).to(self.device)
+        if cfg.model.stem == "whiten":  # set from the training images (a resumed run then reloads the same)
+            self.model.stem.init_whitening(self.train_loader.normalize(self.train_loader.images[:WHITEN_IMAGES]))
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.params = count_parameters(self.model)
