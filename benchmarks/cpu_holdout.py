@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from cpu import cpu_model, cpu_seconds
 
 from cifar_resnet.config import load_config, override
-from cifar_resnet.engine import train
-from cifar_resnet.runs import environment
+from cifar_resnet.run_folder import environment
+from cifar_resnet.training.engine import train
 
 HOLDOUT = 5000
 # name -> (changes to the preset, epochs that fill 900 s on two cores). Epochs from training images per
@@ -34,11 +34,6 @@ CANDIDATES = {
     "64-128-256": ({"model.channels": [64, 128, 256]}, 13),
     "32-128-128": ({"model.channels": [32, 128, 128]}, 24),
 }
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -69,20 +64,11 @@ def main() -> None:
         rows.append(row)
     best = max(rows, key=lambda row: row["val_acc_tta"])
     record = {"preset": "cpu", "split": f"last {HOLDOUT} training images (data.holdout)", "scale": args.scale,
-              "threads": torch.get_num_threads(), "cpu": _cpu_model(), "chosen": best["name"], "candidates": rows,
+              "threads": torch.get_num_threads(), "cpu": cpu_model(), "chosen": best["name"], "candidates": rows,
               **environment(torch.device("cpu"))}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     print(f"chosen on the held-out images: {best['name']} ({best['val_acc_tta']:.4f} with TTA); wrote {args.out}")
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":
