@@ -28,8 +28,9 @@ from cifar_resnet.training.engine import train
 
 HOLDOUT = 5000
 # name -> (changes to the preset, epochs that fill 900 s on two cores): widths at equal time, and the peak
-# learning rate (the preset has a standard ResNet recipe, lr 0.2; airbench trains far hotter). Epochs from training images per
-# second measured with bf16 autocast, channels_last, batch 512: 64/256/256 ~600, 64/128/256 ~800, 32/128/128 ~1,450.
+# learning rate (the preset has a standard ResNet recipe, lr 0.2; airbench trains far hotter). Epochs from
+# training images per second measured with bf16 autocast, channels_last, batch 512: 64/256/256 ~600,
+# 64/128/256 ~800, 32/128/128 ~1,450.
 CANDIDATES = {
     "64-256-256": ({"model.channels": [64, 256, 256]}, 10),
     "64-256-256 lr 0.4": ({"model.channels": [64, 256, 256], "train.lr": 0.4}, 10),
