@@ -199,6 +199,12 @@ class ResNet(nn.Module):
                 if isinstance(m, (BasicBlock, PreActBlock, ConvBlock)):
                     m.zero_init_residual()
 
+    def init_from_images(self, images: torch.Tensor) -> None:
+        """Set what is computed from the training data (normalised images): a whitening stem's filters. A resumed
+        or reloaded network then loads the same from its weights."""
+        if isinstance(self.stem, WhiteningStem):
+            self.stem.init_whitening(images)
+
     @staticmethod
     def _make_stage(block: type[nn.Module], in_channels: int, out_channels: int, *, blocks: int, stride: int,
                     kernel: int, skip_kernel: int, activation: type[nn.Module]) -> nn.Sequential:

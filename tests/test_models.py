@@ -150,3 +150,14 @@ def test_pool_type_max_takes_the_maximum():
 def test_whitening_stem_errors_name_the_value_and_the_fix(changes, message):
     with pytest.raises(ConfigError, match=message):
         create_model(pool_cfg(**changes))
+
+
+def test_the_engine_sets_a_whitening_stem_from_images_and_leaves_other_stems_alone():
+    images = torch.randn(16, 3, 32, 32)
+    model, plain = create_model(pool_cfg()), create_model(ModelConfig(stem_channels=8, channels=[8], blocks=[1],
+                                                                        kernels=[3], skip_kernels=[1], strides=[1]))
+    before = {k: v.clone() for k, v in plain.state_dict().items()}
+    model.init_from_images(images)
+    plain.init_from_images(images)
+    assert model.stem.conv.weight.abs().sum() > 0 and torch.equal(model.stem.conv.weight[12:], -model.stem.conv.weight[:12])
+    assert all(torch.equal(before[k], v) for k, v in plain.state_dict().items())

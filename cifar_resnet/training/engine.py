@@ -128,16 +128,14 @@ class Trainer:
 
         train, evaluation, self.eval_split = splits or load_splits(cfg, data_root)
         self.data_root = str(resolve_root(data_root or cfg.data.root or None))  # metrics.json remembers it
-        channels_last = t.channels_last
         self.train_loader = GpuLoader(train, batch_size=t.batch_size, device=self.device, train=True,
-                                      augment=cfg.data, seed=t.seed, channels_last=channels_last)
+                                      augment=cfg.data, seed=t.seed, channels_last=t.channels_last)
         self.eval_loader = GpuLoader(evaluation, batch_size=1024, device=self.device, train=False,
-                                     channels_last=channels_last)
+                                     channels_last=t.channels_last)
 
         self.model = create_model(cfg.model).to(self.device)
-        if cfg.model.stem == "whiten":  # set from the training images (a resumed run then reloads the same)
-            self.model.stem.init_whitening(self.train_loader.normalize(self.train_loader.images[:WHITEN_IMAGES]))
-        if channels_last:
+        self.model.init_from_images(self.train_loader.normalize(self.train_loader.images[:WHITEN_IMAGES]))
+        if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.params = count_parameters(self.model)
         self.forward = torch.compile(self.model) if t.compile and self.device.type == "cuda" else self.model
