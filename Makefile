@@ -1,8 +1,8 @@
 # `make train` sets up and runs the main job; `make test` sets up and runs the tests.
 PYTHON ?= python3
 VENV ?= .venv
-CONFIG ?= configs/best.yaml
-OUT ?= $(or $(CIFAR_RESNET_RUNS),runs)/$(basename $(notdir $(CONFIG)))
+CONFIG ?=# a preset or YAML file, e.g. configs/fast.yaml; empty: best with a GPU, cpu without one
+OUT ?=# the run folder; empty: $(CIFAR_RESNET_RUNS) (else runs)/<the config's name>
 ARGS ?=# more options for `cifar-resnet train`, e.g. ARGS=--resume or ARGS="--overwrite --epochs 2"
 # Where pip gets torch and torchvision. Empty: the configured index (PyPI's Linux wheels are the CUDA build,
 # about 6 GB of venv). On a machine without a GPU, `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu`
@@ -27,9 +27,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml scripts/check_torch.py
 	in one pip call)"
 	touch $@
 
-# Without a GPU, best.yaml is refused with an estimate of its hours on the CPU and the CPU-sized command.
+# Without CONFIG: best on a GPU; without a GPU, the cpu preset, with one line giving its estimate here.
 train: setup
-	$(VENV)/bin/cifar-resnet train --config $(CONFIG) --out $(OUT) $(ARGS)
+	$(VENV)/bin/cifar-resnet train $(if $(CONFIG),--config $(CONFIG)) $(if $(OUT),--out $(OUT)) $(ARGS)
 
 # The unit tests, then the notebooks with their outputs compared. The notebooks need the real CIFAR-10: where
 # it is not found they are skipped with one line (CI sets REQUIRE_REAL_CIFAR=1, and then they always run).

@@ -36,28 +36,32 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .training.launch_policy import train
+    from .evaluation.device import resolve_device
+    from .training.launch_policy import default_preset, train
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(f"train runs on one device; under torchrun (WORLD_SIZE={os.environ['WORLD_SIZE']}) every "
                           "process would train the whole run into the same folder. Run it without torchrun, or use "
                           "several GPUs through the search's workers: cifar-resnet search ... --devices 0,1,2,3")
-    out = Path(args.out or user_runs_dir() / (Path(args.config).stem if args.config else "run"))
+    config, announce = args.config, None
+    if not config and not args.resume:  # the main command: best on a GPU, cpu elsewhere
+        config, announce = default_preset(resolve_device(args.device))
+    out = Path(args.out or user_runs_dir() / (Path(config).stem if config else "run"))
     if args.resume and args.overwrite:
         raise ConfigError("give either --resume (continue the run) or --overwrite (start again), not both")
     if holds_run(out) and not (args.resume or args.overwrite):
         raise ConfigError(f"{out} already holds a run: add --resume to continue it, --overwrite to start again "
                           "(its record is deleted), or choose another --out")
-    if args.config:
-        cfg = load_config(args.config)
+    if config:
+        cfg = load_config(config)
     elif args.resume and (out / "config.yaml").is_file():
         cfg = load_config(out / "config.yaml")
     else:
-        raise ConfigError("give --config FILE (or --resume with an --out folder that holds config.yaml)")
+        raise ConfigError(f"{out} holds no config.yaml to resume: give --config FILE, or the --out folder of the run")
     changes = {k: v for k, v in {"train.epochs": args.epochs, "train.seed": args.seed}.items() if v is not None}
     cfg = override(cfg, **changes) if changes else cfg
     metrics = train(cfg, out, data_root=args.data_root, resume=args.resume, time_limit=args.time_limit,
-                    device=args.device, allow_slow=args.allow_slow)
+                    device=args.device, allow_slow=args.allow_slow, announce=announce)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -164,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("train", help="train a configuration into a run folder (checkpointed every epoch)")
-    p.add_argument("--config", help="preset name (colab, best, ...) or YAML file (optional with --resume: the run's own is used)")
+    p.add_argument("--config", help="preset name (colab, best, ...) or YAML file; default best with a GPU, cpu without "
+                   "(with --resume: the run's own)")
     p.add_argument("--out", help="run folder (default runs/<config name>, or $CIFAR_RESNET_RUNS/<config name>)")
     p.add_argument("--data-root", help="folder holding cifar-10-batches-py (default $CIFAR10_ROOT, else ./data)")
     p.add_argument("--epochs", type=int, help="override train.epochs")

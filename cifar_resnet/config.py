@@ -44,16 +44,21 @@ def _torch_optimizer(name: str) -> bool:
 class ModelConfig:
     """The ResNet design variables. Lists have one entry per stage i."""
 
-    # "basic": conv-BN-act-conv-BN, out = act(S(x) + F(x)); "preact": BN-act-conv twice
-    block: str = option("basic", choices=("basic", "preact"), label="block type ")
+    # "basic": conv-BN-act-conv-BN, out = act(S(x) + F(x)); "preact": BN-act-conv twice; "pool" (airbench):
+    # each stage is conv -> max-pool by its stride -> BN -> act, then B blocks out = x + act(BN(conv(x)))
+    block: str = option("basic", choices=("basic", "preact", "pool"), label="block type ")
+    # "conv": a trained conv; "whiten" (airbench): a frozen conv whose filters whiten the stem_kernel x stem_kernel
+    # patches of the training images, each with its negative (stem_channels = 6 * stem_kernel^2), then act
+    stem: str = option("conv", choices=("conv", "whiten"), label="stem ")
     stem_channels: int = 64  # channels of the stem conv that maps the 3-channel image
-    stem_kernel: int = 3  # stem conv kernel; the stem never downsamples (32x32 inputs)
+    stem_kernel: int = 3  # stem conv kernel (odd for "conv", any for "whiten"); the stem never downsamples
     channels: list[int] = field(default_factory=lambda: [64, 128, 256])  # C_i, channels of stage i
     blocks: list[int] = field(default_factory=lambda: [2, 2, 2])  # B_i, residual blocks in stage i
     kernels: list[int] = field(default_factory=lambda: [3, 3, 3])  # F_i, conv kernel size (odd) in stage i
     skip_kernels: list[int] = field(default_factory=lambda: [1, 1, 1])  # K_i, projection-skip kernel (odd)
     strides: list[int] = field(default_factory=lambda: [1, 2, 2])  # stride of stage i's first block
-    pool: int = 0  # P, average-pool kernel before the classifier; 0 = global average pooling
+    pool: int = 0  # P, pool kernel before the classifier; 0 = global pooling
+    pool_type: str = option("avg", choices=("avg", "max"), label="pool type ")  # that pooling: average or max
     activation: str = option("relu", choices=("relu", "gelu", "silu"))
     dropout: float = option(0.0, low=0, high=1)  # dropout before the classifier
     zero_init_residual: bool = True  # last BN of each residual branch starts at 0 (Goyal et al. 2017)
@@ -105,7 +110,7 @@ class TrainConfig:
     # its warm-up (timm's ModelEmaV3): decay min(ema_decay, 1 - (1 + n)^-power) at the n-th update, so the
     # average starts as the weights and lags ~n^power steps; 0 = ema_decay from the start; 0.75 for ~10k steps
     ema_warmup_power: float = option(0.0, low=0)
-    # autocast on CUDA; the CPU always computes in fp32
+    # autocast; auto is bf16 or fp16 on CUDA and fp32 on a CPU, where only bf16 autocasts (if the CPU has it natively)
     precision: str = option("auto", choices=("auto", "bf16", "fp16", "fp32"))
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (CUDA only)

@@ -1,7 +1,8 @@
 """The ResNet family, built from a `ModelConfig`, and the 5,000,000-parameter budget.
 
-Reads top-down: conv helper, skip connection, the two residual blocks, the stage builder, the network,
-then `create_model`, the only way the rest of the library builds a model (it checks the budget).
+Reads top-down: conv helper, skip connection, the residual blocks (basic, pre-activation, and airbench's
+conv-pool stage entry with its one-conv block), the whitening stem, the stage builder, the network, then
+`create_model`, the only way the rest of the library builds a model (it checks the budget).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from .config import ConfigError, ModelConfig, check_options
 
 PARAMETER_BUDGET = 5_000_000
 INPUT_SIZE = 32  # CIFAR-10 images are 32x32
+WHITEN_IMAGES = 5000  # training images whose patches set a whitening stem (airbench: 5,000)
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}  # model.activation's choices, in config.py
 
@@ -86,6 +88,71 @@ class PreActBlock(nn.Module):
         return shortcut + out
 
 
+class PoolEntry(nn.Module):
+    """A "pool" stage's entry (airbench, Jordan 2024): act(BN(max-pool(conv(x)))), the pool's size the stage's
+    stride. Pooling before BN leaves BN and the activation a quarter of the work."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, stride: int, kernel: int,
+                 activation: type[nn.Module]) -> None:
+        super().__init__()
+        self.conv = conv(in_channels, out_channels, kernel=kernel)
+        self.pool = nn.MaxPool2d(stride) if stride > 1 else nn.Identity()
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.act = activation()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.pool(self.conv(x))))
+
+
+class ConvBlock(nn.Module):
+    """A "pool" stage's residual block: out = x + act(BN(conv(x))), one conv around an identity skip."""
+
+    def __init__(self, channels: int, *, kernel: int, activation: type[nn.Module]) -> None:
+        super().__init__()
+        self.conv = conv(channels, channels, kernel=kernel)
+        self.bn = nn.BatchNorm2d(channels)
+        self.act = activation()
+
+    def zero_init_residual(self) -> None:
+        """Make the branch start at act(0) = 0 (relu, gelu and silu all map 0 to 0): the block is the identity."""
+        nn.init.zeros_(self.bn.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.act(self.bn(self.conv(x)))
+
+
+class WhiteningStem(nn.Module):
+    """A frozen k x k conv that whitens image patches (airbench; Page 2018's "bag of tricks"), then act.
+
+    `init_whitening` sets its filters from training images: the eigenvectors of the patches' second-moment
+    matrix (the images are normalised, so about their covariance) scaled by 1/sqrt(eigenvalue + eps), each
+    followed by its negative so that the activation keeps both signs. Only its bias trains. Zero padding
+    (for an even k, one more row and column at the bottom and right) keeps 32x32 maps.
+    """
+
+    def __init__(self, kernel: int, activation: type[nn.Module]) -> None:
+        super().__init__()
+        before, after = (kernel - 1) // 2, kernel // 2  # 'same' padding; torch's padding="same" warns for even k
+        self.pad = nn.ZeroPad2d((before, after, before, after))
+        self.conv = nn.Conv2d(3, 2 * 3 * kernel * kernel, kernel, bias=True)
+        self.conv.weight.requires_grad_(False)
+        nn.init.zeros_(self.conv.bias)
+        self.act = activation()
+
+    @torch.no_grad()
+    def init_whitening(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        """Set the filters from normalised float images (N, 3, H, W); a few thousand are enough (airbench: 5,000)."""
+        k = self.conv.kernel_size[0]
+        patches = images.float().unfold(2, k, 1).unfold(3, k, 1)  # (N, C, H', W', k, k)
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, 3 * k * k)
+        eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))
+        filters = (eigenvectors.T / torch.sqrt(eigenvalues.clamp(min=0) + eps)[:, None]).reshape(-1, 3, k, k)
+        self.conv.weight.copy_(torch.cat([filters, -filters]).to(self.conv.weight))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(self.pad(x)))
+
+
 class ResNet(nn.Module):
     """Stem, stages of residual blocks, average pool of size P, linear classifier."""
 
@@ -93,14 +160,16 @@ class ResNet(nn.Module):
         super().__init__()
         validate_model_config(cfg)
         activation = _ACTIVATIONS[cfg.activation]
-        block = BasicBlock if cfg.block == "basic" else PreActBlock
+        block = {"basic": BasicBlock, "preact": PreActBlock, "pool": ConvBlock}[cfg.block]
         preact = cfg.block == "preact"
 
-        # A pre-activation network's stem is a bare conv: the first block normalises and activates.
-        stem = [conv(3, cfg.stem_channels, kernel=cfg.stem_kernel)]
-        if not preact:
-            stem += [nn.BatchNorm2d(cfg.stem_channels), activation()]
-        self.stem = nn.Sequential(*stem)
+        if cfg.stem == "whiten":
+            self.stem = WhiteningStem(cfg.stem_kernel, activation)
+        else:  # a pre-activation network's stem is a bare conv: the first block normalises and activates
+            stem = [conv(3, cfg.stem_channels, kernel=cfg.stem_kernel)]
+            if not preact:
+                stem += [nn.BatchNorm2d(cfg.stem_channels), activation()]
+            self.stem = nn.Sequential(*stem)
 
         stages, in_channels = [], cfg.stem_channels
         for out_channels, blocks, stride, kernel, skip_kernel in zip(cfg.channels, cfg.blocks, cfg.strides,
@@ -113,23 +182,36 @@ class ResNet(nn.Module):
         # Pre-activation blocks end un-normalised: one BN + activation before pooling.
         self.final_norm = nn.Sequential(nn.BatchNorm2d(in_channels), activation()) if preact else nn.Identity()
         side = final_feature_size(cfg)
-        self.pool = nn.AdaptiveAvgPool2d(1) if cfg.pool == 0 else nn.AvgPool2d(cfg.pool)
+        if cfg.pool_type == "max":
+            self.pool = nn.AdaptiveMaxPool2d(1) if cfg.pool == 0 else nn.MaxPool2d(cfg.pool)
+        else:
+            self.pool = nn.AdaptiveAvgPool2d(1) if cfg.pool == 0 else nn.AvgPool2d(cfg.pool)
         pooled = 1 if cfg.pool == 0 else side // cfg.pool
         self.dropout = nn.Dropout(cfg.dropout)
         self.fc = nn.Linear(in_channels * pooled * pooled, cfg.num_classes)
 
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, nn.Conv2d) and m.weight.requires_grad:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         if cfg.zero_init_residual:
             # Each block starts as its skip connection: +0.2-0.3% for ResNets (Goyal et al. 2017, sec. 5.1).
             for m in self.modules():
-                if isinstance(m, (BasicBlock, PreActBlock)):
+                if isinstance(m, (BasicBlock, PreActBlock, ConvBlock)):
                     m.zero_init_residual()
+
+    def init_from_images(self, images: torch.Tensor) -> None:
+        """Set what is computed from the training data (normalised images): a whitening stem's filters. A resumed
+        or reloaded network then loads the same from its weights."""
+        if isinstance(self.stem, WhiteningStem):
+            self.stem.init_whitening(images)
 
     @staticmethod
     def _make_stage(block: type[nn.Module], in_channels: int, out_channels: int, *, blocks: int, stride: int,
                     kernel: int, skip_kernel: int, activation: type[nn.Module]) -> nn.Sequential:
+        if block is ConvBlock:  # a "pool" stage: its entry changes width and size, B one-conv blocks follow
+            layers = [PoolEntry(in_channels, out_channels, stride=stride, kernel=kernel, activation=activation)]
+            return nn.Sequential(*layers, *[block(out_channels, kernel=kernel, activation=activation)
+                                            for _ in range(blocks)])
         same = {"kernel": kernel, "skip_kernel": skip_kernel, "activation": activation}
         layers = [block(in_channels, out_channels, stride=stride, **same)]
         layers += [block(out_channels, out_channels, stride=1, **same) for _ in range(blocks - 1)]
@@ -162,8 +244,14 @@ def validate_model_config(cfg: ModelConfig) -> None:
     for key in ("channels", "blocks", "strides"):
         if any(v < 1 for v in getattr(cfg, key)):
             raise ConfigError(f"model.{key}: every entry must be at least 1, got {getattr(cfg, key)}")
-    for key, values in (("kernels", cfg.kernels), ("skip_kernels", cfg.skip_kernels),
-                        ("stem_kernel", [cfg.stem_kernel])):
+    if cfg.stem == "whiten" and cfg.stem_channels != 6 * cfg.stem_kernel ** 2:
+        raise ConfigError(f"model.stem_channels: a whitening stem of kernel {cfg.stem_kernel} has "
+                          f"{6 * cfg.stem_kernel ** 2} channels (each of the {3 * cfg.stem_kernel ** 2} patch directions "
+                          f"and its negative), got {cfg.stem_channels}; set stem_channels: {6 * cfg.stem_kernel ** 2}")
+    if cfg.stem_kernel < 1:
+        raise ConfigError(f"model.stem_kernel: must be at least 1, got {cfg.stem_kernel}")
+    stem_kernel = [cfg.stem_kernel] if cfg.stem == "conv" else []  # a whitening stem may be even (airbench: 2)
+    for key, values in (("kernels", cfg.kernels), ("skip_kernels", cfg.skip_kernels), ("stem_kernel", stem_kernel)):
         if any(k < 1 or k % 2 == 0 for k in values):
             raise ConfigError(f"model.{key}: kernel sizes must be odd and positive (to keep 'same' padding), "
                               f"got {values}")

@@ -153,3 +153,25 @@ def test_record_copies_a_finished_run_into_the_results_and_refuses_to_replace_on
     assert (copied / run_folder.PREDICTIONS).is_file() and not (copied / run_folder.WEIGHTS).exists()
     assert cli.main(["record", str(finished_run), "--name", "mine", "--results", str(results)]) == 2
     assert error_line(capsys).startswith(f"cifar-resnet: error: {copied} exists")
+
+
+def test_train_without_config_trains_the_cpu_preset_on_a_cpu_and_says_why_in_one_line(synthetic_root, tmp_path,
+                                                                                     capsys, monkeypatch):
+    from cifar_resnet.training import launch_policy
+
+    monkeypatch.setattr(launch_policy, "CPU_PRESET", "smoke")  # the cpu preset's minutes, in seconds
+    monkeypatch.setenv("CIFAR_RESNET_RUNS", str(tmp_path))
+    assert cli.main(["train", "--data-root", str(synthetic_root), "--device", "cpu", "--epochs", "1"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "GPU" in line]
+    assert len(lines) == 1 and lines[0].startswith("no GPU here and `best` needs one (hours on a CPU), so training "
+                                                   "`smoke`: about ") and "of training here" in lines[0]
+    assert json.loads((tmp_path / "smoke" / run_folder.METRICS).read_text())["status"] == "finished"
+
+
+def test_train_without_config_is_best_on_a_gpu():
+    import torch
+
+    from cifar_resnet.training.launch_policy import default_preset
+
+    assert default_preset(torch.device("cuda")) == ("best", None)
+    assert default_preset(torch.device("cpu"))[0] == "cpu"

@@ -35,3 +35,21 @@ def test_the_colab_preset_fits_a_session_and_its_file_states_the_estimate():
     for number in numbers:
         assert number in comment, number
     assert "ESTIMATE" in comment and re.search(r"\b80 epochs\b", comment)
+
+
+def test_a_cpu_benchmark_gives_its_preset_a_measured_cpu_time_and_accuracy(tmp_path):
+    import json
+    import shutil
+
+    (tmp_path / "runs" / "best").mkdir(parents=True)
+    (tmp_path / "bench").mkdir()
+    shutil.copy(RESULTS / "runs" / "best" / "metrics.json", tmp_path / "runs" / "best")
+    shutil.copy(RESULTS / "bench" / "speed94.json", tmp_path / "bench")
+    bench = {"preset": "cpu", "overrides": {}, "train_seconds": 871.2, "test_acc_tta": 0.9123, "cpu": "Some CPU",
+             "threads": 2}
+    (tmp_path / "bench" / "cpu.json").write_text(json.dumps(bench))
+    rows = {row.split("`")[1]: row for row in presets_times_markdown(tmp_path).splitlines()[2:]}
+    assert rows["cpu"].endswith("| 14.5 min, 91.23% with TTA (measured: Some CPU, 2 threads) |")
+    assert rows["best"].endswith("|  |")  # no CPU time is estimated
+    (tmp_path / "bench" / "cpu.json").write_text(json.dumps({**bench, "overrides": {"train.epochs": 1}}))
+    assert "(a shortened run: train.epochs 1)" in presets_times_markdown(tmp_path)

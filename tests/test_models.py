@@ -98,3 +98,66 @@ def test_importing_the_package_stays_light():
     code = "import sys, cifar_resnet; print(sorted(m for m in ('matplotlib', 'optuna', 'pandas', 'seaborn') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def pool_cfg(**changes) -> ModelConfig:
+    """A small airbench-style network: whitening stem, "pool" stages."""
+    return ModelConfig(**{"block": "pool", "stem": "whiten", "stem_kernel": 2, "stem_channels": 24, "channels": [8, 16],
+                          "blocks": [1, 1], "kernels": [3, 3], "skip_kernels": [1, 1], "strides": [2, 2],
+                          "activation": "gelu", **changes})
+
+
+def test_whitening_stem_whitens_the_patches_it_was_set_from_and_only_its_bias_trains():
+    model = create_model(pool_cfg())
+    mix = torch.tensor([[1.0, 0.5, 0.2], [0, 1, 0.3], [0, 0, 2]])
+    images = torch.einsum("nchw,dc->ndhw", torch.randn(64, 3, 32, 32), mix)  # correlated channels
+    images = images + 0.7 * images.roll(1, -1)  # and neighbouring pixels
+    model.stem.init_whitening(images, eps=0.0)
+    out = model.stem.conv(images)[:, :12]  # the 12 filters, without their negatives; no padding: the same patches
+    patches = out.permute(0, 2, 3, 1).reshape(-1, 12)
+    assert torch.allclose(patches.T @ patches / len(patches), torch.eye(12), atol=0.05)
+    assert torch.equal(model.stem.conv.weight[12:], -model.stem.conv.weight[:12])
+    assert not model.stem.conv.weight.requires_grad and model.stem.conv.bias.requires_grad
+    assert model.stem(images).shape == (64, 24, 32, 32)  # 'same' padding for the even kernel
+
+
+def test_pool_stages_count_and_shape():
+    cfg = pool_cfg()
+    bn = lambda c: 2 * c
+    stem = 24 + 0  # the frozen filters are not trainable: only their bias counts
+    stage1 = 24 * 8 * 9 + bn(8) + 8 * 8 * 9 + bn(8)  # entry conv (then 2x2 max-pool) and one conv block
+    stage2 = 8 * 16 * 9 + bn(16) + 16 * 16 * 9 + bn(16)
+    head = 16 * 10 + 10
+    model = create_model(cfg)
+    assert count_parameters(model) == stem + stage1 + stage2 + head
+    assert model.stages(model.stem(torch.randn(2, 3, 32, 32))).shape == (2, 16, 8, 8)
+    block = model.stages[0][1].eval()  # zero-initialised: the block starts as the identity
+    x = torch.randn(2, 8, 16, 16)
+    assert torch.allclose(block(x), x)
+
+
+def test_pool_type_max_takes_the_maximum():
+    model = create_model(pool_cfg(pool_type="max")).eval()
+    features = torch.randn(2, 16, 8, 8)
+    assert torch.equal(model.pool(features).flatten(1), features.amax((2, 3)))
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"stem_channels": 16}, "model.stem_channels: a whitening stem of kernel 2 has 24 channels"),
+    ({"stem": "conv"}, "model.stem_kernel: kernel sizes must be odd"),
+    ({"stem": "patch"}, "model.stem: unknown stem 'patch'; choose conv, whiten"),
+])
+def test_whitening_stem_errors_name_the_value_and_the_fix(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        create_model(pool_cfg(**changes))
+
+
+def test_the_engine_sets_a_whitening_stem_from_images_and_leaves_other_stems_alone():
+    images = torch.randn(16, 3, 32, 32)
+    model, plain = create_model(pool_cfg()), create_model(ModelConfig(stem_channels=8, channels=[8], blocks=[1],
+                                                                        kernels=[3], skip_kernels=[1], strides=[1]))
+    before = {k: v.clone() for k, v in plain.state_dict().items()}
+    model.init_from_images(images)
+    plain.init_from_images(images)
+    assert model.stem.conv.weight.abs().sum() > 0 and torch.equal(model.stem.conv.weight[12:], -model.stem.conv.weight[:12])
+    assert all(torch.equal(before[k], v) for k, v in plain.state_dict().items())

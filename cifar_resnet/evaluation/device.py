@@ -2,8 +2,10 @@
 
 bf16 where the GPU supports it natively (compute capability 8.0 or newer: A100, L4, H100, ...), fp16 with
 loss scaling below that (a T4 is 7.5: torch would emulate bf16 there, silently and slowly), and fp32 on a
-CPU (the engine never autocasts on a CPU). An explicit bf16 on a GPU without native support is honoured
-with one warning line.
+CPU. An explicit bf16 on a GPU without native support is honoured with one warning line. On a CPU only an
+explicit bf16 autocasts, and only where oneDNN computes bf16 natively (AVX512-BF16 or AMX: the `cpu` preset's
+network trains about 2.5 times faster than in fp32 on a Xeon with AMX); fp16 and auto stay fp32 there, and
+bf16 on a CPU without native support falls back to fp32 with one warning line.
 """
 
 from __future__ import annotations
@@ -22,12 +24,23 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= NATIVE_BF16_CAPABILITY
 
 
+def native_cpu_bf16() -> bool:
+    """Does this CPU compute bf16 natively through oneDNN (AVX512-BF16 or AMX)?"""
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def resolve_precision(precision: str, device: torch.device, warn: Callable[[str], None] | None = None) -> str:
     """The precision that runs on `device` for the configured `precision` (bf16, fp16 or fp32, never auto);
     `warn` receives one line where an explicit bf16 is given to a GPU without native bf16."""
     check_value("train.precision", precision)  # the speedrun's recipe is no `Config`: checked here
     if device.type != "cuda":
-        return "fp32"  # the CPU computes in fp32 whatever is asked (its autocast is slow and changes results)
+        if precision != "bf16":
+            return "fp32"  # fp16 autocast on a CPU is slow; auto means the safe choice there
+        if native_cpu_bf16():
+            return "bf16"
+        if warn is not None:
+            warn("warning: train.precision bf16 on a CPU without native bf16 (AVX512-BF16 or AMX): computing in fp32")
+        return "fp32"
     if precision == "auto":
         return "bf16" if native_bf16(device) else "fp16"
     if precision == "bf16" and not native_bf16(device) and warn is not None:
@@ -73,7 +86,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def autocast(device: torch.device, precision: str):
-    """bf16/fp16 autocast on CUDA (`auto`: see `resolve_precision`); the CPU computes in fp32."""
+    """bf16/fp16 autocast as `resolve_precision` decides for `device` (on a CPU: bf16 where native, else off)."""
     precision = resolve_precision(precision, device)
-    enabled = device.type == "cuda" and precision != "fp32"
+    enabled = precision != "fp32"
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16, enabled=enabled)

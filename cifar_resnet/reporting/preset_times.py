@@ -5,7 +5,8 @@ its GPU (the ResNet presets: `results/runs/best`; the speed-run recipes: `result
 times the ratio of training FLOPs per image (forward and backward, counted by torch), times, for another
 GPU, the ratio of the two GPUs' published peak half-precision tensor rates. It leaves out what such ratios
 cannot see (torch.compile or not, clocks that throttle, the loader), so every estimate is labelled one
-until a run on that GPU is recorded.
+until a run on that GPU is recorded. A preset with a CPU benchmark (`results/bench/cpu.json`, written by
+`benchmarks/cpu.py`) also gets its measured time and accuracy on that CPU; no CPU time is estimated.
 """
 
 from __future__ import annotations
@@ -101,11 +102,28 @@ def training_time(results: Path, name: str, gpu: str) -> Timing:
     return Timing(trained_images(name) / rate, False)
 
 
+CPU_BENCH = Path("bench") / "cpu.json"  # under results/: the `cpu` preset's benchmark
+
+
+def cpu_result(results: Path, name: str) -> str:
+    """Preset `name`'s measured training time and test accuracy on a CPU (its benchmark), or "" without one."""
+    path = results / CPU_BENCH
+    bench = json.loads(path.read_text()) if path.is_file() else {}
+    if bench.get("preset") != name:
+        return ""
+    if bench.get("overrides"):
+        return f"(a shortened run: {', '.join(f'{k} {v}' for k, v in bench['overrides'].items())})"
+    return (f"{bench['train_seconds'] / 60:.1f} min, {bench['test_acc_tta'] * 100:.2f}% with TTA (measured: "
+            f"{bench['cpu']}, {bench['threads']} threads)")
+
+
 def presets_times_markdown(results: str | Path) -> str:
-    """The README's preset table: every preset, its epochs, and its training time on an H200 and a T4."""
+    """The README's preset table: every preset, its epochs, its training time on an H200 and a T4, and where
+    benchmarked, its training time and accuracy on a CPU."""
     results = Path(results)
-    lines = ["| preset | epochs | training on an H200 | training on a T4 (Colab) |", "| --- | ---: | --- | --- |"]
+    lines = ["| preset | epochs | training on an H200 | training on a T4 (Colab) | on a CPU |",
+             "| --- | ---: | --- | --- | --- |"]
     for name in preset_names():
         times = [training_time(results, name, GPUS[gpu]) for gpu in ("H200", "T4")]
-        lines.append(f"| `{name}` | {epochs(name):g} | {times[0]} | {times[1]} |")
+        lines.append(f"| `{name}` | {epochs(name):g} | {times[0]} | {times[1]} | {cpu_result(results, name)} |")
     return "\n".join(lines)

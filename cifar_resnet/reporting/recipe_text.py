@@ -43,7 +43,9 @@ def _all_or(noun: str) -> Callable[[Any], str]:
 
 # dotted key -> (group, label, how the value reads)
 SETTINGS: dict[str, tuple[str, str, Callable[[Any], str]]] = {
-    "model.block": ("Model", "block", lambda v: {"preact": "pre-activation", "basic": "basic"}.get(v, str(v))),
+    "model.block": ("Model", "block", lambda v: {"preact": "pre-activation", "basic": "basic",
+                                                 "pool": "conv, max-pool, one-conv residual"}.get(v, str(v))),
+    "model.stem": ("Model", "stem", lambda v: {"whiten": "frozen patch whitening"}.get(v, str(v))),
     "model.stem_channels": ("Model", "stem channels", str),
     "model.stem_kernel": ("Model", "stem kernel", lambda v: f"{v}x{v}"),
     "model.channels": ("Model", "channels per stage", _stages),
@@ -52,6 +54,7 @@ SETTINGS: dict[str, tuple[str, str, Callable[[Any], str]]] = {
     "model.skip_kernels": ("Model", "projection kernels", _kernels),
     "model.strides": ("Model", "strides", _stages),
     "model.pool": ("Model", "pool", lambda v: "global average" if v == 0 else f"{v}x{v} average"),
+    "model.pool_type": ("Model", "pool type", lambda v: {"avg": "average"}.get(v, str(v))),
     "model.activation": ("Model", "activation", lambda v: str(v).replace("relu", "ReLU").replace("gelu", "GELU")
                          .replace("silu", "SiLU")),
     "model.dropout": ("Model", "dropout", _off()),

@@ -26,7 +26,7 @@ from ..data.gpu_loader import GpuLoader
 from ..data.mixing import make_batch_mix
 from ..evaluation.device import autocast, divergence_advice, resolve_device, resolve_precision
 from ..evaluation.evaluate import evaluate, half_rounded, model_from_weights, record_predictions
-from ..models import count_parameters, create_model
+from ..models import WHITEN_IMAGES, count_parameters, create_model
 from .ema import make_ema
 from .history import EpochStats, column
 from .live_view import hyperparameters, open_event_log
@@ -128,14 +128,14 @@ class Trainer:
 
         train, evaluation, self.eval_split = splits or load_splits(cfg, data_root)
         self.data_root = str(resolve_root(data_root or cfg.data.root or None))  # metrics.json remembers it
-        channels_last = t.channels_last
         self.train_loader = GpuLoader(train, batch_size=t.batch_size, device=self.device, train=True,
-                                      augment=cfg.data, seed=t.seed, channels_last=channels_last)
+                                      augment=cfg.data, seed=t.seed, channels_last=t.channels_last)
         self.eval_loader = GpuLoader(evaluation, batch_size=1024, device=self.device, train=False,
-                                     channels_last=channels_last)
+                                     channels_last=t.channels_last)
 
         self.model = create_model(cfg.model).to(self.device)
-        if channels_last:
+        self.model.init_from_images(self.train_loader.normalize(self.train_loader.images[:WHITEN_IMAGES]))
+        if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.params = count_parameters(self.model)
         self.forward = torch.compile(self.model) if t.compile and self.device.type == "cuda" else self.model

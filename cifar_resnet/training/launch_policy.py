@@ -3,6 +3,8 @@
 On a CPU, `check_duration` times a training step (`step_seconds`) and refuses a run estimated to train longer
 than `SLOW_RUN_SECONDS` with `SlowRunError` (a one-line `ConfigError` giving the estimate and a CPU-sized
 command) unless `allow_slow`, or a time limit up to that bounds it; it announces one over `LONG_RUN_SECONDS`.
+`default_preset` is what `cifar-resnet train` (and `make train`) trains without `--config`: `best` on a GPU,
+`cpu` elsewhere, announced in one line with its estimate here.
 The command line's `train` (through `launch_policy.train`), its `search` (each trial), its `sweep` (each run) and
 notebook 03 (`session.train_in_sessions`) call it before they build a `Trainer`. The sweep's own
 estimates of a plan's run durations are `studies.sweep.PlanEstimator`'s.
@@ -32,6 +34,7 @@ from ..models import create_model
 SLOW_RUN_SECONDS = 3600.0  # on a CPU, a run estimated to train longer than this is refused unless allowed
 LONG_RUN_SECONDS = 600.0  # ... and one longer than this is announced with its estimate before it starts
 CPU_SIZED_PRESET = "smoke"  # the preset the refusal of a slow CPU run proposes instead
+GPU_PRESET, CPU_PRESET = "best", "cpu"  # what `train` runs without --config, with a GPU and without one
 
 
 def cpu_sized_run() -> str:
@@ -116,9 +119,18 @@ def estimate_training(cfg: Config, splits: Splits, device: torch.device, *, out_
     return Estimate(epochs, steps, step_seconds(cfg, device))
 
 
+def default_preset(device: torch.device) -> tuple[str, str | None]:
+    """The preset `train` runs without --config on `device`, and the start of the line announcing it (None on a GPU)."""
+    if device.type == "cuda":
+        return GPU_PRESET, None
+    return CPU_PRESET, f"no GPU here and `{GPU_PRESET}` needs one (hours on a CPU), so training `{CPU_PRESET}`"
+
+
 def refuse_slow_run(cfg: Config, estimate: Estimate, device: torch.device, *, time_limit: float | None = None,
-                    allow_slow: bool = False, log: Callable[[str], None] | None = print) -> None:
-    """On a CPU, `SlowRunError` for a run of hours unless allowed or bounded; one line for a long one."""
+                    allow_slow: bool = False, log: Callable[[str], None] | None = print,
+                    announce: str | None = None) -> None:
+    """On a CPU, `SlowRunError` for a run of hours unless allowed or bounded; one line for a long one, or
+    always where `announce` begins that line."""
     if device.type != "cpu":
         return
     seconds = estimate.seconds
@@ -128,29 +140,36 @@ def refuse_slow_run(cfg: Config, estimate: Estimate, device: torch.device, *, ti
             f"{cfg.name} would train for about {duration(seconds, rough=True)} on this CPU ({estimate.steps:,} steps "
             f"of ~{estimate.step_seconds:.2f} s); for a CPU-sized run use `{cpu_sized_run()}`, train it on a GPU, or "
             f"pass {option('allow_slow=True', '--allow-slow')} to start it anyway")
-    if seconds > LONG_RUN_SECONDS and log is not None:
+    if announce is not None and log is not None:
+        log(f"{announce}: about {duration(seconds, rough=True)} of training here ({estimate.steps:,} steps of "
+            f"~{estimate.step_seconds:.2f} s, {torch.get_num_threads()} threads; {estimate_note()})")
+    elif seconds > LONG_RUN_SECONDS and log is not None:
         log(f"{cfg.name}: {estimate.steps:,} steps to go on the CPU, about {duration(seconds, rough=True)} of "
             f"training ({estimate_note()})")
 
 
 def check_duration(cfg: Config, splits: Splits, device: torch.device, *, out_dir: str | Path | None = None,
                    resume: bool = False, time_limit: float | None = None, allow_slow: bool = False,
-                   log: Callable[[str], None] | None = print) -> None:
+                   log: Callable[[str], None] | None = print, announce: str | None = None) -> None:
     """The policy before a `Trainer` is built: on a CPU, estimate the run (timed steps) and refuse or announce
     it (`refuse_slow_run`); elsewhere nothing is timed."""
     if device.type == "cpu":
         estimate = estimate_training(cfg, splits, device, out_dir=out_dir, resume=resume)
-        refuse_slow_run(cfg, estimate, device, time_limit=time_limit, allow_slow=allow_slow, log=log)
+        refuse_slow_run(cfg, estimate, device, time_limit=time_limit, allow_slow=allow_slow, log=log,
+                        announce=announce)
 
 
-def train(cfg: Config, out_dir: str | Path, *, allow_slow: bool = False, **options) -> dict:
+def train(cfg: Config, out_dir: str | Path, *, allow_slow: bool = False, announce: str | None = None,
+          **options) -> dict:
     """`engine.train` behind the launch policy (what `cifar-resnet train` and the sweep call); options as
-    for `engine.Trainer`. On a CPU the data is loaded here, once, and handed to the trainer."""
+    for `engine.Trainer`; `announce` begins a line giving the CPU estimate (`default_preset`). On a CPU the
+    data is loaded here, once, and handed to the trainer."""
     from .engine import train as train_run
 
     device = resolve_device(options.get("device"))
     if device.type == "cpu":
         options["splits"] = options.get("splits") or load_splits(cfg, options.get("data_root"))
         check_duration(cfg, options["splits"], device, out_dir=out_dir, resume=options.get("resume", False),
-                       time_limit=options.get("time_limit"), allow_slow=allow_slow, log=options.get("log", print))
+                       time_limit=options.get("time_limit"), allow_slow=allow_slow, log=options.get("log", print),
+                       announce=announce)
     return train_run(cfg, out_dir, **options)
