@@ -225,7 +225,7 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             raise run_folder.CheckpointError(f"{self.out / run_folder.CHECKPOINT} does not fit this run ({type(err).__name__}: "
                                              f"{str(err).splitlines()[0]}); delete it to restart from scratch") from None
-        self.log(f"resuming {self.out} after epoch {self.epoch}")
+        self.log(f"resuming {run_folder.shown_path(self.out)} after epoch {self.epoch}")
 
     # ---- training ----------------------------------------------------------------------------------
     def eval_model(self) -> nn.Module:
@@ -338,16 +338,16 @@ class Trainer:
                            train_acc=correct.item() / seen, eval_loss=eval_loss, eval_acc=eval_acc,
                            eval_loss_raw=eval_loss_raw, eval_acc_raw=eval_acc_raw, seconds=round(seconds, 3))
         if bar is not None:
-            bar.set_postfix(epoch=stats.epoch, loss=f"{stats.train_loss:.3f}", acc=f"{stats.train_acc:.3f}",
-                            **({self.eval_split: f"{eval_acc:.4f}"} if eval_acc is not None else {}))
+            bar.set_postfix(epoch=stats.epoch, loss=f"{stats.train_loss:.3f}", acc=f"{stats.train_acc:.1%}",
+                            **({self.eval_split: f"{eval_acc:.2%}"} if eval_acc is not None else {}))
         return stats
 
     def _describe(self, s: EpochStats) -> str:
-        evaluated = f" {self.eval_split} loss {s.eval_loss:.4f} acc {s.eval_acc:.4f}" if s.eval_acc is not None else ""
+        evaluated = f" {self.eval_split} loss {s.eval_loss:.4f} acc {s.eval_acc:.2%}" if s.eval_acc is not None else ""
         if s.eval_acc_raw is not None:
-            evaluated += f" (average; trained weights {s.eval_acc_raw:.4f})"
+            evaluated += f" (average; trained weights {s.eval_acc_raw:.2%})"
         return (f"epoch {s.epoch}/{self.cfg.train.epochs} lr {s.lr:.4f} train loss {s.train_loss:.4f} "
-                f"acc {s.train_acc:.4f}{evaluated} {s.seconds:.1f}s")
+                f"acc {s.train_acc:.2%}{evaluated} {s.seconds:.1f}s")
 
     # ---- the record --------------------------------------------------------------------------------
     def finish(self) -> dict:
