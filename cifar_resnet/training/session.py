@@ -57,8 +57,8 @@ def train_in_sessions(cfg: Config, out_dir: str | Path, *, session_limit: float 
     refuse_slow_run(cfg, estimate, device, time_limit=session_limit, allow_slow=allow_slow, log=log)
     trainer = Trainer(cfg, out, resume=resume, time_limit=session_limit, log=log, **options)
     limit = f"; this session stops before {duration(session_limit, rough=True)}" if session_limit else ""
-    log(f"{'continuing' if resume else 'starting'} {cfg.name} in {run_folder.shown_path(out)}: {estimate.epochs} epochs to go, about "
-        f"{duration(estimate.seconds, rough=True)} of training on {run_folder.environment(device)['device']} "
+    log(f"{'continuing' if resume else 'starting'} {cfg.name} in {run_folder.shown_path(out)}: {estimate.epochs} epochs "
+        f"to go, about {duration(estimate.seconds, rough=True)} of training on {run_folder.environment(device)['device']} "
         f"({estimate_note()}){limit}")
     log(RERUN)
     metrics = trainer.run()
