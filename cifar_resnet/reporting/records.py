@@ -151,7 +151,7 @@ def record_run(run_dir: str | Path, results_dir: str | Path = "results", *, name
     metrics = run_folder.read_metrics(src)
     if metrics.get("status", "finished") != "finished" or not (src / run_folder.PREDICTIONS).is_file():
         raise FileNotFoundError(f"{src} is no finished run with {run_folder.PREDICTIONS}: finish it first "
-                                f"({resume_advice(src)})")
+                                f"({resume_advice(run_folder.shown_path(src))})")
     dst = Path(results_dir) / "runs" / name
     if dst.exists():
         raise FileExistsError(f"{dst} exists: choose another name, or remove it first")

@@ -281,7 +281,7 @@ class Trainer:
                 last = self.history[-1]["seconds"] if self.history else 0.0
                 if self.time_limit and time.perf_counter() - start + last > self.time_limit:
                     self.log(f"time limit of {self.time_limit:.0f} s reached after epoch {self.epoch}: "
-                             f"checkpoint kept, continue with {resume_advice(self.out)}")
+                             f"checkpoint kept, continue with {resume_advice(run_folder.shown_path(self.out))}")
                     break
                 stats = self._train_epoch(bar)
                 self.epoch += 1
@@ -390,7 +390,7 @@ class Trainer:
         except KeyboardInterrupt:
             kept = f"the checkpoint after epoch {self.epoch} is kept" if self.epoch else "no epoch was completed"
             raise TrainingInterrupted(f"interrupted during epoch {self.epoch + 1} of {self.cfg.train.epochs}: {kept}; "
-                                      f"continue with: {resume_advice(self.out)}") from None
+                                      f"continue with: {resume_advice(run_folder.shown_path(self.out))}") from None
         finally:
             self.close()
 
