@@ -54,8 +54,11 @@ def option(python: str, flag: str) -> str:
 
 
 def resume_advice(out_dir: str | Path) -> str:
-    """How to continue the run in `out_dir` from its checkpoint."""
-    return advise(f'train(cfg, "{out_dir}", resume=True)', f"cifar-resnet train --out {out_dir} --resume")
+    """How to continue the run in `out_dir` (as `run_folder.shown_path` writes it: `$CIFAR_RESNET_RUNS/x`, which
+    a shell expands and Python through `os.path.expandvars`) from its checkpoint."""
+    folder = str(out_dir)
+    python = f'os.path.expandvars("{folder}")' if folder.startswith("$") else f'"{folder}"'
+    return advise(f"train(cfg, {python}, resume=True)", f"cifar-resnet train --out {folder} --resume")
 
 
 def progress_bar(iterable=None, **options):

@@ -53,6 +53,19 @@ def user_runs_dir() -> Path:
     return Path(os.environ.get(RUNS_ENV) or "runs")
 
 
+def shown_path(path: str | Path) -> str:
+    """`path` as messages write it: relative to the working directory (a clone's root) where it lies there, else
+    as `$CIFAR_RESNET_RUNS/...` where it lies in that folder, else as given; so a notebook's saved output names
+    no folder of the machine that ran it."""
+    path = Path(path)
+    runs = os.environ.get(RUNS_ENV)
+    for base, name in ((Path.cwd(), None), (Path(runs) if runs else None, f"${RUNS_ENV}")):
+        if base is not None and path.resolve().is_relative_to(base.resolve()):
+            inside = path.resolve().relative_to(base.resolve())
+            return str(Path(name, inside) if name else inside)
+    return str(path)
+
+
 class RunLock:
     """The lock of a run folder (`.lock`, an flock through filelock: a killed process never leaves it held),
     taken when made, or `CheckpointError` naming the process that holds it; `.lock.owner` names the holder

@@ -49,6 +49,13 @@ def test_resuming_is_the_call_or_the_flag(reader):
                     else "cifar-resnet train --out runs/best --resume")
 
 
+def test_resuming_a_folder_under_the_runs_variable_is_advice_that_runs_anywhere(reader):
+    """A folder shown as $CIFAR_RESNET_RUNS/x (issue 31: no machine path in a saved notebook) is expanded."""
+    text = audience.resume_advice("$CIFAR_RESNET_RUNS/smoke")
+    assert text == ('train(cfg, os.path.expandvars("$CIFAR_RESNET_RUNS/smoke"), resume=True)'
+                    if reader == audience.PYTHON else "cifar-resnet train --out $CIFAR_RESNET_RUNS/smoke --resume")
+
+
 def test_missing_data_names_data_root_as_the_reader_gives_it(reader, tmp_path):
     text = message(DataError, lambda: load_cifar10(tmp_path / "nowhere", download=False))
     assert ("data_root=" in text) == (reader == audience.PYTHON) and ("--data-root" in text) != (reader == audience.PYTHON)

@@ -125,7 +125,7 @@ def test_notebook_03_alone_clones_trains_and_continues_after_a_disconnect(runtim
     second = execute(notebook(url), runtime)  # a new session: the same notebook, run again
     assert "cloning" not in printed(second, "REPO_URL = ")  # the clone is there: not fetched again
     training = printed(second, "train_in_sessions(cfg")
-    assert "continuing smoke" in training and f"resuming {run} after epoch {done}" in training
+    assert "continuing smoke" in training and f"resuming $CIFAR_RESNET_RUNS/{run.name} after epoch {done}" in training
     history = (run / "history.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in history[1:]] == ["1", "2", "3", "4"]
     assert '"status": "finished"' in (run / "metrics.json").read_text()

@@ -195,6 +195,26 @@ def test_tables_for_display_show_percentages_not_fractions():
     assert table.loc[0, "test_acc_mean"] == 0.94855  # the table itself, and the files, keep the fractions
 
 
+def test_tables_for_display_write_a_missing_value_as_a_dash():
+    """The run stopped by its time limit has no accuracy, no TTA and no TTA mode: '-' in each, never a blank
+    or NaN (issue 31)."""
+    shown = records.for_display(records.runs_table(records.load_runs(ROOT / "results" / "runs")))
+    stopped = shown[shown["run"] == "best-e170"].iloc[0]
+    assert stopped["test_acc"] == stopped["test_acc_tta"] == stopped["tta"] == "-"
+    assert "nan" not in shown.to_string().lower() and "<NA>" not in shown.to_string()
+
+
+def test_messages_show_a_run_folder_without_the_machine_s_path(tmp_path, monkeypatch):
+    """A notebook's saved output names no folder of the machine that ran it (issue 31): a run folder is shown
+    relative to the working directory, or to $CIFAR_RESNET_RUNS; elsewhere as given."""
+    (tmp_path / "clone").mkdir()
+    monkeypatch.chdir(tmp_path / "clone")
+    monkeypatch.setenv(run_folder.RUNS_ENV, str(tmp_path / "elsewhere"))
+    assert run_folder.shown_path(tmp_path / "clone" / "runs" / "smoke") == "runs/smoke"
+    assert run_folder.shown_path(tmp_path / "elsewhere" / "smoke") == "$CIFAR_RESNET_RUNS/smoke"
+    assert run_folder.shown_path("/somewhere/else") == "/somewhere/else"
+
+
 def test_the_newest_gpu_run_passes_over_cpu_smoke_runs(tmp_path):
     for age, (name, device) in enumerate((("smoke", "cpu"), ("on-gpu", "NVIDIA H200"))):
         run = _record(tmp_path, name, device=device, test_acc=0.5)

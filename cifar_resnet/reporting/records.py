@@ -151,7 +151,7 @@ def record_run(run_dir: str | Path, results_dir: str | Path = "results", *, name
     metrics = run_folder.read_metrics(src)
     if metrics.get("status", "finished") != "finished" or not (src / run_folder.PREDICTIONS).is_file():
         raise FileNotFoundError(f"{src} is no finished run with {run_folder.PREDICTIONS}: finish it first "
-                                f"({resume_advice(src)})")
+                                f"({resume_advice(run_folder.shown_path(src))})")
     dst = Path(results_dir) / "runs" / name
     if dst.exists():
         raise FileExistsError(f"{dst} exists: choose another name, or remove it first")
@@ -286,21 +286,26 @@ def write_table(table: pd.DataFrame, stem: Path, columns: dict[str, Column] | No
     return [csv, tex]
 
 
+MISSING = "-"  # a value a run does not have (a time-limited run's accuracy), as the tables write it
+
+
 def for_display(table: pd.DataFrame) -> pd.DataFrame:
     """A copy of a table for reading in a notebook: accuracies (columns named `*acc*`, `accuracy`, `mean`,
-    `severity *`) and confidences as percentages with two decimals, seconds with one, parameters with
-    thousands separators; empty cells blank."""
-    def shown(column: str, formatter) -> pd.Series:
-        return table[column].map(lambda v: "" if pd.isna(v) else formatter(v))
+    `severity *`), confidences and shares as percentages with two decimals, seconds with one, parameters with
+    thousands separators; a missing value is '-' in every column (never NaN or a blank)."""
+    def shown(column: str, formatter=str) -> pd.Series:
+        return table[column].map(lambda v: MISSING if pd.isna(v) else formatter(v))
 
     out = table.copy()
     for column in table.columns:
-        if "acc" in column or column in ("confidence", "mean") or column.startswith("severity "):
+        if "acc" in column or column in ("confidence", "mean", "share") or column.startswith("severity "):
             out[column] = shown(column, lambda v: f"{100 * float(v):.2f}%")
         elif "seconds" in column:
             out[column] = shown(column, lambda v: f"{float(v):.1f}")
         elif column == "params":
             out[column] = shown(column, lambda v: f"{int(v):,}")
+        elif table[column].isna().any():
+            out[column] = shown(column)
     return out
 
 

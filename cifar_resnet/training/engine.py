@@ -225,7 +225,7 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             raise run_folder.CheckpointError(f"{self.out / run_folder.CHECKPOINT} does not fit this run ({type(err).__name__}: "
                                              f"{str(err).splitlines()[0]}); delete it to restart from scratch") from None
-        self.log(f"resuming {self.out} after epoch {self.epoch}")
+        self.log(f"resuming {run_folder.shown_path(self.out)} after epoch {self.epoch}")
 
     # ---- training ----------------------------------------------------------------------------------
     def eval_model(self) -> nn.Module:
@@ -281,7 +281,7 @@ class Trainer:
                 last = self.history[-1]["seconds"] if self.history else 0.0
                 if self.time_limit and time.perf_counter() - start + last > self.time_limit:
                     self.log(f"time limit of {self.time_limit:.0f} s reached after epoch {self.epoch}: "
-                             f"checkpoint kept, continue with {resume_advice(self.out)}")
+                             f"checkpoint kept, continue with {resume_advice(run_folder.shown_path(self.out))}")
                     break
                 stats = self._train_epoch(bar)
                 self.epoch += 1
@@ -338,16 +338,16 @@ class Trainer:
                            train_acc=correct.item() / seen, eval_loss=eval_loss, eval_acc=eval_acc,
                            eval_loss_raw=eval_loss_raw, eval_acc_raw=eval_acc_raw, seconds=round(seconds, 3))
         if bar is not None:
-            bar.set_postfix(epoch=stats.epoch, loss=f"{stats.train_loss:.3f}", acc=f"{stats.train_acc:.3f}",
-                            **({self.eval_split: f"{eval_acc:.4f}"} if eval_acc is not None else {}))
+            bar.set_postfix(epoch=stats.epoch, loss=f"{stats.train_loss:.3f}", acc=f"{stats.train_acc:.1%}",
+                            **({self.eval_split: f"{eval_acc:.2%}"} if eval_acc is not None else {}))
         return stats
 
     def _describe(self, s: EpochStats) -> str:
-        evaluated = f" {self.eval_split} loss {s.eval_loss:.4f} acc {s.eval_acc:.4f}" if s.eval_acc is not None else ""
+        evaluated = f" {self.eval_split} loss {s.eval_loss:.4f} acc {s.eval_acc:.2%}" if s.eval_acc is not None else ""
         if s.eval_acc_raw is not None:
-            evaluated += f" (average; trained weights {s.eval_acc_raw:.4f})"
+            evaluated += f" (average; trained weights {s.eval_acc_raw:.2%})"
         return (f"epoch {s.epoch}/{self.cfg.train.epochs} lr {s.lr:.4f} train loss {s.train_loss:.4f} "
-                f"acc {s.train_acc:.4f}{evaluated} {s.seconds:.1f}s")
+                f"acc {s.train_acc:.2%}{evaluated} {s.seconds:.1f}s")
 
     # ---- the record --------------------------------------------------------------------------------
     def finish(self) -> dict:
@@ -390,7 +390,7 @@ class Trainer:
         except KeyboardInterrupt:
             kept = f"the checkpoint after epoch {self.epoch} is kept" if self.epoch else "no epoch was completed"
             raise TrainingInterrupted(f"interrupted during epoch {self.epoch + 1} of {self.cfg.train.epochs}: {kept}; "
-                                      f"continue with: {resume_advice(self.out)}") from None
+                                      f"continue with: {resume_advice(run_folder.shown_path(self.out))}") from None
         finally:
             self.close()
 

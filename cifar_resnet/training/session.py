@@ -46,8 +46,9 @@ def train_in_sessions(cfg: Config, out_dir: str | Path, *, session_limit: float 
     out = Path(out_dir)
     done = finished_metrics(cfg, out)
     if done is not None:
-        log(f"{out} holds the finished run of {cfg.name} ({done['epochs_completed']} epochs, test accuracy "
-            f"{done.get('test_acc', float('nan')):.4f}): not trained again (to train again, choose another folder)")
+        accuracy = f"test accuracy {done['test_acc']:.2%}" if done.get("test_acc") is not None else "no test accuracy"
+        log(f"{run_folder.shown_path(out)} holds the finished run of {cfg.name} ({done['epochs_completed']} epochs, "
+            f"{accuracy}): not trained again (to train again, choose another folder)")
         return done
     resume = (out / run_folder.CHECKPOINT).is_file()
     options["splits"] = options.get("splits") or load_splits(cfg, options.get("data_root"))
@@ -56,8 +57,8 @@ def train_in_sessions(cfg: Config, out_dir: str | Path, *, session_limit: float 
     refuse_slow_run(cfg, estimate, device, time_limit=session_limit, allow_slow=allow_slow, log=log)
     trainer = Trainer(cfg, out, resume=resume, time_limit=session_limit, log=log, **options)
     limit = f"; this session stops before {duration(session_limit, rough=True)}" if session_limit else ""
-    log(f"{'continuing' if resume else 'starting'} {cfg.name} in {out}: {estimate.epochs} epochs to go, about "
-        f"{duration(estimate.seconds, rough=True)} of training on {run_folder.environment(device)['device']} "
+    log(f"{'continuing' if resume else 'starting'} {cfg.name} in {run_folder.shown_path(out)}: {estimate.epochs} epochs "
+        f"to go, about {duration(estimate.seconds, rough=True)} of training on {run_folder.environment(device)['device']} "
         f"({estimate_note()}){limit}")
     log(RERUN)
     metrics = trainer.run()
