@@ -12,9 +12,12 @@ where the output goes to a file or a pipe, and never under `quiet` (the command 
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
+
+RUNS_ENV = "CIFAR_RESNET_RUNS"  # where your own runs go instead of ./runs (the tests point it at a temporary folder)
 
 PYTHON, COMMAND_LINE, INSTALLED = "python", "command line", "installed"  # the three forms a message takes
 _reader = {"command_line": False, "quiet": False}
@@ -54,7 +57,7 @@ def option(python: str, flag: str) -> str:
 
 
 def resume_advice(out_dir: str | Path) -> str:
-    """How to continue the run in `out_dir` (as `run_folder.shown_path` writes it: `$CIFAR_RESNET_RUNS/x`, which
+    """How to continue the run in `out_dir` (as `shown_path` writes it: `$CIFAR_RESNET_RUNS/x`, which
     a shell expands and Python through `os.path.expandvars`) from its checkpoint."""
     folder = str(out_dir)
     python = f'os.path.expandvars("{folder}")' if folder.startswith("$") else f'"{folder}"'
@@ -78,3 +81,16 @@ def progress_bar(iterable=None, **options):
 def shows_progress() -> bool:
     """Whether progress bars are shown here (a terminal or a notebook, and not quiet)."""
     return not _reader["quiet"] and (sys.stderr.isatty() or "ipykernel" in sys.modules)
+
+
+def shown_path(path: str | Path) -> str:
+    """`path` as messages write it: relative to the working directory (a clone's root) where it lies there, else
+    as `$CIFAR_RESNET_RUNS/...` where it lies in that folder, else as given; so a notebook's saved output names
+    no folder of the machine that ran it."""
+    path = Path(path)
+    runs = os.environ.get(RUNS_ENV)
+    for base, name in ((Path.cwd(), None), (Path(runs) if runs else None, f"${RUNS_ENV}")):
+        if base is not None and path.resolve().is_relative_to(base.resolve()):
+            inside = path.resolve().relative_to(base.resolve())
+            return str(Path(name, inside) if name else inside)
+    return str(path)

@@ -1,11 +1,27 @@
 """The `cifar-resnet` command: thin subcommands over the functions the notebooks call.
 
 Errors the user can fix (a bad configuration, a model over the budget, missing or damaged data or
-checkpoints, a run folder that is taken) end with one line on stderr and exit status 2; Ctrl-C ends with
-one line and exit status 130.
+checkpoints, a run folder that is taken, a folder that is missing, a file, read-only or full) end with one
+line on stderr and exit status 2; Ctrl-C, SIGTERM and SIGHUP end with one line and exit status 130 (a
+training run keeps its checkpoint and says how to continue it), also while the command starts.
 """
 
 from __future__ import annotations
+
+import signal
+
+
+def _stopped_while_loading(signum, frame) -> None:  # nothing is written yet: end at once, in one line
+    print("cifar-resnet: interrupted", file=__import__("sys").stderr)
+    __import__("os")._exit(130)
+
+
+_STOPS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+try:  # the imports below take seconds (torch): a Ctrl-C meanwhile gives one line, not a traceback
+    _BEFORE_LOADING = {s: signal.signal(s, _stopped_while_loading) for s in _STOPS
+                       if signal.getsignal(s) is not signal.SIG_IGN}  # what nohup or a shell ignored stays ignored
+except ValueError:  # imported from a thread other than the main one: no handlers to set
+    _BEFORE_LOADING = {}
 
 import argparse
 import json
@@ -17,10 +33,31 @@ from .audience import use_command_line, use_python
 from .config import ConfigError, load_config, override
 from .data.cifar10 import DataError
 from .models import OverBudgetError, PARAMETER_BUDGET
-from .run_folder import CheckpointError, holds_run, user_runs_dir
+from .run_folder import CheckpointError, FolderError, folder_error, holds_run, user_runs_dir
 from .training.engine import TrainingDiverged, TrainingInterrupted
 
-USER_ERRORS = (ConfigError, OverBudgetError, DataError, CheckpointError, FileNotFoundError, FileExistsError)
+for _signal, _handler in _BEFORE_LOADING.items():
+    signal.signal(_signal, _handler)
+
+USER_ERRORS = (ConfigError, OverBudgetError, DataError, CheckpointError, FolderError, FileNotFoundError,
+               FileExistsError)
+
+
+class _signals_as_interrupts:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does, while a command runs: a training run keeps
+    its checkpoint and says how to continue, a record or a write leaves no temporary file. The handlers
+    before are put back after (main() may be called from Python)."""
+
+    def __enter__(self) -> None:
+        try:
+            self.before = {s: signal.signal(s, signal.default_int_handler) for s in _STOPS
+                           if s != signal.SIGINT and signal.getsignal(s) is not signal.SIG_IGN}  # nohup: still ignored
+        except ValueError:  # not the main thread
+            self.before = {}
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self.before.items():
+            signal.signal(number, handler)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -85,6 +122,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .studies.search import export_results, run_search
 
     args.work_dir = args.work_dir or str(user_runs_dir() / "search")
+    from .run_folder import folder_name, writable_folder
+
+    folder_name(args.study, "--study", args.work_dir)
+    writable_folder(Path(args.out))  # the exports come at the end: a folder that cannot take them is refused first
     if args.devices:
         from .studies.search_workers import launch_workers
 
@@ -129,9 +170,22 @@ def cmd_figures(args: argparse.Namespace) -> int:
     from .reporting.records import require_clone
 
     require_clone(args.root, "cifar-resnet figures")
+    _check_figures_inputs(Path(args.root))
     for path in rebuild_all(args.root, data_root=args.data_root, study=args.study):
         print(path)
     return 0
+
+
+def _check_figures_inputs(root: Path) -> None:
+    """Before anything is drawn: every recorded run's metrics.json holds values of the types the engine
+    writes, and the folders written to can be written."""
+    from .reporting.records import RESULTS_RUNS, recorded_metrics
+    from .run_folder import read_metrics, writable_folder
+
+    for path in recorded_metrics(root / RESULTS_RUNS):
+        read_metrics(path.parent)
+    for folder in ("figures", "results"):
+        writable_folder(root / folder)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -279,10 +333,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     use_command_line(quiet=args.quiet)  # the messages from here on name flags, not Python calls
     try:
-        return args.func(args)
+        with _signals_as_interrupts():
+            return args.func(args)
     except USER_ERRORS as err:
-        message = err.args[0] if isinstance(err, FileNotFoundError) and err.args else err
+        message = err.args[0] if isinstance(err, FileNotFoundError) and err.args and err.errno is None else err
+        if isinstance(err, OSError) and err.errno is not None:  # the operating system's own: what to do about it
+            message = folder_error(err)
         print(f"cifar-resnet: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a folder or file the user named: missing, a file, read-only, full
+        print(f"cifar-resnet: error: {folder_error(err)}", file=sys.stderr)
         return 2
     except TrainingDiverged as err:
         print(f"cifar-resnet: stopped: {err}", file=sys.stderr)

@@ -10,6 +10,7 @@ configuration is read (`check_options`); the modules that use an option rely on 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import yaml
+
+from .formats import excerpt
 
 
 class ConfigError(ValueError):
@@ -34,10 +37,22 @@ def option(default: Any, *, choices: Sequence[str] = (), label: str = "", low: f
 
 
 def _torch_optimizer(name: str) -> bool:
-    import torch.optim  # only for names other than sgd and adamw: reading a configuration needs no torch
+    """Whether `torch.optim.<name>` is an optimizer the engine can use: one that takes two parameter groups
+    (weight decay on one) and a learning rate, and steps without a closure. Tried on two tiny tensors, so
+    LBFGS (one group only), SparseAdam (sparse gradients only) and the abstract `Optimizer` are refused."""
+    import torch  # only for names other than sgd and adamw: reading a configuration needs no torch
 
     cls = getattr(torch.optim, name, None)
-    return isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)) or cls is torch.optim.Optimizer:
+        return False
+    weights, bias = torch.ones(2, 2, requires_grad=True), torch.ones(2, requires_grad=True)
+    try:
+        optimizer = cls([{"params": [weights], "weight_decay": 1e-4}, {"params": [bias], "weight_decay": 0.0}], lr=0.1)
+        (weights.sum() + bias.sum()).backward()
+        optimizer.step()
+    except Exception:
+        return False
+    return True
 
 
 @dataclass
@@ -62,7 +77,7 @@ class ModelConfig:
     activation: str = option("relu", choices=("relu", "gelu", "silu"))
     dropout: float = option(0.0, low=0, high=1)  # dropout before the classifier
     zero_init_residual: bool = True  # last BN of each residual branch starts at 0 (Goyal et al. 2017)
-    num_classes: int = 10
+    num_classes: int = 10  # CIFAR-10's; the reader refuses any other number
 
 
 @dataclass
@@ -74,7 +89,8 @@ class DataConfig:
     holdout: int = option(0, low=0)  # last N training images held out as a validation set (for tuning); 0 = none
     train_subset: int = option(0, low=0)  # use only the first N training images (quick tests); 0 = all
     test_subset: int = option(0, low=0)  # evaluate on the first N test images (quick tests); 0 = all
-    crop_padding: int = option(4, low=0)  # random crop after reflect-padding by N pixels (= translate); 0 = off
+    # random crop after reflect-padding by N pixels (= translate); 0 = off; a reflection needs N below 32
+    crop_padding: int = option(4, low=0, high=32)
     flip: bool = True  # random horizontal flip
     flip_alternate: bool = False  # airbench's derandomised flip: random in epoch 1, then each image alternates
     cutout: int = option(0, low=0)  # side of the square zeroed at a random place in each image; 0 = off
@@ -118,7 +134,7 @@ class TrainConfig:
     # test-time augmentation at the final evaluation
     tta: str = option("flip", choices=("none", "flip", "flip_translate"))
     eval_every: int = option(1, low=1)  # evaluate every N epochs (the last epoch is always evaluated)
-    seed: int = option(0, low=0)
+    seed: int = option(0, low=0)  # below 2^63: torch's generators take no larger seed
 
 
 @dataclass
@@ -136,7 +152,7 @@ def _check_type(value: Any, hint: Any, path: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
+            raise ConfigError(f"{path}: expected a list, got {excerpt(value)}")
         (item,) = typing.get_args(hint)
         return [_check_type(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
     if origin in (typing.Union, types.UnionType):
@@ -145,18 +161,24 @@ def _check_type(value: Any, hint: Any, path: str) -> Any:
                 return _check_type(value, option, path)
             except ConfigError:
                 continue
-        raise ConfigError(f"{path}: {value!r} is none of {hint}")
+        raise ConfigError(f"{path}: {excerpt(value)} is none of {hint}")
     if hint is type(None):
         if value is not None:
-            raise ConfigError(f"{path}: expected null, got {value!r}")
+            raise ConfigError(f"{path}: expected null, got {excerpt(value)}")
         return None
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > 2**1023:  # beyond what a float holds
+            raise ConfigError(f"{path}: must be a finite number, got {excerpt(value)}")
         return float(value)
     if hint in (int, float) and isinstance(value, bool):
         raise ConfigError(f"{path}: expected {hint.__name__}, got {value!r}")
     if hint in (int, float, str, bool):
         if not isinstance(value, hint):
-            raise ConfigError(f"{path}: expected {hint.__name__}, got {value!r}")
+            raise ConfigError(f"{path}: expected {hint.__name__}, got {excerpt(value)}")
+        if hint is float and not math.isfinite(value):  # .nan and .inf: no recipe has them, and they diverge
+            raise ConfigError(f"{path}: must be a finite number, got {value!r}")
+        if hint is str and "\0" in value:  # no name or path may hold one
+            raise ConfigError(f"{path}: must not hold a NUL character, got {excerpt(value)}")
         return value
     if dataclasses.is_dataclass(hint):
         return dataclass_from_dict(hint, value, path)
@@ -166,12 +188,13 @@ def _check_type(value: Any, hint: Any, path: str) -> Any:
 def dataclass_from_dict(cls: type, data: Any, path: str = "") -> Any:
     """Build dataclass `cls` from a mapping, checking keys and types; errors name the key under `path`."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {excerpt(data)}")
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
-        dotted = f"{path}.{key}" if path else str(key)
+        shown = key if isinstance(key, str) and len(key) <= 60 else excerpt(key)  # a key may be a whole document
+        dotted = f"{path}.{shown}" if path else shown
         if key not in known:
             raise ConfigError(f"unknown key '{dotted}'; known keys here: {', '.join(known)}")
         kwargs[key] = _check_type(value, hints[key], dotted)
@@ -192,9 +215,9 @@ def check_value(key: str, value: Any) -> None:
 
 def _check(key: str, value: Any, allowed: Any) -> None:
     if allowed.get("choices") and value not in allowed["choices"]:
-        raise ConfigError(f"{key}: unknown {allowed['label']}{value!r}; choose {', '.join(allowed['choices'])}")
+        raise ConfigError(f"{key}: unknown {allowed['label']}{excerpt(value)}; choose {', '.join(allowed['choices'])}")
     if allowed.get("accepts") and not allowed["accepts"][0](value):
-        raise ConfigError(f"{key}: unknown {value!r}; choose {allowed['accepts'][1]}")
+        raise ConfigError(f"{key}: unknown {excerpt(value)}; choose {allowed['accepts'][1]}")
     low, high, above = allowed.get("low"), allowed.get("high"), allowed.get("above")
     if low is None and high is None:
         return
@@ -202,7 +225,7 @@ def _check(key: str, value: Any, allowed: Any) -> None:
     if below or (high is not None and value >= high):
         low_text = f"{'above' if above else 'at least'} {low}" if low is not None else ""
         high_text = f"below {high}" if high is not None else ""
-        raise ConfigError(f"{key}: must be {' and '.join(t for t in (low_text, high_text) if t)}, got {value!r}")
+        raise ConfigError(f"{key}: must be {' and '.join(t for t in (low_text, high_text) if t)}, got {excerpt(value)}")
 
 
 def check_options(section: Any, path: str) -> None:
@@ -228,7 +251,31 @@ def config_from_dict(data: dict) -> Config:
                           if isinstance(values, dict) else values) for section, values in data.items()}
     cfg = dataclass_from_dict(Config, data, "")
     check_options(cfg, "")
+    check_relations(cfg)
     return cfg
+
+
+CIFAR10_CLASSES, CIFAR10_TRAIN_IMAGES = 10, 50_000  # what the data set is (data.cifar10 reads it)
+
+
+def check_relations(cfg: Config) -> None:
+    """Raise a one-line `ConfigError` for values that each pass their own `option` but not the code that uses
+    them: a classifier for another number of classes, a holdout that leaves no training image, milestones
+    that are no epochs, Nesterov momentum without momentum."""
+    m, d, t = cfg.model, cfg.data, cfg.train
+    if m.num_classes != CIFAR10_CLASSES:
+        raise ConfigError(f"model.num_classes: CIFAR-10 has {CIFAR10_CLASSES} classes, got {excerpt(m.num_classes)}")
+    if d.holdout >= CIFAR10_TRAIN_IMAGES:
+        raise ConfigError(f"data.holdout: must leave training images, so below CIFAR-10's {CIFAR10_TRAIN_IMAGES:,}, "
+                          f"got {excerpt(d.holdout)}")
+    if t.seed >= 2**63:
+        raise ConfigError(f"train.seed: must be below 2^63 (torch's generators take no larger seed), got {excerpt(t.seed)}")
+    for i, milestone in enumerate(t.milestones):
+        if milestone < 0:
+            raise ConfigError(f"train.milestones[{i}]: must be an epoch (at least 0), got {milestone!r}")
+    if t.optimizer.lower() == "sgd" and t.nesterov and t.momentum == 0:
+        raise ConfigError("train.nesterov: Nesterov momentum needs train.momentum above 0; set nesterov: false, "
+                          "or a momentum such as 0.9")
 
 
 def read_yaml(path: Path, missing: str) -> Any:
@@ -236,9 +283,13 @@ def read_yaml(path: Path, missing: str) -> Any:
     if not path.is_file():
         raise ConfigError(missing)
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_bytes().decode()) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8), so not YAML: give a YAML file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror or type(err).__name__})") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0][:100]})") from None
 
 
 PRESETS_DIR = Path(__file__).parent / "configs"  # the presets ship inside the package (configs/ links here)
@@ -279,8 +330,15 @@ def config_to_dict(cfg: Config) -> dict:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write the configuration as YAML that `load_config` reads back unchanged."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    """Write the configuration as YAML that `load_config` reads back unchanged (atomically)."""
+    from .run_folder import atomic_write_text  # torch loads with it: reading a configuration needs none
+
+    atomic_write_text(Path(path), config_yaml(cfg))
+
+
+def config_yaml(cfg: Config) -> str:
+    """The configuration as the YAML text `save_config` writes."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
 
 
 def override(cfg: Config, **dotted: Any) -> Config:

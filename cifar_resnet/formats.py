@@ -13,6 +13,13 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+def excerpt(value: object, limit: int = 60) -> str:
+    """`repr(value)` cut to `limit` characters ('...' marks the cut): what a one-line error may quote of a value
+    (a whole file read as one YAML string, say, is never printed)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _missing(value: object) -> bool:
     """None, NaN or pandas' NA. pandas is imported here, not at the top: the training messages use
     `duration` and load no pandas."""

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError, ModelConfig, check_options
+from .formats import excerpt
 
 PARAMETER_BUDGET = 5_000_000
 INPUT_SIZE = 32  # CIFAR-10 images are 32x32
@@ -254,9 +255,9 @@ def validate_model_config(cfg: ModelConfig) -> None:
     for key, values in (("kernels", cfg.kernels), ("skip_kernels", cfg.skip_kernels), ("stem_kernel", stem_kernel)):
         if any(k < 1 or k % 2 == 0 for k in values):
             raise ConfigError(f"model.{key}: kernel sizes must be odd and positive (to keep 'same' padding), "
-                              f"got {values}")
+                              f"got {excerpt(values)}")
     if INPUT_SIZE % math.prod(cfg.strides):
-        raise ConfigError(f"model.strides: their product must divide {INPUT_SIZE}, got {cfg.strides}")
+        raise ConfigError(f"model.strides: their product must divide {INPUT_SIZE}, got {excerpt(cfg.strides)}")
     side = final_feature_size(cfg)
     if cfg.pool < 0 or (cfg.pool and side % cfg.pool):
         raise ConfigError(f"model.pool: P={cfg.pool} must divide the final {side}x{side} feature map "
@@ -268,9 +269,33 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+# The largest design values a configuration may give: the parameters are counted by building the network (on
+# the meta device), which values far beyond any network under the budget would overflow or take minutes over.
+MAX_DESIGN = {"channels": 65_536, "stem_channels": 65_536, "blocks": 64, "kernels": 31, "skip_kernels": 31,
+              "strides": INPUT_SIZE, "stem_kernel": 31, "pool": INPUT_SIZE}
+MAX_STAGES, MAX_BLOCKS = 8, 128  # stages, and residual blocks in all
+
+
+def check_sizes(cfg: ModelConfig) -> None:
+    """`ConfigError` for a design value beyond `MAX_DESIGN` (either sign), more than `MAX_STAGES` entries in a
+    per-stage list, more than `MAX_BLOCKS` blocks, or a stem of no channels: checked before a network is built."""
+    for key, limit in MAX_DESIGN.items():
+        value = getattr(cfg, key)
+        if isinstance(value, list) and len(value) > MAX_STAGES:
+            raise ConfigError(f"model.{key}: at most {MAX_STAGES} stages, got {len(value)} entries")
+        if any(abs(v) > limit for v in (value if isinstance(value, list) else [value])):
+            raise ConfigError(f"model.{key}: at most {limit:,} per entry (the most this library builds), "
+                              f"got {excerpt(value)}")
+    if sum(cfg.blocks) > MAX_BLOCKS:
+        raise ConfigError(f"model.blocks: at most {MAX_BLOCKS} blocks in all, got {sum(cfg.blocks)}")
+    if cfg.stem_channels < 1:
+        raise ConfigError(f"model.stem_channels: must be at least 1, got {cfg.stem_channels}")
+
+
 def parameter_count(cfg: ModelConfig) -> int:
     """Trainable parameters of the network `cfg` describes, over budget or not, counted on the meta device
     (shapes only: nothing is allocated, so an oversized design costs nothing); `ConfigError` if inconsistent."""
+    check_sizes(cfg)
     with torch.device("meta"):
         return count_parameters(ResNet(cfg))
 

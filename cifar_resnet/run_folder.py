@@ -8,10 +8,12 @@
     predictions.safetensors  the final weights' test-set probabilities (half precision), for the figures
     checkpoint.pt      everything needed to resume; rewritten atomically every epoch
 
-Every file is written to a temporary name and renamed, so an interruption never leaves a half-written
-file. The checkpoint carries a SHA-256 of its payload: a damaged one is refused, never half-loaded. A
-process that trains into a folder holds its lock (`RunLock`: `.lock`, the holder named in `.lock.owner`);
-the operating system releases it when the process ends, however it ends.
+Every file is written whole or not at all (`files.atomic_write_bytes`: an interruption never leaves a
+half-written file, nor a temporary one), and read back only as a regular file of the run's own, never through
+a link (`files.read_run_file`); metrics.json's values are checked for their types (`metrics_problem`). The
+checkpoint carries a SHA-256 of its payload: a damaged one, or one of another shape, is refused, never
+half-loaded. A process that trains into a folder holds its lock (`RunLock`: `.lock`, the holder named in
+`.lock.owner`); the operating system releases it when the process ends, however it ends.
 """
 
 from __future__ import annotations
@@ -20,15 +22,21 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from filelock import FileLock, Timeout
 
-from .audience import advise, option
+from .audience import RUNS_ENV, advise, option  # noqa: F401 (RUNS_ENV: the run folder's variable)
+from .files import (FolderError, atomic_write_bytes, atomic_write_text, check_own_files, copy_run_folder,  # noqa: F401
+                    folder_error, folder_name, make_folder, present, read_run_file, writable_folder)
+from .formats import excerpt
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.safetensors"
@@ -37,7 +45,6 @@ METRICS = "metrics.json"
 CONFIG = "config.yaml"
 PREDICTIONS = "predictions.safetensors"
 LOCK = ".lock"
-RUNS_ENV = "CIFAR_RESNET_RUNS"  # where your own runs go instead of ./runs (the tests point it at a temporary folder)
 _MAGIC = b"cifar_resnet-checkpoint-v1\n"
 
 
@@ -49,21 +56,15 @@ RECORD = (CHECKPOINT, WEIGHTS, HISTORY, METRICS, CONFIG, PREDICTIONS)  # the fil
 
 
 def user_runs_dir() -> Path:
-    """The folder your own runs go to by default: $CIFAR_RESNET_RUNS, else ./runs (ignored by git)."""
-    return Path(os.environ.get(RUNS_ENV) or "runs")
-
-
-def shown_path(path: str | Path) -> str:
-    """`path` as messages write it: relative to the working directory (a clone's root) where it lies there, else
-    as `$CIFAR_RESNET_RUNS/...` where it lies in that folder, else as given; so a notebook's saved output names
-    no folder of the machine that ran it."""
-    path = Path(path)
-    runs = os.environ.get(RUNS_ENV)
-    for base, name in ((Path.cwd(), None), (Path(runs) if runs else None, f"${RUNS_ENV}")):
-        if base is not None and path.resolve().is_relative_to(base.resolve()):
-            inside = path.resolve().relative_to(base.resolve())
-            return str(Path(name, inside) if name else inside)
-    return str(path)
+    """The folder your own runs go to by default: $CIFAR_RESNET_RUNS, else ./runs (ignored by git); a
+    one-line `FolderError` naming the variable where it names a file or a folder that cannot be written."""
+    path = Path(os.environ.get(RUNS_ENV) or "runs")
+    try:
+        return writable_folder(path)
+    except FolderError as err:
+        source = f"${RUNS_ENV}" if os.environ.get(RUNS_ENV) else "the default runs folder"
+        raise FolderError(f"{err} ({source}, where runs go without --out; point {RUNS_ENV} at a folder you can "
+                          "write, or give --out)") from None
 
 
 class RunLock:
@@ -93,27 +94,31 @@ class RunLock:
 
 def holds_run(run_dir: Path) -> bool:
     """Whether `run_dir` holds (part of) a run's record."""
-    return any((Path(run_dir) / name).exists() for name in RECORD)
+    return any(present(Path(run_dir) / name) for name in RECORD)
+
+
+def refuse_held_runs(out_dir: Path, names: list[str]) -> None:
+    """`FolderError` where a folder `out_dir/<name>` already holds a run, before any is trained: what `train`
+    refuses without --resume or --overwrite, a sweep refuses without --overwrite."""
+    held = [name for name in names if holds_run(Path(out_dir) / name)]
+    if held:
+        more = f" (and {len(held) - 1} more of the plan)" if len(held) > 1 else ""
+        raise FolderError(f"{Path(out_dir) / held[0]} already holds a run{more}: nothing changed; add --overwrite to "
+                          "train them again (their records are deleted), or choose another --out")
 
 
 def clear_record(run_dir: Path) -> None:
-    """Delete a run's record files from `run_dir` (before starting again there); other files stay."""
-    for name in RECORD:
-        (Path(run_dir) / name).unlink(missing_ok=True)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename (all or nothing)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: concurrent writers never collide
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+    """Delete a run's record files from `run_dir` (before starting again there); other files stay. A folder
+    under one of their names is refused (`FolderError`), not deleted."""
+    paths = [Path(run_dir) / name for name in RECORD]
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            raise FolderError(f"{path} is a folder, not a run's file: move it away, or choose another --out")
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as err:
+            raise folder_error(err, path) from None
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
@@ -125,9 +130,13 @@ def save_checkpoint(state: dict, path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """Read a checkpoint written by `save_checkpoint`; raise `CheckpointError` if it is damaged."""
+    """Read a checkpoint written by `save_checkpoint`; raise `CheckpointError` if it is damaged: not a regular
+    file of the run's own, a checksum that does not match, or a payload of another shape than a checkpoint's."""
     fix = f"delete {path} to restart the run from scratch, or restore it from a copy"
-    raw = path.read_bytes()
+    try:
+        raw = read_run_file(path)
+    except FolderError as err:
+        raise CheckpointError(f"{err}; or {fix}") from None
     header_end = len(_MAGIC) + 65
     if not raw.startswith(_MAGIC) or len(raw) < header_end:
         raise CheckpointError(f"{path} is not a cifar_resnet checkpoint or is truncated; {fix}")
@@ -135,9 +144,41 @@ def load_checkpoint(path: Path) -> dict:
     if hashlib.sha256(payload).hexdigest() != digest:
         raise CheckpointError(f"{path} is damaged (its checksum does not match); {fix}")
     try:
-        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(f"{path} cannot be read ({type(err).__name__}); {fix}") from None
+    problem = _checkpoint_problem(state)
+    if problem:
+        raise CheckpointError(f"{path} is damaged ({problem}); {fix}")
+    return state
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def _checkpoint_problem(state: Any) -> str | None:
+    """What makes a loaded payload no checkpoint of `save_checkpoint`'s shape, or None."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a checkpoint's mapping"
+    shapes = {"epoch": (_whole, "a whole number"), "config": (lambda v: isinstance(v, dict), "a mapping"),
+              "history": (lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v), "a list of rows"),
+              "train_seconds": (_finite, "a number of seconds"), "time_to_acc": (lambda v: isinstance(v, dict), "a mapping"),
+              "model": (lambda v: isinstance(v, dict), "a mapping"), "rng": (lambda v: isinstance(v, dict), "a mapping")}
+    for key, (test, kind) in shapes.items():
+        if key not in state:
+            return f"it has no {key!r}"
+        if not test(state[key]):
+            return f"its {key!r} is {excerpt(state[key], 40)}, not {kind}"
+    if "wall_seconds" in state and not _finite(state["wall_seconds"]):
+        return f"its 'wall_seconds' is {excerpt(state['wall_seconds'], 40)}, not a number of seconds"
+    if len(state["history"]) != state["epoch"]:
+        return f"its history has {len(state['history'])} rows for {state['epoch']} epochs"
+    return None
 
 
 def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
@@ -186,19 +227,36 @@ def _restore_hint(path: Path) -> str:
         "(train(cfg, out_dir) starts it again)", "(cifar-resnet train ... --overwrite)")
 
 
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file (never a pickle), refusing it if its tensors no longer match the SHA-256 in its
-    metadata (files written without one pass); floating-point tensors come back as float32."""
-    from safetensors import safe_open
+def _read_or_refuse(path: Path) -> bytes:
+    """`read_run_file`, its refusals (a link, not a regular file) as `CheckpointError`."""
+    try:
+        return read_run_file(path)
+    except FolderError as err:
+        raise CheckpointError(str(err)) from None
 
+
+def _safetensors(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of safetensors bytes."""
+    from safetensors.torch import load
+
+    tensors = load(data)
+    size = int.from_bytes(data[:8], "little")
+    metadata = json.loads(data[8:8 + size]).get("__metadata__") or {}
+    return tensors, metadata
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file (never a pickle, never through a link), refusing it if its tensors no longer match
+    the SHA-256 in its metadata (files written without one pass); floating-point tensors come back as float32."""
     if not path.is_file():
         raise CheckpointError(f"no weights at {path}: the run has not finished; train it (or resume it) first")
     fix = _restore_hint(path)
+    data = _read_or_refuse(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+        tensors, metadata = _safetensors(data)
     except Exception as err:
-        raise CheckpointError(f"{path} is damaged ({type(err).__name__}: {str(err).splitlines()[0]}); {fix}") from None
+        raise CheckpointError(f"{path} is damaged ({type(err).__name__}: {(str(err).splitlines() or [''])[0][:100]}); "
+                              f"{fix}") from None
     expected = metadata.get("tensors_sha256")
     if expected and tensors_sha256(tensors) != expected:
         raise CheckpointError(f"{path} is damaged (its tensors differ from the SHA-256 in its metadata); {fix}")
@@ -206,15 +264,15 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, as hex."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """SHA-256 of a run file's bytes, as hex (read as `read_run_file` reads it)."""
+    return hashlib.sha256(_read_or_refuse(Path(path))).hexdigest()
 
 
 def verify_weights(run_dir: Path) -> None:
     """Refuse weights whose SHA-256 differs from the one metrics.json recorded (records without one pass)."""
     run_dir = Path(run_dir)
     weights, metrics = run_dir / WEIGHTS, run_dir / METRICS
-    if not (weights.is_file() and metrics.is_file()):
+    if not (os.path.lexists(weights) and os.path.lexists(metrics)):
         return
     expected = read_metrics(run_dir).get("weights_sha256")
     if expected and file_sha256(weights) != expected:
@@ -237,13 +295,12 @@ def save_predictions(path: Path, probs: torch.Tensor, labels: torch.Tensor, *, p
 
 def load_predictions(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors ("probs", "labels", maybe "probs_tta") and metadata ("split", "tta") of a predictions file."""
-    from safetensors import safe_open
-
-    if not Path(path).is_file():
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"no predictions at {path}: the run has not finished, or predates saved predictions")
+    data = _read_or_refuse(Path(path))
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+        tensors, metadata = _safetensors(data)
+        return tensors, dict(metadata)
     except Exception as err:
         raise CheckpointError(f"{path} is damaged ({type(err).__name__}); {_restore_hint(path)}") from None
 
@@ -265,17 +322,53 @@ def write_metrics(metrics: dict, path: Path) -> None:
 
 
 def read_metrics(run_dir: str | Path) -> dict:
-    """The metrics.json of a run folder."""
+    """The metrics.json of a run folder, its values checked for the types the engine writes (`metrics_problem`):
+    `CheckpointError` for one that is not valid JSON, no mapping, or holds a value of another type."""
     path = Path(run_dir) / METRICS
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"no {METRICS} in {run_dir}: is it a run folder written by `cifar-resnet train`?")
     try:
-        metrics = json.loads(path.read_text())
+        metrics = json.loads(_read_or_refuse(path).decode())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path} is not valid JSON ({err}); {_restore_hint(path)}") from None
     if not isinstance(metrics, dict):
         raise CheckpointError(f"{path} holds no mapping of metrics; {_restore_hint(path)}")
+    problem = metrics_problem(metrics)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}; {_restore_hint(path)}")
     return metrics
+
+
+def _fraction(value: Any) -> bool:
+    return _finite(value) and value <= 1
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+# metrics.json's keys as the engine writes them: (test of the value, what it should be); null passes for each
+METRIC_TYPES: dict[str, tuple[Any, str]] = {
+    **{key: (lambda v: isinstance(v, str), "text") for key in
+       ("name", "eval_split", "device", "torch_version", "git_commit", "tta", "precision", "eval_weights")},
+    "status": (lambda v: v in ("finished", "time_limit"), "'finished' or 'time_limit'"),
+    "weights_sha256": (lambda v: isinstance(v, str) and bool(_HEX64.fullmatch(v)), "a SHA-256 in hex"),
+    **{key: (_whole, "a whole number") for key in ("params", "epochs", "epochs_completed", "seed", "best_epoch")},
+    **{key: (_finite, "a number") for key in ("train_seconds", "wall_seconds", "session_seconds", "images_per_second",
+                                               "test_loss", "val_loss")},
+    **{key: (_fraction, "an accuracy from 0 to 1") for key in ("test_acc", "test_acc_tta", "val_acc", "val_acc_tta")},
+    "selected_on_test": (lambda v: isinstance(v, bool), "true or false"),
+    "time_to_acc": (lambda v: isinstance(v, dict) and all(t is None or _finite(t) for t in v.values()),
+                    "a mapping of accuracies to seconds"),
+    "provenance": (lambda v: isinstance(v, dict), "a mapping"),
+}
+
+
+def metrics_problem(metrics: dict) -> str | None:
+    """The first value of `metrics` (metrics.json's mapping) of another type than the engine writes, in words,
+    or None; keys it does not know, and nulls, pass."""
+    for key, (test, kind) in METRIC_TYPES.items():
+        value = metrics.get(key)
+        if value is not None and not test(value):
+            return f"{key} is {excerpt(value, 40)}, not {kind}"
+    return None
 
 
 def git_commit() -> str:

@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import zlib
 from pathlib import Path
 
@@ -47,6 +48,29 @@ def real_root() -> Path:
     if os.environ.get("REQUIRE_REAL_CIFAR") == "1":
         pytest.fail(f"REQUIRE_REAL_CIFAR=1 but {root} holds no {BATCH_DIR}")
     pytest.skip(f"real CIFAR-10 not available: set CIFAR10_ROOT to a folder holding {BATCH_DIR}")
+
+
+@pytest.fixture(scope="session")
+def finished_run(synthetic_root, tmp_path_factory) -> Path:
+    """A finished 1-epoch smoke run on the synthetic data, trained once for the session: never change it (damage
+    a `run_copy`)."""
+    from cifar_resnet import cli
+
+    out = tmp_path_factory.mktemp("finished") / "smoke"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli.main(["train", "--config", str(CONFIGS / "smoke.yaml"), "--out", str(out), "--data-root",
+                         str(synthetic_root), "--device", "cpu", "--epochs", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path) -> Path:
+    """A copy of the finished run to damage, under tmp_path/runs/ (a folder git does not track)."""
+    return Path(shutil.copytree(finished_run, tmp_path / "runs" / "smoke"))
 
 
 def write_predictions(path, probs, labels, tta=None):

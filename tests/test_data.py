@@ -84,7 +84,7 @@ def test_holdout_takes_the_last_images(synthetic_root):
     kept, held = split_holdout(train, 50)
     assert len(kept) == 350 and len(held) == 50
     assert torch.equal(held.images, train.images[-50:])
-    with pytest.raises(ValueError):
+    with pytest.raises(DataError, match="data.holdout must be between 1 and 399 .*hold out fewer"):
         split_holdout(train, 400)
 
 

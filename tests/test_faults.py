@@ -1,10 +1,8 @@
 """Bad inputs and faults as a new user meets them: each ends in one line on stderr and exit status 2, and
 every file that existed before is byte-identical after; nothing is written outside where it belongs."""
 
-import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,54 +15,7 @@ import torch
 from cifar_resnet import cli, run_folder
 
 from conftest import CONFIGS, ROOT
-
-SMOKE = str(CONFIGS / "smoke.yaml")
-
-
-def snapshot(*roots: Path) -> dict[str, str]:
-    """SHA-256 of every file under `roots`, by path."""
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
-            for root in roots for p in sorted(Path(root).rglob("*")) if p.is_file()}
-
-
-def refused(capsys, argv: list[str], *roots: Path) -> str:
-    """Run the command; assert exit status 2, one line on stderr, and `roots` unchanged (no file changed, added
-    or removed); return the line."""
-    before = snapshot(*roots)
-    capsys.readouterr()
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("cifar-resnet: error: "), err
-    assert snapshot(*roots) == before
-    return lines[0]
-
-
-def train_argv(synthetic_root, out, *extra) -> list[str]:
-    return ["train", "--config", SMOKE, "--out", str(out), "--data-root", str(synthetic_root), "--device", "cpu",
-            *extra]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks on a busy CPU: one thread is many times faster than several."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def finished_run(synthetic_root, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("finished") / "smoke"
-    assert cli.main(train_argv(synthetic_root, out, "--epochs", "1")) == 0
-    return out
-
-
-@pytest.fixture
-def run_copy(finished_run, tmp_path) -> Path:
-    """A copy of the finished run to damage, under tmp_path/runs/ (a folder git does not track)."""
-    return Path(shutil.copytree(finished_run, tmp_path / "runs" / "smoke"))
+from faults import SMOKE, one_thread, refused, train_argv  # noqa: F401 (one_thread: an autouse fixture)
 
 
 def flip_byte(path: Path, offset: int = -100) -> None:

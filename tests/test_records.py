@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cifar_resnet import run_folder
+from cifar_resnet import audience, run_folder
 from cifar_resnet.cli import main
 from cifar_resnet.config import load_config, override, save_config
 from cifar_resnet.reporting import analysis, records
@@ -210,9 +210,9 @@ def test_messages_show_a_run_folder_without_the_machine_s_path(tmp_path, monkeyp
     (tmp_path / "clone").mkdir()
     monkeypatch.chdir(tmp_path / "clone")
     monkeypatch.setenv(run_folder.RUNS_ENV, str(tmp_path / "elsewhere"))
-    assert run_folder.shown_path(tmp_path / "clone" / "runs" / "smoke") == "runs/smoke"
-    assert run_folder.shown_path(tmp_path / "elsewhere" / "smoke") == "$CIFAR_RESNET_RUNS/smoke"
-    assert run_folder.shown_path("/somewhere/else") == "/somewhere/else"
+    assert audience.shown_path(tmp_path / "clone" / "runs" / "smoke") == "runs/smoke"
+    assert audience.shown_path(tmp_path / "elsewhere" / "smoke") == "$CIFAR_RESNET_RUNS/smoke"
+    assert audience.shown_path("/somewhere/else") == "/somewhere/else"
 
 
 def test_the_newest_gpu_run_passes_over_cpu_smoke_runs(tmp_path):

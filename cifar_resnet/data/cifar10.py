@@ -86,7 +86,8 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except Exception as err:  # any unpickling or key error means the file is not a CIFAR batch
         raise DataError(f"{path} is damaged or not a CIFAR-10 batch ({type(err).__name__}: {err}); {fix}") from None
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072
-            and len(labels) == len(data) and labels.min() >= 0 and labels.max() < len(CLASSES)):
+            and len(data) > 0 and labels.ndim == 1 and len(labels) == len(data) and labels.min() >= 0
+            and labels.max() < len(CLASSES)):
         raise DataError(f"{path} is damaged: unexpected array shapes or labels; {fix}")
     return data, labels
 
@@ -124,6 +125,9 @@ def load_cifar10(root: str | os.PathLike | None = None, split: str = "train", *,
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     root = resolve_root(root)
     folder = root / BATCH_DIR
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{root} is a file, not a folder: give --data-root (or $CIFAR10_ROOT) the folder that holds "
+                        f"{BATCH_DIR}")
     if not folder.is_dir():
         if not download:
             raise DataError(f"CIFAR-10 not found: expected {folder}; download {ARCHIVE_URL} and extract it into "
@@ -139,7 +143,8 @@ def load_cifar10(root: str | os.PathLike | None = None, split: str = "train", *,
 def split_holdout(train: CIFAR10Split, holdout: int) -> tuple[CIFAR10Split, CIFAR10Split]:
     """Split off the last `holdout` training images (from data_batch_5) as a validation set."""
     if not 0 < holdout < len(train):
-        raise ValueError(f"holdout must be between 1 and {len(train) - 1}, got {holdout}")
+        raise DataError(f"data.holdout must be between 1 and {len(train) - 1} (the training images there are), got "
+                        f"{holdout}: hold out fewer")
     cut = len(train) - holdout
     return train.subset(slice(0, cut)), train.subset(slice(cut, None))
 

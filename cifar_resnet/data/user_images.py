@@ -29,6 +29,7 @@ from .cifar10 import CLASSES, DataError, _ArraysOnly
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SIZE = 32
+MAX_PIXELS = 4096 * 4096  # an image file larger than this is refused before it is decoded (Pillow's bombs start at 89M)
 RESIZE_RULE = "cropped to a centred square, then scaled to 32 x 32 with Lanczos filtering"
 _FORMATS = ("give a CIFAR-style pickle (a dict with 'data'), a .npy/.npz of uint8 images, "
             "a PNG/JPEG file or a folder of them")
@@ -195,14 +196,27 @@ def _read_folder(folder: Path) -> Images:
 
 
 def _read_image_files(paths: list[Path]) -> Images:
+    import warnings
+
     from PIL import Image, ImageOps
 
     arrays, resized = [], 0
     for path in paths:
         try:
-            with Image.open(path) as image:
-                rgb = image.convert("RGB")
-        except Exception as err:  # not an image, truncated, a decompression bomb
+            with warnings.catch_warnings():  # Pillow's decompression-bomb warning: refused below, in one line
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    width, height = image.size  # from the header: nothing is decoded yet
+                    if width * height > MAX_PIXELS:
+                        raise InputError(f"{path} is {width:,} x {height:,} pixels, over the {MAX_PIXELS:,} an image to "
+                                         f"predict may have (it becomes {SIZE} x {SIZE}): scale it down first")
+                    rgb = image.convert("RGB")
+        except InputError:
+            raise
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            raise InputError(f"{path} is too many pixels to decode safely (over Pillow's limit; an image to predict "
+                             f"may have {MAX_PIXELS:,}): scale it down first") from None
+        except Exception as err:  # not an image, truncated
             raise InputError(f"{path} is not a readable PNG or JPEG image ({type(err).__name__}); "
                              "replace or remove it") from None
         if rgb.size != (SIZE, SIZE):
@@ -221,10 +235,14 @@ def write_png_files(images: torch.Tensor | np.ndarray, folder: str | Path, ids: 
     """Save uint8 (N, 32, 32, 3) images as `<id>.png` in `folder` (ids default to 0..N-1); the paths written."""
     from PIL import Image
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    from ..run_folder import atomic_write_bytes, folder_name, make_folder
+
+    folder = make_folder(folder)
     images = np.asarray(images)
-    paths = [folder / f"{name}.png" for name in (ids or [str(i) for i in range(len(images))])]
+    # each id becomes a file name: one name in `folder`, never a path out of it
+    paths = [folder / f"{folder_name(name, 'image id', folder)}.png" for name in (ids or [str(i) for i in range(len(images))])]
     for image, path in zip(images, paths):
-        Image.fromarray(image).save(path)
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="png")
+        atomic_write_bytes(path, buffer.getvalue())
     return paths

@@ -192,6 +192,8 @@ def evaluate_robustness(run_dir: str | Path, *, images: int | None = None, seed:
     began = time.perf_counter()
     log = log or (lambda message: None)
     run_dir = Path(run_dir)
+    if run_dir.is_dir():
+        run_folder.writable_folder(run_dir)  # robustness.json goes there: checked before minutes of evaluation
     device = torch.device(device) if device else default_device()
     environment = run_folder.environment(device)  # the commit as the evaluation starts
     cfg, model = load_run(run_dir, device)

@@ -104,6 +104,7 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> t
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise run_folder.CheckpointError(f"run folder not found: {run_dir} (give a folder written by `cifar-resnet train`)")
+    run_folder.check_own_files(run_dir, (run_folder.CONFIG, run_folder.METRICS, run_folder.WEIGHTS))  # no link
     config = run_dir / run_folder.CONFIG
     if not config.is_file():
         raise run_folder.CheckpointError(f"{run_dir} holds no {run_folder.CONFIG}: it is not a run folder written by "

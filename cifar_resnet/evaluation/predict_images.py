@@ -148,6 +148,7 @@ def predict_file(run: str | Path, source: str | Path, out: str | Path, *, tta: b
     if out.suffix.lower() != ".csv":
         raise ConfigError(f"{option('out=', '--out ')}{out}: name a .csv file (the labelled-images report goes beside it as .json)")
     _refuse_existing(out)
+    run_folder.writable_folder(out.parent)  # checked before the predictions are computed, not after
     images = read_images(source)
     report_path = out.with_suffix(".json") if images.labels is not None else None
     if report_path:

@@ -24,7 +24,7 @@ from . import paper_bench, paper_design
 from ..formats import mean_std, percent, tex_escape, thousands
 from ..models import PARAMETER_BUDGET
 from .paper_macros import Macros, THRESHOLDS
-from .records import RunRecord, accuracy, best_run, last_evaluation, number, read_json
+from .records import RunRecord, accuracy, best_run, last_evaluation, number, read_json, recorded_metrics
 
 BUILD_FILES = (".aux", ".bbl", ".blg", ".fls", ".log", ".out", ".fdb_latexmk")
 TEX_INSTALL_HINT = "install texlive-latex-extra texlive-fonts-recommended latexmk"
@@ -53,7 +53,7 @@ def load_results(results_dir: Path) -> list[RunRecord]:
     lack `params`, `train_seconds` or their epochs are left out with a warning.
     """
     runs = []
-    for path in sorted(Path(results_dir).glob("runs/*/metrics.json")):
+    for path in recorded_metrics(Path(results_dir) / "runs"):  # hidden folders (a record being written) passed over
         metrics = read_json(path)
         if not isinstance(metrics, dict) or number(metrics.get("test_acc")) is None:
             continue
@@ -79,7 +79,7 @@ def _last_test_eval(run_dir: Path) -> tuple[int, float] | None:
 def load_stopped_runs(results_dir: Path) -> list[StoppedRun]:
     """GPU runs under `results_dir/runs` stopped by their time limit, with their last test evaluation."""
     stopped = []
-    for path in sorted(Path(results_dir).glob("runs/*/metrics.json")):
+    for path in recorded_metrics(Path(results_dir) / "runs"):  # hidden folders (a record being written) passed over
         metrics = read_json(path)
         if not isinstance(metrics, dict) or metrics.get("status") != STOPPED or metrics.get("eval_split", "test") != "test":
             continue

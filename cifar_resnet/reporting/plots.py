@@ -15,6 +15,7 @@ square of screen pixels (nearest-neighbour upscaling by an integer), so a 32x32 
 from __future__ import annotations
 
 import functools
+import io
 import math
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
 from . import analysis
+from .. import run_folder
 from ..data.cifar10 import CIFAR10Split, CLASSES, MEAN, STD
 from ..config import ModelConfig
 from ..models import INPUT_SIZE, PARAMETER_BUDGET, parameter_count
@@ -101,8 +103,11 @@ def save(fig: Figure, stem: str | Path) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     pdf, png = stem.parent / f"{stem.name}.pdf", stem.parent / f"{stem.name}.png"
     with style():
-        fig.savefig(pdf, metadata={"CreationDate": None, "ModDate": None})
-        fig.savefig(png, metadata={"Software": None}, dpi=png_dpi(fig))
+        for path, options in ((pdf, {"metadata": {"CreationDate": None, "ModDate": None}}),
+                              (png, {"metadata": {"Software": None}, "dpi": png_dpi(fig)})):
+            buffer = io.BytesIO()  # drawn whole, then written atomically: never half a figure, never through a link
+            fig.savefig(buffer, format=path.suffix[1:], **options)
+            run_folder.atomic_write_bytes(path, buffer.getvalue())
     return [pdf, png]
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from .. import run_folder
-from ..audience import advise, resume_advice
+from ..audience import advise, resume_advice, shown_path
 from ..config import ConfigError, load_config
 from ..formats import Column, duration, mean_std, percent, tex_escape, thousands, to_latex
 from ..training.history import field_name
@@ -108,9 +106,16 @@ class RunRecord:
 
 
 def load_runs(folder: str | Path) -> list[RunRecord]:
-    """The run folders `folder/*/metrics.json` (`RESULTS_RUNS`, or `USER_RUNS` for your own), by name."""
-    folder = Path(folder)
-    return [RunRecord(p.parent, json.loads(p.read_text())) for p in sorted(folder.glob("*/metrics.json"))]
+    """The run folders `folder/*/metrics.json` (`RESULTS_RUNS`, or `USER_RUNS` for your own), by name. Names
+    that begin with a dot are passed over: a record being written, or one a killed `record` left. Values are
+    taken as they are (`RunRecord` reads odd ones as missing); `cifar-resnet figures` checks them first."""
+    return [RunRecord(p.parent, json.loads(p.read_text())) for p in recorded_metrics(folder)]
+
+
+def recorded_metrics(folder: str | Path) -> list[Path]:
+    """The metrics.json files of the run folders in `folder`, by name, those whose names begin with a dot
+    passed over."""
+    return [p for p in sorted(Path(folder).glob("*/metrics.json")) if not p.parent.name.startswith(".")]
 
 
 def newest_run(folder: str | Path, *, gpu_only: bool = False) -> RunRecord | None:
@@ -144,30 +149,20 @@ def record_run(run_dir: str | Path, results_dir: str | Path = "results", *, name
     `results_dir/runs/<name>`, where the figures, tables and the report read it; returns the new folder.
     Every file is checked first, and the folder appears whole or not at all."""
     src = Path(run_dir)
-    name = name or src.resolve().name
-    if name in ("", ".", "..") or "/" in name or "\\" in name or name.startswith("."):
-        raise ConfigError(f"--name {name!r}: a record's name is one folder name under {Path(results_dir) / 'runs'} "
-                          "(letters, digits, - and _), not a path")
+    name = run_folder.folder_name(name or src.resolve().name, "--name" if name else "the run folder's name (give --name)",
+                                  Path(results_dir) / "runs")
     metrics = run_folder.read_metrics(src)
-    if metrics.get("status", "finished") != "finished" or not (src / run_folder.PREDICTIONS).is_file():
+    if metrics.get("status", "finished") != "finished" or not run_folder.present(src / run_folder.PREDICTIONS):
         raise FileNotFoundError(f"{src} is no finished run with {run_folder.PREDICTIONS}: finish it first "
-                                f"({resume_advice(run_folder.shown_path(src))})")
+                                f"({resume_advice(shown_path(src))})")
     dst = Path(results_dir) / "runs" / name
-    if dst.exists():
+    if run_folder.present(dst):
         raise FileExistsError(f"{dst} exists: choose another name, or remove it first")
+    names = [run_folder.CONFIG, run_folder.HISTORY, run_folder.METRICS, run_folder.PREDICTIONS, "train.log"]
+    names += [run_folder.WEIGHTS] if weights else []
+    run_folder.check_own_files(src, names)  # before anything reads them: a link is refused, never followed
     _check_record(src, weights)
-    tmp = dst.with_name(f".{name}.{os.getpid()}.tmp")
-    tmp.mkdir(parents=True)
-    try:
-        names = [run_folder.CONFIG, run_folder.HISTORY, run_folder.METRICS, run_folder.PREDICTIONS, "train.log"]
-        names += [run_folder.WEIGHTS] if weights else []
-        for file in names:
-            if (src / file).is_file():
-                shutil.copyfile(src / file, tmp / file)
-        tmp.rename(dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    run_folder.copy_run_folder(src, dst, names)
     return dst
 
 
@@ -278,11 +273,11 @@ def write_table(table: pd.DataFrame, stem: Path, columns: dict[str, Column] | No
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     csv = stem.parent / f"{stem.name}.csv"
-    table.to_csv(csv, index=False, lineterminator="\n")
+    run_folder.atomic_write_text(csv, table.to_csv(index=False, lineterminator="\n"))
     if columns is None:
         return [csv]
     tex = stem.parent / f"{stem.name}.tex"
-    tex.write_text(to_latex(table, columns))
+    run_folder.atomic_write_text(tex, to_latex(table, columns))
     return [csv, tex]
 
 
@@ -318,7 +313,7 @@ def write_seeds_table(table: pd.DataFrame, stem: Path) -> list[Path]:
     shown = table.assign(acc=cells("test_acc"), acc_tta=cells("test_acc_tta"))
     csv = write_table(table, stem)
     tex = Path(stem).parent / f"{Path(stem).name}.tex"
-    tex.write_text(to_latex(shown, SEEDS_COLUMNS))
+    run_folder.atomic_write_text(tex, to_latex(shown, SEEDS_COLUMNS))
     return csv + [tex]
 
 
@@ -370,7 +365,7 @@ def write_runs_readme(records: Sequence[RunRecord], path: Path) -> Path:
                                    "committed" if (r.path / run_folder.WEIGHTS).is_file() else "not committed"))
         lines.append(f"- **{r.name}**: " + "; ".join(note) + ".")
     path = Path(path)
-    path.write_text("\n".join(lines) + "\n")
+    run_folder.atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -18,8 +18,8 @@ The design space, a trial's candidate, and the sampler and pruner a space names 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
-import os
 import time
 import warnings
 from functools import partial
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 
 from .. import run_folder
@@ -39,7 +40,7 @@ from ..training.engine import Trainer, TrainingDiverged
 from ..training.history import column
 from ..training.launch_policy import check_duration
 from .search_space import SearchSpace, dashed, describe, load_space, make_pruner, make_sampler, sample_config
-from .search_storage import default_url, describe_url, make_storage, worker_name
+from .search_storage import StorageError, default_url, describe_url, make_storage, worker_name
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # trials that ended (trained, or rejected before training)
 TRAINED = ("complete", "pruned", "diverged")  # their "state" attribute: the trials `--trials N` counts
@@ -63,6 +64,17 @@ def open_study(space: SearchSpace, study_name: str, storage: str) -> optuna.Stud
         raise ConfigError(f"study {study_name!r} was created with another search space (differs in: "
                           f"{', '.join(diff)}); search with its own space file or give a new --study name")
     return study
+
+
+def _open_or_refuse(space: SearchSpace, study_name: str, storage: str) -> optuna.Study:
+    """`open_study`, a database that cannot be written (a read-only file or folder) refused in one line."""
+    try:
+        return open_study(space, study_name, storage)
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
+        cause = getattr(err, "orig", None) or err.__cause__ or err
+        raise StorageError(f"cannot use the study's database at {describe_url(storage)} "
+                           f"({(str(cause).strip().splitlines() or [type(cause).__name__])[0][:120]}): make it and its "
+                           "folder writable, or give another --work-dir or --storage") from None
 
 
 class _StudyFull(Exception):
@@ -211,16 +223,18 @@ def run_search(space_path: str | Path, study_name: str, n_trials: int, storage: 
         raise ConfigError(f"--trials {n_trials}: a search needs at least 1 trained trial")
     if timeout is not None and not timeout > 0:
         raise ConfigError(f"--timeout must be above 0 seconds, got {timeout:g}")
+    run_folder.folder_name(study_name, "--study", work_dir)  # its database, trial folders and exports are named so
     space = load_space(space_path)
+    run_folder.writable_folder(work_dir)  # the trial folders (and the default database) go there
     if storage is None:
-        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        run_folder.make_folder(work_dir)
         storage = default_url(Path(work_dir), study_name)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial comes from _progress instead
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study = open_study(space, study_name, storage)
+            study = _open_or_refuse(space, study_name, storage)
             done = trained_trials(study)
             rejected = sum(t.user_attrs.get("state") in REJECTED for t in study.get_trials(deepcopy=False))
             log(f"study {study_name!r} in {describe_url(storage)}: "
@@ -260,11 +274,12 @@ def trial_rows(study: optuna.Study) -> list[dict]:
     return rows
 
 
-def _publish(path: Path, write: Callable[[Path], None]) -> Path:
-    """Write through a temporary file named for this process, then rename: workers may export at once."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+def _publish(path: Path, write: Callable[[io.StringIO], None]) -> Path:
+    """`write` the text into memory, then to `path` atomically (`run_folder.atomic_write_text`): workers may
+    export at once."""
+    buffer = io.StringIO()
+    write(buffer)
+    run_folder.atomic_write_text(path, buffer.getvalue())
     return path
 
 
@@ -282,7 +297,8 @@ def export_results(study: optuna.Study, out_dir: str | Path) -> dict[str, Path]:
         best = max(complete, key=lambda t: t.value)
         # Ready to train: the whole training set (no holdout), for the full fidelity the trials aimed at.
         cfg = override(config_from_dict(best.user_attrs["config"]), name=f"{name}_best", **{"data.holdout": 0})
-        written["best"] = _publish(out_dir / f"{name}_best.yaml", partial(save_config, cfg))
+        written["best"] = out_dir / f"{name}_best.yaml"
+        save_config(cfg, written["best"])  # atomically
     if len(complete) >= 2:  # importances of fewer trials are meaningless (optuna returns them all equal)
         with warnings.catch_warnings():  # per-stage parameters of rare stage counts: noted, not news
             warnings.simplefilter("ignore", UserWarning)

@@ -142,7 +142,7 @@ def load_plan(path: str | Path, *, smoke: bool = False, calibration: str | Path 
         if spec["name"] in measured:
             spe = _seconds_per_epoch_from_throughput(measured[spec["name"]], override(base, **changes)) or spe
         for seed in run_seeds:
-            name = f"{spec['name']}-s{seed}"
+            name = run_folder.folder_name(f"{spec['name']}-s{seed}", f"{at}: name (with its seed)", "the sweep's --out")
             if name in names:
                 raise ConfigError(f"{at}: run {name!r} appears twice; give runs distinct names or seeds")
             names.add(name)
@@ -355,6 +355,9 @@ def sweep(plan_path: str | Path, out_dir: str | Path, *, time_limit: float | Non
         return []
     if dry_run:
         return []
+    run_folder.writable_folder(out_dir)
+    if not overwrite and not (Path(out_dir) / SUMMARY).is_file():  # as train: a run is replaced only with --overwrite
+        run_folder.refuse_held_runs(Path(out_dir), [run.name for run in plan.runs])
     if (Path(out_dir) / SUMMARY).is_file() and not overwrite:
         raise ConfigError(f"{out_dir} already holds a sweep ({SUMMARY}): add {option('overwrite=True', '--overwrite')} "
                           f"to run it again (its runs are replaced), or choose another {option('out_dir', '--out')}")

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .. import run_folder
-from ..audience import advise, option, resume_advice, shows_progress
+from ..audience import advise, option, resume_advice, shown_path, shows_progress
 from ..config import Config, ConfigError, TrainConfig, config_to_dict, save_config
 from ..data.cifar10 import CIFAR10Split, load_splits, resolve_root
 from ..data.gpu_loader import GpuLoader
@@ -31,6 +31,7 @@ from .ema import make_ema
 from .history import EpochStats, column
 from .live_view import hyperparameters, open_event_log
 from .sam import frozen_norm_stats, make_sam
+from .resume import RunFinished, interrupted_after_training, refuse_resume_without_checkpoint
 
 ACCURACY_MARKS = (0.93, 0.94, 0.95, 0.96)  # metrics.json records the training time to reach each
 
@@ -41,10 +42,6 @@ class TrainingDiverged(RuntimeError):
 
 class TrainingInterrupted(RuntimeError):
     """Ctrl-C during training; the message says which checkpoint was kept and how to resume."""
-
-
-class RunFinished(ConfigError):
-    """`resume` on a run that has finished: there is nothing to continue, and nothing is changed."""
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -160,7 +157,8 @@ class Trainer:
     # ---- checkpoints -------------------------------------------------------------------------------
     def _read_checkpoint(self, cfg: Config) -> dict | None:
         path = self.out / run_folder.CHECKPOINT
-        if not path.is_file():
+        if not run_folder.present(path):
+            refuse_resume_without_checkpoint(self.out, cfg)
             self.log(f"no checkpoint in {self.out}: starting from scratch")
             return None
         checkpoint = run_folder.load_checkpoint(path)
@@ -222,10 +220,10 @@ class Trainer:
             self.epoch, self.history = state["epoch"], state["history"]
             self.train_seconds, self.time_to_acc = state["train_seconds"], state["time_to_acc"]
             self.earlier_wall_seconds = state.get("wall_seconds", self.train_seconds)  # older checkpoints lack it
-        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as err:
             raise run_folder.CheckpointError(f"{self.out / run_folder.CHECKPOINT} does not fit this run ({type(err).__name__}: "
-                                             f"{str(err).splitlines()[0]}); delete it to restart from scratch") from None
-        self.log(f"resuming {run_folder.shown_path(self.out)} after epoch {self.epoch}")
+                                             f"{(str(err).splitlines() or [''])[0]}); delete it to restart from scratch") from None
+        self.log(f"resuming {shown_path(self.out)} after epoch {self.epoch}")
 
     # ---- training ----------------------------------------------------------------------------------
     def eval_model(self) -> nn.Module:
@@ -281,7 +279,7 @@ class Trainer:
                 last = self.history[-1]["seconds"] if self.history else 0.0
                 if self.time_limit and time.perf_counter() - start + last > self.time_limit:
                     self.log(f"time limit of {self.time_limit:.0f} s reached after epoch {self.epoch}: "
-                             f"checkpoint kept, continue with {resume_advice(run_folder.shown_path(self.out))}")
+                             f"checkpoint kept, continue with {resume_advice(shown_path(self.out))}")
                     break
                 stats = self._train_epoch(bar)
                 self.epoch += 1
@@ -388,9 +386,11 @@ class Trainer:
                 pass
             return self.finish()
         except KeyboardInterrupt:
+            if self.epoch >= self.cfg.train.epochs:  # every epoch trained: it stopped while writing the record
+                raise TrainingInterrupted(interrupted_after_training(self.out, self.epoch)) from None
             kept = f"the checkpoint after epoch {self.epoch} is kept" if self.epoch else "no epoch was completed"
             raise TrainingInterrupted(f"interrupted during epoch {self.epoch + 1} of {self.cfg.train.epochs}: {kept}; "
-                                      f"continue with: {resume_advice(run_folder.shown_path(self.out))}") from None
+                                      f"continue with: {resume_advice(shown_path(self.out))}") from None
         finally:
             self.close()
 

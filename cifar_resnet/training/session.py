@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import run_folder
+from ..audience import shown_path
 from ..config import Config, load_config
 from ..data.cifar10 import load_splits
 from ..evaluation.device import resolve_device
@@ -47,7 +48,7 @@ def train_in_sessions(cfg: Config, out_dir: str | Path, *, session_limit: float 
     done = finished_metrics(cfg, out)
     if done is not None:
         accuracy = f"test accuracy {done['test_acc']:.2%}" if done.get("test_acc") is not None else "no test accuracy"
-        log(f"{run_folder.shown_path(out)} holds the finished run of {cfg.name} ({done['epochs_completed']} epochs, "
+        log(f"{shown_path(out)} holds the finished run of {cfg.name} ({done['epochs_completed']} epochs, "
             f"{accuracy}): not trained again (to train again, choose another folder)")
         return done
     resume = (out / run_folder.CHECKPOINT).is_file()
@@ -57,7 +58,7 @@ def train_in_sessions(cfg: Config, out_dir: str | Path, *, session_limit: float 
     refuse_slow_run(cfg, estimate, device, time_limit=session_limit, allow_slow=allow_slow, log=log)
     trainer = Trainer(cfg, out, resume=resume, time_limit=session_limit, log=log, **options)
     limit = f"; this session stops before {duration(session_limit, rough=True)}" if session_limit else ""
-    log(f"{'continuing' if resume else 'starting'} {cfg.name} in {run_folder.shown_path(out)}: {estimate.epochs} epochs "
+    log(f"{'continuing' if resume else 'starting'} {cfg.name} in {shown_path(out)}: {estimate.epochs} epochs "
         f"to go, about {duration(estimate.seconds, rough=True)} of training on {run_folder.environment(device)['device']} "
         f"({estimate_note()}){limit}")
     log(RERUN)
