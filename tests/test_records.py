@@ -163,6 +163,16 @@ def test_a_finished_run_is_recorded_into_results_runs(tmp_path):
     assert records.newest_run(tmp_path / "nothing") is None
 
 
+def test_a_record_forgets_the_folder_its_data_was_in_on_the_machine_that_trained_it(tmp_path):
+    run = _record(tmp_path / "mine", "best", load_config(CONFIGS / "smoke.yaml"), device="NVIDIA H100", test_acc=0.9,
+                  status="finished", data_root="/home/someone/data")
+    write_predictions(run, np.full((2, 10), 0.1, np.float32), [0, 1])
+    recorded = records.record_run(run, tmp_path / "results", name="mine-1")
+    kept = json.loads((recorded / "metrics.json").read_text())
+    assert "data_root" not in kept and kept["test_acc"] == 0.9
+    assert json.loads((run / "metrics.json").read_text())["data_root"] == "/home/someone/data"  # the run keeps it
+
+
 def test_latex_table_is_booktabs_with_escaped_text_and_formatted_numbers(tmp_path):
     table = pd.DataFrame({"run": ["best_seed1", "smoke-cpu"], "params": [4_815_940, 5266], "acc": [0.9512, None]})
     columns = {"run": records.Column("Run"), "params": records.Column("Params", "r", records.thousands),

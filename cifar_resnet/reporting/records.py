@@ -163,6 +163,8 @@ def record_run(run_dir: str | Path, results_dir: str | Path = "results", *, name
     run_folder.check_own_files(src, names)  # before anything reads them: a link is refused, never followed
     _check_record(src, weights)
     run_folder.copy_run_folder(src, dst, names)
+    if "data_root" in metrics:  # a folder of this machine: a record is read on others, and is committed
+        run_folder.write_metrics({k: v for k, v in metrics.items() if k != "data_root"}, dst / run_folder.METRICS)
     return dst
 
 
