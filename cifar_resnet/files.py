@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import stat
 import tempfile
 from pathlib import Path
@@ -22,6 +23,8 @@ from .formats import excerpt
 class FolderError(RuntimeError):
     """A folder or file the user named that cannot be used as asked (missing, a file, read-only, full, a link, a
     name that is a path); the message names the path and the fix."""
+
+_DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 def present(path: str | Path) -> bool:
@@ -130,11 +133,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         mode = stat.S_IMODE(existing.st_mode) if stat.S_ISREG(existing.st_mode) else 0o666 & ~_UMASK
     except OSError:
         mode = 0o666 & ~_UMASK
+    # Ctrl-C, SIGTERM and SIGHUP wait while the temporary file is made, so that none lands between its
+    # creation and the cleanup below (a signal that came meanwhile is raised inside it, once unblocked).
+    deferred = hasattr(signal, "pthread_sigmask")
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS) if deferred else None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:40]}.", suffix=".tmp")
     except OSError as err:
+        if deferred:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         raise folder_error(err, path.parent) from None
     try:
+        if deferred:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         try:
             os.fchmod(fd, mode)
             view = memoryview(data)
