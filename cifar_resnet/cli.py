@@ -73,7 +73,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .evaluation.device import resolve_device
+    from .runtime import resolve_device
     from .training.launch_policy import default_preset, train
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:

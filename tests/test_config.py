@@ -110,7 +110,7 @@ def test_choices_and_ranges_are_declared_for_every_option_that_has_them():
 def test_the_modules_accept_every_declared_choice():
     from cifar_resnet.models import _ACTIVATIONS
     from cifar_resnet.data.auto_augment import POLICIES
-    from cifar_resnet.evaluation.device import resolve_precision
+    from cifar_resnet.runtime import resolve_precision
 
     assert tuple(_ACTIVATIONS) == declared("model.activation")["choices"]
     assert ("none",) + POLICIES == declared("data.policy")["choices"]

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from cifar_resnet.config import ConfigError, load_config
-from cifar_resnet.evaluation import device
-from cifar_resnet.evaluation.device import divergence_advice, resolve_precision
+from cifar_resnet.config import ConfigError, config_from_dict, load_config
+from cifar_resnet import runtime as device
+from cifar_resnet.runtime import divergence_advice, resolve_precision
 
 from conftest import PRESETS
 
@@ -34,7 +34,8 @@ def test_bf16_on_a_cpu_runs_where_native_and_else_falls_back_in_one_line(monkeyp
     assert resolve_precision("bf16", torch.device("cpu"), warn=warnings.append) == ("bf16" if native else "fp32")
     assert warnings == ([] if native else ["warning: train.precision bf16 on a CPU without native bf16 "
                                            "(AVX512-BF16 or AMX): computing in fp32"])
-    with device.autocast(torch.device("cpu"), "bf16"):
+    resolved = resolve_precision("bf16", torch.device("cpu"))
+    with device.autocast(torch.device("cpu"), resolved):  # autocast takes the resolved precision
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == (torch.bfloat16 if native else torch.float32)
 
 
@@ -64,8 +65,9 @@ def test_explicit_bf16_with_native_support_is_silent(gpu):
 
 
 def test_an_unknown_precision_names_the_choices():
+    """Checked when the configuration is read, not by `resolve_precision` on the training path."""
     with pytest.raises(ConfigError, match="train.precision: unknown 'fp8'; choose auto, bf16, fp16, fp32"):
-        resolve_precision("fp8", torch.device("cpu"))
+        config_from_dict({"train": {"precision": "fp8"}})
 
 
 def test_divergence_advice_fits_the_device(gpu):

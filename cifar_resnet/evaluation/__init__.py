@@ -1,5 +1,4 @@
-"""A network in inference: the device and the arithmetic it runs in (`device`), test-time views,
-predictions and a run's saved weights (`evaluate`), predictions for users' images (`predict_images`), and
+"""A network in inference: test-time views, predictions and a run's saved weights (`evaluate`), predictions for users' images (`predict_images`), and
 accuracy under generated corruptions (`corruptions`, written to `robustness_record`'s file). Imports
-`config`, `models`, `run_folder`, `formats` and `data`; never `training` or above.
+`config`, `runtime`, `models`, `run_folder`, `formats` and `data`; never `training` or above.
 """

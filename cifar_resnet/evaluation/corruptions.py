@@ -32,7 +32,7 @@ from ..audience import progress_bar
 from ..config import ConfigError
 from ..data.cifar10 import CIFAR10Split, load_cifar10
 from ..data.gpu_loader import GpuLoader
-from .device import default_device
+from ..runtime import default_device
 from .evaluate import load_run, predict, run_data_root
 from .robustness_record import ROBUSTNESS
 

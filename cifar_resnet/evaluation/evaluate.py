@@ -10,16 +10,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import run_folder
-from ..config import Config, check_value, load_config
+from ..config import Config, load_config
 from ..data.cifar10 import BATCH_DIR, load_splits
 from ..data.gpu_loader import GpuLoader
 from ..models import create_model
-from .device import autocast, default_device, resolve_device
+from ..runtime import autocast, default_device, resolve_device, resolve_precision
 
 
 def tta_views(x: torch.Tensor, mode: str) -> list[tuple[torch.Tensor, float]]:
-    """The test-time views of a normalised batch and their weights: identity, flip, and 1-pixel translates."""
-    check_value("train.tta", mode)  # the speedrun's recipe is no `Config`: its tta is checked here
+    """The test-time views of a normalised batch and their weights: identity, flip, and 1-pixel translates
+    (`mode` as `train.tta` allows it, checked when the configuration was read)."""
     if mode == "none":
         return [(x, 1.0)]
     views = [(x, 0.5), (x.flip(-1), 0.5)]
@@ -49,9 +49,11 @@ def predict_views(model: nn.Module, loader: GpuLoader, tta: str = "none", precis
     is "none", averaged over its views; each view is computed once (the plain one serves both). `loader` may
     be any iterable of its batches (a progress bar over it) where `device` names the loader's."""
     model.eval()
+    device = device or loader.device
+    precision = resolve_precision(precision, device)  # once: "auto" becomes what this device computes in
     plain, averaged = [], []
     for x, _ in loader:
-        with autocast(device or loader.device, precision):
+        with autocast(device, precision):
             views = tta_views(x, tta)
             outputs = [model(v).float() for v, _ in views]
         plain.append(outputs[0])

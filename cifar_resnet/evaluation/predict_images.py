@@ -23,7 +23,7 @@ from ..config import ConfigError
 from ..data.cifar10 import CIFAR10Split, CLASSES
 from ..data.gpu_loader import GpuLoader
 from ..data.user_images import Images, as_images, read_images
-from .device import default_device
+from ..runtime import default_device
 from .evaluate import load_run, predict_views
 
 BATCH_SIZE = 1024  # as evaluate_run

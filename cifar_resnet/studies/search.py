@@ -34,7 +34,7 @@ from .. import run_folder
 from ..audience import progress_bar
 from ..config import ConfigError, config_from_dict, override, save_config
 from ..data.cifar10 import CIFAR10Split, load_splits
-from ..evaluation.device import resolve_device
+from ..runtime import resolve_device
 from ..models import parameter_count
 from ..training.engine import Trainer, TrainingDiverged
 from ..training.history import column

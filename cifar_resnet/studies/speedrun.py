@@ -31,7 +31,7 @@ from torch import nn
 from ..config import ConfigError, config_path, dataclass_from_dict, read_yaml
 from ..data.cifar10 import CIFAR10Split, MEAN, STD
 from ..data.gpu_loader import crop_flip
-from ..evaluation.device import autocast, resolve_precision
+from ..runtime import autocast, resolve_precision
 from ..evaluation.evaluate import tta_views
 from ..models import OverBudgetError, PARAMETER_BUDGET, count_parameters
 

@@ -262,7 +262,7 @@ def run_plan(plan: Plan, out_dir: str | Path, *, data_root: str | None = None, d
     `train_fn(cfg, run_dir, time_limit) -> metrics` defaults to the engine's `train`, with the data loaded
     once per distinct split and shared between runs."""
     from ..training.engine import TrainingDiverged
-    from ..evaluation.device import resolve_device
+    from ..runtime import resolve_device
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -333,7 +333,7 @@ def sweep(plan_path: str | Path, out_dir: str | Path, *, time_limit: float | Non
           device: str | None = None, log: Callable[[str], None] = print) -> list[dict]:
     """What `cifar-resnet sweep` does: load the plan, print its runs and expected duration, then run it
     (or only write each run's configuration to `write_configs`, or stop there with `dry_run`)."""
-    from ..evaluation.device import resolve_device
+    from ..runtime import resolve_device
 
     if time_limit is not None and not time_limit > 0:
         raise ConfigError(f"--time-limit must be above 0 seconds, got {time_limit:g}")

@@ -24,7 +24,7 @@ from ..config import Config, ConfigError, TrainConfig, config_to_dict, save_conf
 from ..data.cifar10 import CIFAR10Split, load_splits, resolve_root
 from ..data.gpu_loader import GpuLoader
 from ..data.mixing import make_batch_mix
-from ..evaluation.device import autocast, divergence_advice, resolve_device, resolve_precision
+from ..runtime import autocast, divergence_advice, resolve_device, resolve_precision
 from ..evaluation.evaluate import evaluate, half_rounded, model_from_weights, record_predictions
 from ..models import WHITEN_IMAGES, count_parameters, create_model
 from .ema import make_ema

@@ -27,7 +27,7 @@ from ..audience import advise, option
 from ..config import Config, ConfigError
 from ..data.cifar10 import CIFAR10Split, load_splits
 from ..data.gpu_loader import train_steps
-from ..evaluation.device import autocast, resolve_device, resolve_precision
+from ..runtime import autocast, resolve_device, resolve_precision
 from ..formats import duration
 from ..models import create_model
 

@@ -17,7 +17,7 @@ from .. import run_folder
 from ..audience import shown_path
 from ..config import Config, load_config
 from ..data.cifar10 import load_splits
-from ..evaluation.device import resolve_device
+from ..runtime import resolve_device
 from ..formats import duration
 from .engine import Trainer
 from .launch_policy import estimate_note, estimate_training, refuse_slow_run

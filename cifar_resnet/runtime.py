@@ -1,4 +1,6 @@
-"""The arithmetic a run computes in: `precision: auto` picks what the device does natively.
+"""The runtime every layer stands on: which device a run uses and the arithmetic it computes in.
+
+`precision: auto` picks what the device does natively:
 
 bf16 where the GPU supports it natively (compute capability 8.0 or newer: A100, L4, H100, ...), fp16 with
 loss scaling below that (a T4 is 7.5: torch would emulate bf16 there, silently and slowly), and fp32 on a
@@ -14,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from ..config import ConfigError, check_value
+from .config import ConfigError
 
 NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere and newer compute in bf16 natively
 
@@ -32,7 +34,6 @@ def native_cpu_bf16() -> bool:
 def resolve_precision(precision: str, device: torch.device, warn: Callable[[str], None] | None = None) -> str:
     """The precision that runs on `device` for the configured `precision` (bf16, fp16 or fp32, never auto);
     `warn` receives one line where an explicit bf16 is given to a GPU without native bf16."""
-    check_value("train.precision", precision)  # the speedrun's recipe is no `Config`: checked here
     if device.type != "cuda":
         if precision != "bf16":
             return "fp32"  # fp16 autocast on a CPU is slow; auto means the safe choice there
@@ -86,7 +87,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def autocast(device: torch.device, precision: str):
-    """bf16/fp16 autocast as `resolve_precision` decides for `device` (on a CPU: bf16 where native, else off)."""
-    precision = resolve_precision(precision, device)
+    """Autocast to `precision` as `resolve_precision` returned it for `device` (bf16, fp16, or fp32: off).
+    Resolve once, outside any loop: this is called on every step and checks nothing."""
     enabled = precision != "fp32"
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16, enabled=enabled)
