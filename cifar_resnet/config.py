@@ -77,6 +77,16 @@ class ModelConfig:
     activation: str = option("relu", choices=("relu", "gelu", "silu"))
     dropout: float = option(0.0, low=0, high=1)  # dropout before the classifier
     zero_init_residual: bool = True  # last BN of each residual branch starts at 0 (Goyal et al. 2017)
+    # airbench's choices (Jordan 2024), off by default. "dirac": PyTorch's default init, then each conv's first
+    # in_channels filters pass their input through, so every block starts near the identity; else kaiming normal
+    init: str = option("kaiming", choices=("kaiming", "dirac"), label="init ")
+    norm_frozen_weight: bool = False  # BatchNorm weights stay 1 and only their biases learn (the conv scales)
+    norm_momentum: float = option(0.1, low=0, high=1, above=True)  # PyTorch's convention (airbench's 0.6 is 0.4)
+    head_bias: bool = True  # the classifier's bias
+    head_scale: float = option(1.0, low=0, above=True)  # the logits are multiplied by this (airbench: 1/9)
+    # a whitening stem's padding: "same" keeps 32x32 maps, "valid" (airbench) gives 33 - stem_kernel; the
+    # "pool" block's max-pools then floor odd sides (31 -> 15 -> 7 -> 3)
+    stem_padding: str = option("same", choices=("same", "valid"), label="stem padding ")
     num_classes: int = 10  # CIFAR-10's; the reader refuses any other number
 
 
@@ -96,6 +106,10 @@ class DataConfig:
     cutout: int = option(0, low=0)  # side of the square zeroed at a random place in each image; 0 = off
     # autoaugment is its CIFAR-10 policy; per image, batched
     policy: str = option("none", choices=("none", "trivialaugment", "randaugment", "autoaugment"), label="policy ")
+    # "batch": each training batch is augmented as it is drawn; "epoch" (airbench): the whole shuffled training
+    # set is augmented at the start of each epoch and batches are slices of it (fewer, larger kernels; on a GPU
+    # it holds the epoch as float32, 600 MB for CIFAR-10)
+    augment_per: str = option("batch", choices=("batch", "epoch"), label="augment_per ")
 
 
 @dataclass
@@ -135,6 +149,16 @@ class TrainConfig:
     tta: str = option("flip", choices=("none", "flip", "flip_translate"))
     eval_every: int = option(1, low=1)  # evaluate every N epochs (the last epoch is always evaluated)
     seed: int = option(0, low=0)  # below 2^63: torch's generators take no larger seed
+    # airbench's optimisation (Jordan 2024), off by default. BatchNorm biases learn bias_lr_scale times faster;
+    # their weight decay is divided by it, so that they shrink per step as the weights do (airbench: 64)
+    bias_lr_scale: float = option(1.0, low=0, above=True)
+    lr_start: float = option(0.0, low=0)  # onecycle: the first step's lr, as a share of the peak (airbench: 0.2)
+    lr_end: float = option(0.0, low=0)  # onecycle: the last step's (airbench: 0.07)
+    whiten_bias_epochs: float = option(0.0, low=0)  # a whitening stem's bias learns this long, then stays; 0 = always
+    # lookahead (Zhang et al. 2019, as airbench): every k steps the weights and BatchNorm statistics move to a slow
+    # copy that keeps decay^k * (t/T)^3 of itself at step t of T, and the last step ends on it; 0 = off
+    lookahead_every: int = option(0, low=0)
+    lookahead_decay: float = option(0.95, low=0, high=1)
 
 
 @dataclass
@@ -261,7 +285,7 @@ CIFAR10_CLASSES, CIFAR10_TRAIN_IMAGES = 10, 50_000  # what the data set is (data
 def check_relations(cfg: Config) -> None:
     """Raise a one-line `ConfigError` for values that each pass their own `option` but not the code that uses
     them: a classifier for another number of classes, a holdout that leaves no training image, milestones
-    that are no epochs, Nesterov momentum without momentum."""
+    that are no epochs, lookahead beside a weight average, Nesterov momentum without momentum."""
     m, d, t = cfg.model, cfg.data, cfg.train
     if m.num_classes != CIFAR10_CLASSES:
         raise ConfigError(f"model.num_classes: CIFAR-10 has {CIFAR10_CLASSES} classes, got {excerpt(m.num_classes)}")
@@ -273,6 +297,9 @@ def check_relations(cfg: Config) -> None:
     for i, milestone in enumerate(t.milestones):
         if milestone < 0:
             raise ConfigError(f"train.milestones[{i}]: must be an epoch (at least 0), got {milestone!r}")
+    if t.lookahead_every and t.ema_decay:
+        raise ConfigError("train.lookahead_every: lookahead and a weight average (train.ema_decay) both average the "
+                          "weights; set one of them to 0")
     if t.optimizer.lower() == "sgd" and t.nesterov and t.momentum == 0:
         raise ConfigError("train.nesterov: Nesterov momentum needs train.momentum above 0; set nesterov: false, "
                           "or a momentum such as 0.9")

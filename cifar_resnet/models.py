@@ -127,14 +127,14 @@ class WhiteningStem(nn.Module):
 
     `init_whitening` sets its filters from training images: the eigenvectors of the patches' second-moment
     matrix (the images are normalised, so about their covariance) scaled by 1/sqrt(eigenvalue + eps), each
-    followed by its negative so that the activation keeps both signs. Only its bias trains. Zero padding
-    (for an even k, one more row and column at the bottom and right) keeps 32x32 maps.
+    followed by its negative so that the activation keeps both signs. Only its bias trains. "same" zero
+    padding (for an even k, one more row and column at the bottom and right) keeps 32x32 maps; "valid" has none.
     """
 
-    def __init__(self, kernel: int, activation: type[nn.Module]) -> None:
+    def __init__(self, kernel: int, activation: type[nn.Module], *, padding: str = "same") -> None:
         super().__init__()
         before, after = (kernel - 1) // 2, kernel // 2  # 'same' padding; torch's padding="same" warns for even k
-        self.pad = nn.ZeroPad2d((before, after, before, after))
+        self.pad = nn.ZeroPad2d((before, after, before, after)) if padding == "same" else nn.Identity()
         self.conv = nn.Conv2d(3, 2 * 3 * kernel * kernel, kernel, bias=True)
         self.conv.weight.requires_grad_(False)
         nn.init.zeros_(self.conv.bias)
@@ -165,7 +165,7 @@ class ResNet(nn.Module):
         preact = cfg.block == "preact"
 
         if cfg.stem == "whiten":
-            self.stem = WhiteningStem(cfg.stem_kernel, activation)
+            self.stem = WhiteningStem(cfg.stem_kernel, activation, padding=cfg.stem_padding)
         else:  # a pre-activation network's stem is a bare conv: the first block normalises and activates
             stem = [conv(3, cfg.stem_channels, kernel=cfg.stem_kernel)]
             if not preact:
@@ -189,16 +189,38 @@ class ResNet(nn.Module):
             self.pool = nn.AdaptiveAvgPool2d(1) if cfg.pool == 0 else nn.AvgPool2d(cfg.pool)
         pooled = 1 if cfg.pool == 0 else side // cfg.pool
         self.dropout = nn.Dropout(cfg.dropout)
-        self.fc = nn.Linear(in_channels * pooled * pooled, cfg.num_classes)
+        self.fc = nn.Linear(in_channels * pooled * pooled, cfg.num_classes, bias=cfg.head_bias)
+        self.head_scale = cfg.head_scale
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = cfg.norm_momentum
+                m.weight.requires_grad_(not cfg.norm_frozen_weight)
+        self.init, self.zero_init = cfg.init, cfg.zero_init_residual
+        self._init_weights()
 
+    def _init_weights(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d) and m.weight.requires_grad:
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        if cfg.zero_init_residual:
+                if self.init == "dirac":  # airbench: near the identity at the start, +accuracy on short schedules
+                    nn.init.dirac_(m.weight[:m.in_channels])
+                else:
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if self.zero_init:
             # Each block starts as its skip connection: +0.2-0.3% for ResNets (Goyal et al. 2017, sec. 5.1).
             for m in self.modules():
                 if isinstance(m, (BasicBlock, PreActBlock, ConvBlock)):
                     m.zero_init_residual()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Fresh weights and statistics in place, drawn as a new network's are: a compiled copy stays valid (the
+        speed benchmark trains one network many times). `init_from_images` then sets a whitening stem."""
+        for m in self.modules():
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()  # a BatchNorm's running statistics too
+        if isinstance(self.stem, WhiteningStem):
+            nn.init.zeros_(self.stem.conv.bias)
+        self._init_weights()
 
     def init_from_images(self, images: torch.Tensor) -> None:
         """Set what is computed from the training data (normalised images): a whitening stem's filters. A resumed
@@ -223,12 +245,16 @@ class ResNet(nn.Module):
         x = self.stages(x)
         x = self.final_norm(x)
         x = self.pool(x).flatten(1)
-        return self.fc(self.dropout(x))
+        logits = self.fc(self.dropout(x))
+        return logits * self.head_scale if self.head_scale != 1 else logits
 
 
 def final_feature_size(cfg: ModelConfig) -> int:
     """Side of the last stage's feature map for 32x32 inputs."""
-    return INPUT_SIZE // math.prod(cfg.strides)
+    side = INPUT_SIZE - (cfg.stem_kernel - 1 if cfg.stem == "whiten" and cfg.stem_padding == "valid" else 0)
+    for stride in cfg.strides:
+        side //= stride
+    return side
 
 
 def validate_model_config(cfg: ModelConfig) -> None:
@@ -256,8 +282,16 @@ def validate_model_config(cfg: ModelConfig) -> None:
         if any(k < 1 or k % 2 == 0 for k in values):
             raise ConfigError(f"model.{key}: kernel sizes must be odd and positive (to keep 'same' padding), "
                               f"got {excerpt(values)}")
-    if INPUT_SIZE % math.prod(cfg.strides):
+    if cfg.stem_padding == "valid" and (cfg.stem != "whiten" or cfg.block != "pool"):
+        raise ConfigError("model.stem_padding: valid is for a whitening stem before pool blocks (whose max-pools "
+                          f"floor odd sides), got stem {cfg.stem} and block {cfg.block}; set stem_padding: same")
+    if cfg.norm_frozen_weight and cfg.zero_init_residual and cfg.block != "preact":
+        raise ConfigError(f"model.zero_init_residual: a {cfg.block} block zeroes its last BatchNorm weight, which "
+                          "norm_frozen_weight would keep at 0 for good; set zero_init_residual: false")
+    if cfg.stem_padding == "same" and INPUT_SIZE % math.prod(cfg.strides):
         raise ConfigError(f"model.strides: their product must divide {INPUT_SIZE}, got {excerpt(cfg.strides)}")
+    if final_feature_size(cfg) < 1:
+        raise ConfigError(f"model.strides: {excerpt(cfg.strides)} shrink the images to nothing; use fewer stages")
     side = final_feature_size(cfg)
     if cfg.pool < 0 or (cfg.pool and side % cfg.pool):
         raise ConfigError(f"model.pool: P={cfg.pool} must divide the final {side}x{side} feature map "

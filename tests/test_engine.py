@@ -9,7 +9,8 @@ import torch
 from cifar_resnet.config import load_config, override
 from cifar_resnet.evaluation.evaluate import evaluate_run, load_run
 from cifar_resnet.run_folder import CheckpointError, load_weights
-from cifar_resnet.training.engine import Trainer, TrainingDiverged, lr_factor, train
+from cifar_resnet.training.engine import Trainer, TrainingDiverged, train
+from cifar_resnet.training.optimizer import lr_factor
 
 from conftest import CONFIGS, ROOT
 
@@ -146,3 +147,37 @@ def test_command_line_train_and_evaluate(synthetic_root, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "cifar_resnet", "train", "--config", str(tmp_path / "none.yaml")],
                          capture_output=True, text=True, cwd=ROOT, env=env)
     assert bad.returncode == 2 and bad.stderr.startswith("cifar-resnet: error: configuration file not found")
+
+
+def test_no_configuration_check_on_the_training_step(synthetic_root, tmp_path, monkeypatch):
+    """Values are checked when a configuration is read: the training step and evaluation check none."""
+    from cifar_resnet import config
+    from cifar_resnet.evaluation.evaluate import evaluate
+
+    trainer = Trainer(smoke(synthetic_root, **{"train.precision": "bf16"}), tmp_path / "run", log=None)
+    calls, check = [], config._check
+    monkeypatch.setattr(config, "_check", lambda key, *rest: calls.append(key) or check(key, *rest))
+    x, y = next(iter(trainer.train_loader))
+    for _ in range(3):
+        trainer.train_step(x, y)
+    evaluate(trainer.model, trainer.eval_loader, "flip_translate", trainer.precision)
+    trainer.close()
+    assert calls == []
+
+
+def test_an_airbench_style_run_resumes_exactly(synthetic_root, tmp_path):
+    """Lookahead's slow weights, the epoch-sliced loader and the stopped whitening bias survive a resume."""
+    cfg = override(load_config("fast94"), **{
+        "data.root": str(synthetic_root), "data.download": False, "model.channels": [8, 16, 16],
+        "train.batch_size": 64, "train.epochs": 3, "train.eval_every": 1, "train.whiten_bias_epochs": 1.0,
+        "train.lookahead_every": 3, "train.precision": "fp32", "train.compile": False, "train.tta": "flip"})
+    train(cfg, tmp_path / "straight", log=None)
+    trainer = Trainer(cfg, tmp_path / "resumed", log=None)
+    for stats in trainer.epochs():
+        if stats.epoch == 2:
+            break
+    del trainer
+    train(cfg, tmp_path / "resumed", resume=True, log=None)
+    assert _history_without_times(tmp_path / "straight") == _history_without_times(tmp_path / "resumed")
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a)

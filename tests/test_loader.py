@@ -137,3 +137,16 @@ def test_a_state_without_the_flip_state_is_refused_for_the_alternating_flip(trai
     loader = GpuLoader(train, batch_size=64, device="cpu", train=True, augment=ALTERNATE)
     with pytest.raises(KeyError, match="flip_state"):
         loader.load_state_dict({"generator": loader.generator.get_state()})
+
+
+def test_epoch_mode_slices_one_shuffled_epoch_whose_labels_follow_their_images(train):
+    """data.augment_per: epoch augments the whole shuffled split once, then batches are its slices."""
+    augment = DataConfig(crop_padding=0, flip=False, augment_per="epoch")
+    loader = GpuLoader(train, batch_size=64, device="cpu", train=True, augment=augment, seed=3, channels_last=True)
+    out = list(loader)
+    assert len(out) == 400 // 64 and all(x.shape == (64, 3, 32, 32) for x, _ in out)
+    assert all(x.is_contiguous(memory_format=torch.channels_last) for x, _ in out)
+    x, y = torch.cat([x for x, _ in out]), torch.cat([y for _, y in out])
+    index = torch.cdist(x.flatten(1), loader.normalize(loader.images).flatten(1)).argmin(1)
+    assert torch.equal(loader.labels[index], y) and len(set(index.tolist())) == len(index)  # each image once
+    assert not torch.equal(y, torch.cat([y for _, y in list(loader)]))  # the next epoch is shuffled anew

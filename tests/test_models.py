@@ -161,3 +161,27 @@ def test_the_engine_sets_a_whitening_stem_from_images_and_leaves_other_stems_alo
     plain.init_from_images(images)
     assert model.stem.conv.weight.abs().sum() > 0 and torch.equal(model.stem.conv.weight[12:], -model.stem.conv.weight[:12])
     assert all(torch.equal(before[k], v) for k, v in plain.state_dict().items())
+
+
+def test_airbench_model_options():
+    """dirac init passes each conv's input through; frozen BatchNorm weights and their momentum; the scaled
+    bias-free head; a valid-padded whitening stem floors the pooled sides (31 -> 15 -> 7 -> 3)."""
+    from cifar_resnet.config import config_from_dict
+    from cifar_resnet.models import final_feature_size
+
+    cfg = config_from_dict({"model": {"block": "pool", "stem": "whiten", "stem_kernel": 2, "stem_channels": 24,
+                                      "stem_padding": "valid", "channels": [8, 8, 8], "blocks": [1, 1, 1],
+                                      "strides": [2, 2, 2], "init": "dirac", "zero_init_residual": False,
+                                      "norm_frozen_weight": True, "norm_momentum": 0.4, "head_bias": False,
+                                      "head_scale": 0.5}}).model
+    net = create_model(cfg)
+    assert final_feature_size(cfg) == 3
+    conv = net.stages[1][1].conv  # 8 -> 8 channels, 3x3
+    torch.testing.assert_close(conv.weight[:, :, 1, 1], torch.eye(8))
+    assert conv.weight[:, :, 0].abs().sum() == 0
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(not m.weight.requires_grad and m.momentum == 0.4 for m in norms)
+    x = torch.randn(2, 3, 32, 32)
+    net.eval()
+    features = net.pool(net.stages(net.stem(x))).flatten(1)
+    torch.testing.assert_close(net(x), 0.5 * features @ net.fc.weight.T)

@@ -2,8 +2,9 @@
 
 Per training batch, all on `device`: an optional TrivialAugment / RandAugment / AutoAugment policy on the
 uint8 images (`auto_augment.BatchedPolicy`: every image draws its own operations, torchvision's operations
-batched), random crop with reflect padding and horizontal flip in one gather, normalisation, cutout. The
-flip is random, or airbench's alternating flip (`data.flip_alternate`): random in the first epoch, then each
+batched), random crop with reflect padding and horizontal flip in one gather, normalisation, cutout; or, with
+`data.augment_per: epoch` (airbench's loader), the same once for the whole shuffled split at the start of each
+epoch, batches then being slices of it. The flip is random, or airbench's alternating flip (`data.flip_alternate`): random in the first epoch, then each
 image is mirrored on every other epoch. Every random choice comes from the loader's own seeded generator,
 and the loader's state (generator and flip state) is checkpointed, so a run is reproducible and resumes
 exactly. The same code runs on a CPU.
@@ -151,6 +152,13 @@ class GpuLoader:
         if self.train:
             order = torch.randperm(n, device=self.device, generator=self.generator)
             flips = self._epoch_flips() if self.augment.flip and self.augment.flip_alternate else None
+            if self.augment.augment_per == "epoch":
+                epoch = self.augment_batch(self.images[order], None if flips is None else flips[order])
+                labels = self.labels[order]
+                for i in range(len(self)):
+                    batch = slice(i * self.batch_size, (i + 1) * self.batch_size)
+                    yield epoch[batch], labels[batch]
+                return
             for i in range(len(self)):
                 index = order[i * self.batch_size:(i + 1) * self.batch_size]
                 yield self.augment_batch(self.images[index], None if flips is None else flips[index]), self.labels[index]

@@ -9,7 +9,6 @@ reloading a finished run live in `evaluation.evaluate`; history.csv's rows, `his
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from pathlib import Path
@@ -20,7 +19,7 @@ from torch import nn
 
 from .. import run_folder
 from ..audience import advise, option, resume_advice, shown_path, shows_progress
-from ..config import Config, ConfigError, TrainConfig, config_to_dict, save_config
+from ..config import Config, ConfigError, config_to_dict, save_config
 from ..data.cifar10 import CIFAR10Split, load_splits, resolve_root
 from ..data.gpu_loader import GpuLoader
 from ..data.mixing import make_batch_mix
@@ -30,6 +29,7 @@ from ..models import WHITEN_IMAGES, count_parameters, create_model
 from .ema import make_ema
 from .history import EpochStats, column
 from .live_view import hyperparameters, open_event_log
+from .optimizer import Lookahead, make_optimizer, make_scheduler
 from .sam import frozen_norm_stats, make_sam
 from .resume import RunFinished, interrupted_after_training, refuse_resume_without_checkpoint
 
@@ -44,55 +44,21 @@ class TrainingInterrupted(RuntimeError):
     """Ctrl-C during training; the message says which checkpoint was kept and how to resume."""
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (Nesterov), AdamW, or any `torch.optim` class by name; BatchNorm and biases undecayed unless asked."""
-    decay = [p for p in model.parameters() if p.requires_grad and (p.ndim > 1 or cfg.decay_norm_and_bias)]
-    no_decay = [p for p in model.parameters() if p.requires_grad and not (p.ndim > 1 or cfg.decay_norm_and_bias)]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    name = cfg.optimizer.lower()
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
-    return getattr(torch.optim, cfg.optimizer)(groups, lr=cfg.lr)  # the configuration reader checked the name
-
-
-def lr_factor(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
-    """Multiplier of the peak learning rate at each step, for `torch.optim.lr_scheduler.LambdaLR`."""
-    warmup = cfg.warmup_epochs / max(cfg.epochs, 1) * total_steps
-    milestones = [m / max(cfg.epochs, 1) * total_steps for m in cfg.milestones]
-
-    def factor(step: int) -> float:
-        t = step / total_steps
-        if cfg.schedule == "onecycle":  # triangular: up to the peak, then linearly down to zero
-            peak = cfg.pct_start
-            return t / peak if t < peak else max(0.0, (1 - t) / (1 - peak))
-        if step < warmup:
-            return (step + 1) / warmup
-        after = (step - warmup) / max(total_steps - warmup, 1)
-        if cfg.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(after, 1.0)))
-        if cfg.schedule == "linear":
-            return max(0.0, 1 - after)
-        if cfg.schedule == "step":
-            return cfg.gamma ** sum(step >= m for m in milestones)
-        return 1.0  # constant
-
-    return factor
-
-
 class Trainer:
     """Trains one configuration into `out_dir`, checkpointing every epoch; `resume=True` continues it, and
     without it any earlier record in `out_dir` is replaced (the command line asks for --overwrite first).
 
     The trainer holds `out_dir`'s lock (`run_folder.RunLock`) until `run()` ends or `close()` is called: a second
     trainer there is refused. Whether a run is worth starting on this device is `launch_policy`'s question.
+    `network`, a (model, forward) pair built from `cfg.model`, is trained again instead of a new one (the speed
+    benchmark compiles one network once for many timed runs).
     """
 
     def __init__(self, cfg: Config, out_dir: str | Path, *, data_root: str | None = None,
                  device: str | torch.device | None = None, resume: bool = False, time_limit: float | None = None,
                  progress: bool | None = None, log: Callable[[str], None] | None = print,
-                 splits: tuple[CIFAR10Split, CIFAR10Split, str] | None = None, tensorboard: bool | None = None) -> None:
+                 splits: tuple[CIFAR10Split, CIFAR10Split, str] | None = None, tensorboard: bool | None = None,
+                 network: tuple[nn.Module, Callable] | None = None) -> None:
         self.started = time.perf_counter()
         self.out = Path(out_dir)
         self.device = resolve_device(device)
@@ -103,7 +69,7 @@ class Trainer:
         created = not self.out.exists()
         self._lock, self.events = run_folder.RunLock(self.out), None
         try:
-            self._setup(cfg, data_root, resume, splits)
+            self._setup(cfg, data_root, resume, splits, network)
             self.events = open_event_log(self.out, resumed_epoch=self.epoch, enabled=tensorboard)
         except BaseException:
             self.close()
@@ -115,7 +81,7 @@ class Trainer:
             raise
 
     def _setup(self, cfg: Config, data_root: str | None, resume: bool,
-               splits: tuple[CIFAR10Split, CIFAR10Split, str] | None) -> None:
+               splits: tuple[CIFAR10Split, CIFAR10Split, str] | None, network: tuple[nn.Module, Callable] | None) -> None:
         checkpoint = self._read_checkpoint(cfg) if resume else None
         self.cfg = cfg
         t = cfg.train
@@ -130,15 +96,24 @@ class Trainer:
         self.eval_loader = GpuLoader(evaluation, batch_size=1024, device=self.device, train=False,
                                      channels_last=t.channels_last)
 
-        self.model = create_model(cfg.model).to(self.device)
+        if network is None:
+            self.model = create_model(cfg.model).to(self.device)
+        else:  # built from cfg.model and trained before (compiled once): drawn afresh, in place
+            self.model = network[0]
+            self.model.reset_parameters()
         self.model.init_from_images(self.train_loader.normalize(self.train_loader.images[:WHITEN_IMAGES]))
         if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.params = count_parameters(self.model)
-        self.forward = torch.compile(self.model) if t.compile and self.device.type == "cuda" else self.model
-        self.optimizer = make_optimizer(self.model, t)
+        if network is not None:
+            self.forward = network[1]
+        else:
+            self.forward = torch.compile(self.model) if t.compile and self.device.type == "cuda" else self.model
+        self.optimizer = make_optimizer(self.model, t, self.device)
         self.steps_per_epoch = len(self.train_loader)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(t, t.epochs * self.steps_per_epoch))
+        self.scheduler = make_scheduler(self.optimizer, t, steps_per_epoch=self.steps_per_epoch)
+        self.lookahead = Lookahead(self.model, every=t.lookahead_every, decay=t.lookahead_decay,
+                                   total_steps=t.epochs * self.steps_per_epoch) if t.lookahead_every else None
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.ema = make_ema(self.model, t)  # the weight average (evaluated and saved), or None
         self.mix = make_batch_mix(t, self.device)  # MixUp / CutMix / RICAP, or None
@@ -198,6 +173,7 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
+            "lookahead": self.lookahead.state_dict() if self.lookahead else None,
             "rng": {"torch": torch.get_rng_state(), "loader": self.train_loader.state_dict(),
                     "mix": self.mix.state_dict() if self.mix is not None else None,
                     "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None},
@@ -211,6 +187,8 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
             if self.ema:
                 self.ema.load_state_dict(state["ema"])
+            if self.lookahead:
+                self.lookahead.load_state_dict(state["lookahead"])
             torch.set_rng_state(state["rng"]["torch"])
             self.train_loader.load_state_dict(state["rng"]["loader"])
             if self.mix is not None and state["rng"].get("mix"):  # RICAP's generator (torchvision's mixes: none)
@@ -258,6 +236,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.lookahead is not None:
+            self.lookahead.step(self.scheduler.last_epoch)
         if self.ema:
             self.ema.update_parameters(self.model)
         return loss.detach(), (logits.argmax(1) == y).sum()
