@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from cifar_resnet.config import load_config, override
+from cifar_resnet.config import config_to_dict, load_config, override
 from cifar_resnet.run_folder import user_runs_dir
 from cifar_resnet.training.launch_policy import train
 
@@ -64,13 +64,14 @@ def main() -> None:
                  if v is not None}
     cfg = override(load_config(PRESET), **overrides)
     out = Path(args.out or user_runs_dir() / PRESET)
-    began, cpu = time.perf_counter(), cpu_seconds()
+    began, cpu, load = time.perf_counter(), cpu_seconds(), round(os.getloadavg()[0], 2)
     metrics = train(cfg, out, data_root=args.data_root, device="cpu", resume=False, allow_slow=True, progress=False)
     wall, cpu = time.perf_counter() - began, cpu_seconds() - cpu
     threads = torch.get_num_threads()
-    result = {"preset": PRESET, "run": str(out), "overrides": overrides, "cpu": cpu_model(),
+    result = {"preset": PRESET, "config": config_to_dict(cfg), "run": str(out), "overrides": overrides, "cpu": cpu_model(),
               "threads": threads, "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-              "load_average_at_end": round(os.getloadavg()[0], 2), "params": metrics["params"], "epochs": metrics["epochs"],
+              "load_average_at_start": load, "load_average_at_end": round(os.getloadavg()[0], 2),
+              "params": metrics["params"], "epochs": metrics["epochs"], "time_budget": cfg.train.time_budget,
               "test_acc": metrics["test_acc"], "tta": metrics["tta"], "test_acc_tta": metrics["test_acc_tta"],
               "train_seconds": metrics["train_seconds"], "images_per_second": metrics["images_per_second"],
               "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "precision": metrics["precision"],

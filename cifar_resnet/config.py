@@ -116,7 +116,10 @@ class DataConfig:
 class TrainConfig:
     """The training recipe."""
 
-    epochs: int = option(30, low=1)
+    epochs: int = option(30, low=1)  # with a time_budget, the most epochs
+    # seconds of training to fill: the epochs (at most train.epochs) are fitted to this machine from the first
+    # epoch's early steps, then refitted from the whole first epoch; metrics.json says how many ran; 0 = off
+    time_budget: float = option(0.0, low=0)
     batch_size: int = option(512, low=1)
     optimizer: str = option("sgd", accepts=(lambda name: name.lower() in ("sgd", "adamw") or _torch_optimizer(name),
                                             "sgd, adamw or a torch.optim class name"))

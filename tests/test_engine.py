@@ -181,3 +181,32 @@ def test_an_airbench_style_run_resumes_exactly(synthetic_root, tmp_path):
     assert _history_without_times(tmp_path / "straight") == _history_without_times(tmp_path / "resumed")
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_time_budget_fits_the_epochs_and_a_resume_keeps_them(synthetic_root, tmp_path, monkeypatch):
+    """train.time_budget: the epochs are fitted after the first epoch's early steps, then after the first epoch
+    (here the fit is made to say 3, then 2); the schedule spans them, metrics.json says how many ran, and a
+    resumed run keeps what its checkpoint planned."""
+    from cifar_resnet.training import engine
+
+    fits = iter([3, 2])
+    monkeypatch.setattr(engine, "fitted_epochs", lambda budget, seconds, most: next(fits))
+    cfg = smoke(synthetic_root, **{"train.epochs": 5, "train.time_budget": 60.0, "train.batch_size": 32})
+    lines = []
+    trainer = Trainer(cfg, tmp_path / "run", log=lines.append)
+    for stats in trainer.epochs():
+        assert trainer.planned_epochs == 2  # refitted after the first epoch
+        break  # the process "dies" after epoch 1's checkpoint
+    del trainer
+    assert [line.split(" (")[0] for line in lines[:2]] == ["smoke: 3 epochs fit train.time_budget 60 s here",
+                                                            "smoke: 2 epochs fit train.time_budget 60 s here"]
+    monkeypatch.setattr(engine, "fitted_epochs", lambda budget, seconds, most: pytest.fail("refitted on resume"))
+    metrics = train(cfg, tmp_path / "run", resume=True, log=None)
+    assert metrics["status"] == "finished" and metrics["epochs"] == metrics["epochs_completed"] == 2
+    lrs = [float(row.split(",")[1]) for row in (tmp_path / "run" / "history.csv").read_text().splitlines()[1:]]
+    assert len(lrs) == 2 and lrs[1] < lrs[0]  # the onecycle schedule ends within the two epochs
+
+
+def test_a_time_budget_never_plans_more_than_train_epochs(synthetic_root, tmp_path):
+    metrics = train(smoke(synthetic_root, **{"train.epochs": 2, "train.time_budget": 1e6}), tmp_path / "run", log=None)
+    assert metrics["epochs"] == metrics["epochs_completed"] == 2

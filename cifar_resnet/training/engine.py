@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .. import run_folder
-from ..audience import advise, option, resume_advice, shown_path, shows_progress
+from ..audience import resume_advice, shown_path, shows_progress
 from ..config import Config, ConfigError, config_to_dict, save_config
 from ..data.cifar10 import CIFAR10Split, load_splits, resolve_root
 from ..data.gpu_loader import GpuLoader
@@ -29,9 +29,11 @@ from ..models import WHITEN_IMAGES, count_parameters, create_model
 from .ema import make_ema
 from .history import EpochStats, column
 from .live_view import hyperparameters, open_event_log
-from .optimizer import Lookahead, make_optimizer, make_scheduler
+from .optimizer import Lookahead, make_optimizer, make_scheduler, schedule
+from .time_budget import StepTimer, fitted_epochs
 from .sam import frozen_norm_stats, make_sam
-from .resume import RunFinished, interrupted_after_training, refuse_resume_without_checkpoint
+from .resume import (RunFinished, interrupted_after_training, refuse_checkpoint_of_another_run,
+                     refuse_resume_without_checkpoint)
 
 ACCURACY_MARKS = (0.93, 0.94, 0.95, 0.96)  # metrics.json records the training time to reach each
 
@@ -111,9 +113,11 @@ class Trainer:
             self.forward = torch.compile(self.model) if t.compile and self.device.type == "cuda" else self.model
         self.optimizer = make_optimizer(self.model, t, self.device)
         self.steps_per_epoch = len(self.train_loader)
-        self.scheduler = make_scheduler(self.optimizer, t, steps_per_epoch=self.steps_per_epoch)
+        self.planned_epochs = t.epochs  # what the schedule spans: train.epochs, or what fits train.time_budget
+        self.scheduler = make_scheduler(self.optimizer, t, steps_per_epoch=self.steps_per_epoch, epochs=t.epochs)
         self.lookahead = Lookahead(self.model, every=t.lookahead_every, decay=t.lookahead_decay,
                                    total_steps=t.epochs * self.steps_per_epoch) if t.lookahead_every else None
+        self.step_timer = None  # times the first epoch's early steps where a time budget is to be fitted
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.ema = make_ema(self.model, t)  # the weight average (evaluated and saved), or None
         self.mix = make_batch_mix(t, self.device)  # MixUp / CutMix / RICAP, or None
@@ -124,6 +128,8 @@ class Trainer:
         self.time_to_acc: dict[str, float | None] = {f"{m:.2f}": None for m in ACCURACY_MARKS}
         if checkpoint:
             self._restore(checkpoint)
+        elif t.time_budget:
+            self.step_timer = StepTimer(self.steps_per_epoch, self.device)
         if not checkpoint:
             run_folder.clear_record(self.out)
             self.out.mkdir(parents=True, exist_ok=True)
@@ -137,23 +143,7 @@ class Trainer:
             self.log(f"no checkpoint in {self.out}: starting from scratch")
             return None
         checkpoint = run_folder.load_checkpoint(path)
-        if checkpoint.get("config") != config_to_dict(cfg):
-            saved, given = checkpoint.get("config", {}), config_to_dict(cfg)
-            diff = sorted(f"{section}.{k}" for section in given if isinstance(given[section], dict)
-                          for k in given[section] if saved.get(section, {}).get(k) != given[section][k])
-            raise run_folder.CheckpointError(f"{path} belongs to a run with another configuration (differs in: "
-                                             f"{', '.join(diff) or 'name'}); resume with its own config.yaml or use another "
-                                             f"{option('out_dir', '--out')}")
-        if checkpoint.get("epoch", 0) >= cfg.train.epochs and (self.out / run_folder.WEIGHTS).is_file():
-            try:
-                finished = run_folder.read_metrics(self.out).get("status") == "finished"
-            except (FileNotFoundError, run_folder.CheckpointError):
-                finished = False  # killed while writing its record: resuming finishes it
-            if finished:
-                raise RunFinished(f"{self.out} has finished ({cfg.train.epochs} of {cfg.train.epochs} epochs): "
-                                  "nothing to resume, nothing changed; " + advise(
-                                      f'evaluate_run("{self.out}") re-evaluates it, resume=False trains it again',
-                                      f"`cifar-resnet evaluate {self.out}` re-evaluates it, --overwrite trains it again"))
+        refuse_checkpoint_of_another_run(self.out, cfg, checkpoint)
         return checkpoint
 
     def close(self) -> None:
@@ -168,7 +158,8 @@ class Trainer:
 
     def _state(self) -> dict:
         return {
-            "config": config_to_dict(self.cfg), "epoch": self.epoch, "history": self.history,
+            "config": config_to_dict(self.cfg), "epoch": self.epoch, "planned_epochs": self.planned_epochs,
+            "history": self.history,
             "train_seconds": self.train_seconds, "wall_seconds": self.wall_seconds(), "time_to_acc": self.time_to_acc,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
@@ -196,12 +187,26 @@ class Trainer:
             if state["rng"]["cuda"] is not None and self.device.type == "cuda":
                 torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
             self.epoch, self.history = state["epoch"], state["history"]
+            self._plan(state.get("planned_epochs", self.cfg.train.epochs))
             self.train_seconds, self.time_to_acc = state["train_seconds"], state["time_to_acc"]
             self.earlier_wall_seconds = state.get("wall_seconds", self.train_seconds)  # older checkpoints lack it
         except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as err:
             raise run_folder.CheckpointError(f"{self.out / run_folder.CHECKPOINT} does not fit this run ({type(err).__name__}: "
                                              f"{(str(err).splitlines() or [''])[0]}); delete it to restart from scratch") from None
         self.log(f"resuming {shown_path(self.out)} after epoch {self.epoch}")
+
+    def _plan(self, epochs: int, fitted_from: str = "", bar=None) -> None:
+        """Span the schedule (and lookahead) over `epochs`; `fitted_from` says what a time budget fit it from."""
+        if fitted_from and epochs != self.planned_epochs:
+            self.log(f"{self.cfg.name}: {epochs} epochs fit train.time_budget {self.cfg.train.time_budget:g} s here "
+                     f"(timed over {fitted_from})")
+        self.planned_epochs = epochs
+        self.scheduler.lr_lambdas = schedule(self.optimizer, self.cfg.train, steps_per_epoch=self.steps_per_epoch,
+                                             epochs=epochs)
+        if self.lookahead is not None:
+            self.lookahead.total = epochs * self.steps_per_epoch
+        if bar is not None:
+            bar.total = epochs * self.steps_per_epoch
 
     # ---- training ----------------------------------------------------------------------------------
     def eval_model(self) -> nn.Module:
@@ -252,10 +257,10 @@ class Trainer:
                 warnings.simplefilter("ignore")
                 from tqdm.auto import tqdm
 
-            bar = tqdm(total=t.epochs * self.steps_per_epoch, initial=self.epoch * self.steps_per_epoch,
+            bar = tqdm(total=self.planned_epochs * self.steps_per_epoch, initial=self.epoch * self.steps_per_epoch,
                        desc=self.cfg.name, unit="step", dynamic_ncols=True)
         try:
-            while self.epoch < t.epochs:
+            while self.epoch < self.planned_epochs:
                 last = self.history[-1]["seconds"] if self.history else 0.0
                 if self.time_limit and time.perf_counter() - start + last > self.time_limit:
                     self.log(f"time limit of {self.time_limit:.0f} s reached after epoch {self.epoch}: "
@@ -263,6 +268,9 @@ class Trainer:
                     break
                 stats = self._train_epoch(bar)
                 self.epoch += 1
+                if self.step_timer is not None:  # the first epoch's real time: fit the budget again
+                    self._plan(fitted_epochs(t.time_budget, stats.seconds, t.epochs), "the first epoch", bar)
+                    self.step_timer = None
                 # with a weight average, <split>_acc measures it and <split>_acc_raw the trained weights
                 self.history.append(stats.row(self.eval_split, raw=self.ema is not None))
                 if self.events is not None:  # before the checkpoint: a resume purges what came after it
@@ -289,6 +297,8 @@ class Trainer:
         for step, (x, y) in enumerate(self.train_loader):
             lrs.append(self.optimizer.param_groups[0]["lr"])
             losses[step], right = self.train_step(x, y)  # kept on the device: no sync per step
+            if self.step_timer is not None and (epoch_seconds := self.step_timer.after_step(step)):
+                self._plan(fitted_epochs(t.time_budget, epoch_seconds, t.epochs), f"{self.step_timer.timed} steps", bar)
             correct += right
             seen += len(y)
             if bar is not None:
@@ -302,9 +312,9 @@ class Trainer:
             raise TrainingDiverged(f"loss became {losses[step - 1].item()} at epoch {self.epoch + 1}, step {step}: "
                                    + divergence_advice(self.precision, self.device))
         eval_loss = eval_acc = eval_loss_raw = eval_acc_raw = None
-        if (self.epoch + 1) % t.eval_every == 0 or self.epoch + 1 == t.epochs:
+        if (self.epoch + 1) % t.eval_every == 0 or self.epoch + 1 == self.planned_epochs:
             model = self.eval_model()
-            if self.epoch + 1 == t.epochs:  # the weights as finish() saves them (half precision), so that the
+            if self.epoch + 1 == self.planned_epochs:  # the weights as finish() saves them (half precision), so that the
                 model = half_rounded(model)  # last epoch's accuracy is the one metrics.json records
             eval_loss, eval_acc = evaluate(model, self.eval_loader, "none", self.precision)
             if self.ema:
@@ -324,16 +334,16 @@ class Trainer:
         evaluated = f" {self.eval_split} loss {s.eval_loss:.4f} acc {s.eval_acc:.2%}" if s.eval_acc is not None else ""
         if s.eval_acc_raw is not None:
             evaluated += f" (average; trained weights {s.eval_acc_raw:.2%})"
-        return (f"epoch {s.epoch}/{self.cfg.train.epochs} lr {s.lr:.4f} train loss {s.train_loss:.4f} "
+        return (f"epoch {s.epoch}/{self.planned_epochs} lr {s.lr:.4f} train loss {s.train_loss:.4f} "
                 f"acc {s.train_acc:.2%}{evaluated} {s.seconds:.1f}s")
 
     # ---- the record --------------------------------------------------------------------------------
     def finish(self) -> dict:
         """Save the final weights in half precision, evaluate those very weights, write metrics.json."""
         t = self.cfg.train
-        finished = self.epoch >= t.epochs
+        finished = self.epoch >= self.planned_epochs
         metrics = {"name": self.cfg.name, "status": "finished" if finished else "time_limit",
-                   "eval_split": self.eval_split, "params": self.params, "epochs": t.epochs,
+                   "eval_split": self.eval_split, "params": self.params, "epochs": self.planned_epochs,
                    "epochs_completed": self.epoch, "train_seconds": round(self.train_seconds, 2),
                    "wall_seconds": round(self.wall_seconds(), 2),
                    "session_seconds": round(time.perf_counter() - self.started, 2),
@@ -366,10 +376,10 @@ class Trainer:
                 pass
             return self.finish()
         except KeyboardInterrupt:
-            if self.epoch >= self.cfg.train.epochs:  # every epoch trained: it stopped while writing the record
+            if self.epoch >= self.planned_epochs:  # every epoch trained: it stopped while writing the record
                 raise TrainingInterrupted(interrupted_after_training(self.out, self.epoch)) from None
             kept = f"the checkpoint after epoch {self.epoch} is kept" if self.epoch else "no epoch was completed"
-            raise TrainingInterrupted(f"interrupted during epoch {self.epoch + 1} of {self.cfg.train.epochs}: {kept}; "
+            raise TrainingInterrupted(f"interrupted during epoch {self.epoch + 1} of {self.planned_epochs}: {kept}; "
                                       f"continue with: {resume_advice(shown_path(self.out))}") from None
         finally:
             self.close()

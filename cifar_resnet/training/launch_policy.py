@@ -30,6 +30,7 @@ from ..data.gpu_loader import train_steps
 from ..runtime import autocast, resolve_device, resolve_precision
 from ..formats import duration
 from ..models import create_model
+from .time_budget import fitted_epochs
 
 SLOW_RUN_SECONDS = 3600.0  # on a CPU, a run estimated to train longer than this is refused unless allowed
 LONG_RUN_SECONDS = 600.0  # ... and one longer than this is announced with its estimate before it starts
@@ -123,10 +124,14 @@ def epochs_done(out_dir: str | Path, resume: bool) -> int:
 
 def estimate_training(cfg: Config, splits: Splits, device: torch.device, *, out_dir: str | Path | None = None,
                       resume: bool = False) -> Estimate:
-    """The training `cfg` has left on `device` (from `out_dir`'s checkpoint with `resume`), a step timed."""
-    epochs = max(cfg.train.epochs - (epochs_done(out_dir, resume) if out_dir is not None else 0), 0)
-    steps = epochs * train_steps(len(splits[0]), cfg.train.batch_size)
-    return Estimate(epochs, steps, step_seconds(cfg, device))
+    """The training `cfg` has left on `device` (from `out_dir`'s checkpoint with `resume`), a step timed; a
+    fresh run with a `train.time_budget` plans the epochs that fit it (never more than an hour's)."""
+    done = epochs_done(out_dir, resume) if out_dir is not None else 0
+    epochs, per_epoch = max(cfg.train.epochs - done, 0), train_steps(len(splits[0]), cfg.train.batch_size)
+    seconds = step_seconds(cfg, device)
+    if cfg.train.time_budget and not done:
+        epochs = min(epochs, fitted_epochs(cfg.train.time_budget, seconds * per_epoch, cfg.train.epochs))
+    return Estimate(epochs, epochs * per_epoch, seconds)
 
 
 def default_preset(device: torch.device) -> tuple[str, str | None]:

@@ -54,10 +54,11 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> 
     return getattr(torch.optim, cfg.optimizer)(groups, lr=cfg.lr)  # the configuration reader checked the name
 
 
-def lr_factor(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
-    """Multiplier of the peak learning rate at each step."""
-    warmup = cfg.warmup_epochs / max(cfg.epochs, 1) * total_steps
-    milestones = [m / max(cfg.epochs, 1) * total_steps for m in cfg.milestones]
+def lr_factor(cfg: TrainConfig, total_steps: int, *, epochs: int | None = None) -> Callable[[int], float]:
+    """Multiplier of the peak learning rate at each of `total_steps` steps over `epochs` (`train.epochs`)."""
+    epochs = max(epochs or cfg.epochs, 1)
+    warmup = cfg.warmup_epochs / epochs * total_steps
+    milestones = [m / epochs * total_steps for m in cfg.milestones]
 
     def factor(step: int) -> float:
         t = step / total_steps
@@ -78,17 +79,24 @@ def lr_factor(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, *, steps_per_epoch: int
-                   ) -> torch.optim.lr_scheduler.LambdaLR:
-    """The schedule of every group; a whitening stem's bias stops learning after `train.whiten_bias_epochs`."""
-    factor = lr_factor(cfg, cfg.epochs * steps_per_epoch)
+def schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, *, steps_per_epoch: int, epochs: int
+             ) -> list[Callable[[int], float]]:
+    """Each group's lr multiplier over `epochs` epochs; a whitening stem's bias stops learning after
+    `train.whiten_bias_epochs`."""
+    factor = lr_factor(cfg, epochs * steps_per_epoch, epochs=epochs)
     stop = round(cfg.whiten_bias_epochs * steps_per_epoch) or math.inf
 
     def whiten_bias(step: int) -> float:
         return factor(step) if step < stop else 0.0
 
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, [whiten_bias if group.get("name") == "whiten_bias" else factor for group in optimizer.param_groups])
+    return [whiten_bias if group.get("name") == "whiten_bias" else factor for group in optimizer.param_groups]
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, *, steps_per_epoch: int, epochs: int
+                   ) -> torch.optim.lr_scheduler.LambdaLR:
+    """The `schedule` as a scheduler (`Trainer` replaces its `lr_lambdas` when a time budget refits it)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(optimizer, cfg, steps_per_epoch=steps_per_epoch,
+                                                                 epochs=epochs))
 
 
 class Lookahead:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import run_folder
-from ..config import Config, ConfigError, load_config
+from ..audience import advise, option
+from ..config import Config, ConfigError, config_to_dict, load_config
 
 
 class RunFinished(ConfigError):
@@ -41,6 +42,30 @@ def refuse_resume_without_checkpoint(out: Path, cfg: Config) -> None:
     raise ConfigError(f"{out} holds a run ({', '.join(kept)}) but no {run_folder.CHECKPOINT} to continue it from: "
                       "nothing changed; --overwrite (instead of --resume) trains it again from scratch, its record "
                       "deleted, or choose another --out")
+
+
+def refuse_checkpoint_of_another_run(out: Path, cfg: Config, checkpoint: dict) -> None:
+    """`resume` from `checkpoint` in `out`: `CheckpointError` where it belongs to another configuration,
+    `RunFinished` where its run has finished (a record killed while being written is finished by resuming)."""
+    path = out / run_folder.CHECKPOINT
+    if checkpoint.get("config") != config_to_dict(cfg):
+        saved, given = checkpoint.get("config", {}), config_to_dict(cfg)
+        diff = sorted(f"{section}.{k}" for section in given if isinstance(given[section], dict)
+                      for k in given[section] if saved.get(section, {}).get(k) != given[section][k])
+        raise run_folder.CheckpointError(f"{path} belongs to a run with another configuration (differs in: "
+                                         f"{', '.join(diff) or 'name'}); resume with its own config.yaml or use another "
+                                         f"{option('out_dir', '--out')}")
+    planned = checkpoint.get("planned_epochs", cfg.train.epochs)  # a time budget fits fewer than train.epochs
+    if checkpoint.get("epoch", 0) >= planned and (out / run_folder.WEIGHTS).is_file():
+        try:
+            finished = run_folder.read_metrics(out).get("status") == "finished"
+        except (FileNotFoundError, run_folder.CheckpointError):
+            finished = False  # killed while writing its record: resuming finishes it
+        if finished:
+            raise RunFinished(f"{out} has finished ({planned} of {planned} epochs): "
+                              "nothing to resume, nothing changed; " + advise(
+                                  f'evaluate_run("{out}") re-evaluates it, resume=False trains it again',
+                                  f"`cifar-resnet evaluate {out}` re-evaluates it, --overwrite trains it again"))
 
 
 def interrupted_after_training(out: Path, epochs: int) -> str:

@@ -1,0 +1,47 @@
+"""A schedule fitted to a time budget: as many epochs as this machine trains in `train.time_budget` seconds.
+
+Machines differ twofold in speed (and a busy moment more), so a preset made for minutes on a CPU states its
+budget rather than its epochs. The `Trainer` plans `train.epochs` (the most), times the first epoch's steps
+after a warm-up and fits the epochs to the budget from them, early enough that the schedule has barely begun;
+after the whole first epoch it fits them again from that epoch's real time, so one slow or fast moment
+cannot wreck the run. A resumed run keeps the epochs its checkpoint planned.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+WARMUP_STEPS, TIMED_STEPS = 2, 6  # untimed steps first (kernels built for the shapes), then timed ones
+
+
+def fitted_epochs(budget: float, epoch_seconds: float, most: int) -> int:
+    """Whole epochs of `epoch_seconds` that fit in `budget` seconds: at least 1, at most `most`."""
+    return max(1, min(most, math.floor(budget / max(epoch_seconds, 1e-9))))
+
+
+class StepTimer:
+    """Times steps WARMUP_STEPS .. WARMUP_STEPS + TIMED_STEPS of the first epoch (the device synchronised at
+    both ends, and only there) and gives the epoch's seconds they imply."""
+
+    def __init__(self, steps_per_epoch: int, device: torch.device) -> None:
+        self.steps_per_epoch, self.device = steps_per_epoch, device
+        self.timed = min(TIMED_STEPS, steps_per_epoch - WARMUP_STEPS - 1)  # leave the epoch's own fit its say
+        self.began = 0.0
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def after_step(self, step: int) -> float | None:
+        """Call after step `step` (from 0) of the first epoch: the epoch's seconds once the timed steps are done."""
+        if self.timed < 1:
+            return None
+        if step == WARMUP_STEPS - 1:
+            self.began = self._now()
+        elif step == WARMUP_STEPS - 1 + self.timed:
+            return (self._now() - self.began) / self.timed * self.steps_per_epoch
+        return None
