@@ -25,7 +25,7 @@ def test_the_summary_and_the_holdout_table_come_from_the_files(tmp_path):
     (tmp_path / "bench" / "cpu.json").write_text(json.dumps(bench))
     assert cpu_bench_summary(tmp_path) == ("benchmark: 90.12% with flip_translate TTA after 870 s of training, "
                                            "590 images/s in bf16 on Some CPU with 2 threads (torch 2.x, commit abcdef0)")
-    row = {"name": "64-256-256", "params": 1, "full_epochs": 10, "epochs": 2, "val_acc": 0.8, "val_acc_tta": 0.81,
+    row = {"name": "preset", "params": 1, "time_budget": 168.0, "epochs": 2, "val_acc": 0.8, "val_acc_tta": 0.81,
            "train_seconds": 1.0, "cpu_seconds": 2.0, "changes": {}, "wall_seconds": 3.0}
     (tmp_path / "bench" / "cpu_holdout.json").write_text(json.dumps({"candidates": [row]}))
     assert cpu_holdout_table(tmp_path).to_dict("records") == [{k: v for k, v in row.items()

@@ -1,5 +1,5 @@
 """The `cpu` preset's records: its recorded CPU runs, its benchmark (`results/bench/cpu.json`, written by
-`benchmarks/cpu.py`) and the held-out comparison that chose its network (`results/bench/cpu_holdout.json`,
+`benchmarks/cpu.py`) and the held-out comparison of candidates around it (`results/bench/cpu_holdout.json`,
 written by `benchmarks/cpu_holdout.py`). Notebook 04 shows them beside the GPU runs.
 """
 
@@ -15,7 +15,7 @@ from .records import RunRecord
 CPU_PRESET = "cpu"
 BENCH = Path("bench") / "cpu.json"  # under results/
 HOLDOUT = Path("bench") / "cpu_holdout.json"
-HOLDOUT_COLUMNS = ["name", "params", "full_epochs", "epochs", "val_acc", "val_acc_tta", "train_seconds",
+HOLDOUT_COLUMNS = ["name", "params", "time_budget", "epochs", "val_acc", "val_acc_tta", "train_seconds",
                    "cpu_seconds"]
 
 
