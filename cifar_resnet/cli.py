@@ -27,10 +27,11 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .audience import use_command_line, use_python
-from .config import ConfigError, load_config, override
+from .config import ConfigError, ConfigNotice, load_config, override
 from .data.cifar10 import DataError
 from .models import OverBudgetError, PARAMETER_BUDGET
 from .run_folder import CheckpointError, FolderError, folder_error, holds_run, user_runs_dir
@@ -41,6 +42,25 @@ for _signal, _handler in _BEFORE_LOADING.items():
 
 USER_ERRORS = (ConfigError, OverBudgetError, DataError, CheckpointError, FolderError, FileNotFoundError,
                FileExistsError)
+
+
+class _one_line_notices:
+    """While a command runs, a `ConfigNotice` (a configuration that is valid but may not mean what its author
+    thinks) is one line on stderr; other warnings show as Python shows them."""
+
+    def __enter__(self) -> None:
+        self.before = show = warnings.showwarning
+
+        def one_line(message, category, *args, **kwargs) -> None:
+            if issubclass(category, ConfigNotice):
+                print(f"cifar-resnet: note: {message}", file=sys.stderr)
+            else:
+                show(message, category, *args, **kwargs)
+
+        warnings.showwarning = one_line
+
+    def __exit__(self, *exc) -> None:
+        warnings.showwarning = self.before
 
 
 class _signals_as_interrupts:
@@ -61,14 +81,13 @@ class _signals_as_interrupts:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from torchsummary import summary
-
-    from .models import count_parameters, create_model
+    from .models import check_budget, heaviest_stage, layer_table
 
     cfg = load_config(args.config)
-    model = create_model(cfg.model).eval()  # eval: the summary's forward pass leaves BatchNorm statistics alone
-    summary(model, (3, 32, 32), device="cpu")
-    print(f"{cfg.name}: {count_parameters(model):,} trainable parameters (budget {PARAMETER_BUDGET:,})")
+    print(layer_table(cfg.model), end="")  # over the budget too: the table shows where to cut
+    print(heaviest_stage(cfg.model))
+    n = check_budget(cfg.model)  # over the budget: one line on stderr and exit status 2, after the table
+    print(f"{cfg.name}: {n:,} trainable parameters (budget {PARAMETER_BUDGET:,})")
     return 0
 
 
@@ -217,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cifar-resnet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("summary", help="layer table and exact trainable-parameter count of a configuration")
+    p = sub.add_parser("summary", help="layer table, the stage holding the most parameters and the exact "
+                       "trainable-parameter count of a configuration (over the budget: all three, then exit 2)")
     p.add_argument("--config", required=True, help="preset name (colab, best, ...) or YAML file, e.g. configs/wide_resnet.yaml")
     p.set_defaults(func=cmd_summary)
 
@@ -333,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     use_command_line(quiet=args.quiet)  # the messages from here on name flags, not Python calls
     try:
-        with _signals_as_interrupts():
+        with _signals_as_interrupts(), _one_line_notices():
             return args.func(args)
     except USER_ERRORS as err:
         message = err.args[0] if isinstance(err, FileNotFoundError) and err.args and err.errno is None else err

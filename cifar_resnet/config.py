@@ -13,6 +13,7 @@ import dataclasses
 import math
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -59,9 +60,13 @@ def _torch_optimizer(name: str) -> bool:
 class ModelConfig:
     """The ResNet design variables. Lists have one entry per stage i."""
 
-    # "basic": conv-BN-act-conv-BN, out = act(S(x) + F(x)); "preact": BN-act-conv twice; "pool" (airbench):
+    # "basic": conv-BN-act-conv-BN, out = act(S(x) + F(x)); "preact": BN-act-conv twice, out = S(x) + F(x);
+    # "bottleneck" (He et al. 2016): 1x1 conv to C_i, F_i x F_i conv (the stride), 1x1 conv to expansion * C_i, BN
+    # after each, out = act(S(x) + F(x)); "preact_bottleneck": the same convs, each after BN-act; "pool" (airbench):
     # each stage is conv -> max-pool by its stride -> BN -> act, then B blocks out = x + act(BN(conv(x)))
-    block: str = option("basic", choices=("basic", "preact", "pool"), label="block type ")
+    block: str = option("basic", choices=("basic", "preact", "bottleneck", "preact_bottleneck", "pool"),
+                        label="block type ")
+    expansion: int = option(4, low=1)  # bottleneck blocks: a stage outputs expansion * C_i channels
     # "conv": a trained conv; "whiten" (airbench): a frozen conv whose filters whiten the stem_kernel x stem_kernel
     # patches of the training images, each with its negative (stem_channels = 6 * stem_kernel^2), then act
     stem: str = option("conv", choices=("conv", "whiten"), label="stem ")
@@ -72,9 +77,19 @@ class ModelConfig:
     kernels: list[int] = field(default_factory=lambda: [3, 3, 3])  # F_i, conv kernel size (odd) in stage i
     skip_kernels: list[int] = field(default_factory=lambda: [1, 1, 1])  # K_i, projection-skip kernel (odd)
     strides: list[int] = field(default_factory=lambda: [1, 2, 2])  # stride of stage i's first block
-    pool: int = 0  # P, pool kernel before the classifier; 0 = global pooling
+    # S(x) where a block changes the shape: "projection", a K_i x K_i conv of its stride (+ BN after a post-activation
+    # block); "zero_pad" (He et al. 2016's option A): every stride-th pixel, zero channels added on both sides, no
+    # parameters; "zero_pad_end": the zero channels after x's
+    shortcut: str = option("projection", choices=("projection", "zero_pad", "zero_pad_end"), label="shortcut ")
+    se_reduction: int = option(0, low=0)  # squeeze-and-excitation on each residual branch, C_i / r hidden; 0 = off
+    conv_bias: bool = False  # every conv has a bias (nn.Conv2d's default; redundant before BatchNorm)
+    final_norm: bool = True  # pre-activation blocks: one BN + act before the pool (False: none, as kuangliu's)
+    pool: int = 0  # P, pool kernel before the classifier; 0 = global pooling; floors as PyTorch's where P does not divide
+    pool_stride: int = option(0, low=0)  # that pool's stride; 0 = P
     pool_type: str = option("avg", choices=("avg", "max"), label="pool type ")  # that pooling: average or max
     activation: str = option("relu", choices=("relu", "gelu", "silu"))
+    block_dropout: float = option(0.0, low=0, high=1)  # dropout before each residual block's last conv (WRN's)
+    pool_dropout: float = option(0.0, low=0, high=1)  # dropout on the last feature map, before the pool
     dropout: float = option(0.0, low=0, high=1)  # dropout before the classifier
     zero_init_residual: bool = True  # last BN of each residual branch starts at 0 (Goyal et al. 2017)
     # airbench's choices (Jordan 2024), off by default. "dirac": PyTorch's default init, then each conv's first
@@ -349,9 +364,34 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path} is empty: a configuration needs at least a model section "
                           "(start from a preset in configs/)")
     try:
-        return config_from_dict(data)
+        cfg = config_from_dict(data)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+    if "model" not in data:  # every key has a default, so the file is valid: say which network that is
+        warnings.warn(f"{path} has no model section, so it builds the default network: {model_in_words(cfg.model)}",
+                      ConfigNotice, stacklevel=2)
+    return cfg
+
+
+class ConfigNotice(UserWarning):
+    """A configuration that is valid but may not say what its author meant (the command line shows it in one line)."""
+
+
+def model_in_words(m: ModelConfig) -> str:
+    """A network's design on one line: "basic blocks, stem 64, C 64-128-256, B 2-2-2, F 3-3-3, K 1-1-1, strides
+    1-2-2, global avg pool" (and each other option that is not its default)."""
+    dashed = lambda values: "-".join(map(str, values))  # noqa: E731
+    pool = "global" if m.pool == 0 else f"P={m.pool}" + (f"/{m.pool_stride}" if m.pool_stride else "")
+    default = ModelConfig()
+    others = [f"{f.name} {getattr(m, f.name)}" for f in dataclasses.fields(m)
+              if f.name not in _IN_WORDS and getattr(m, f.name) != getattr(default, f.name)]
+    return ", ".join([f"{m.block} blocks", f"stem {m.stem_channels}", f"C {dashed(m.channels)}",
+                      f"B {dashed(m.blocks)}", f"F {dashed(m.kernels)}", f"K {dashed(m.skip_kernels)}",
+                      f"strides {dashed(m.strides)}", f"{pool} {m.pool_type} pool", *others])
+
+
+_IN_WORDS = {"block", "stem_channels", "channels", "blocks", "kernels", "skip_kernels", "strides", "pool", "pool_stride",
+             "pool_type"}
 
 
 def config_to_dict(cfg: Config) -> dict:

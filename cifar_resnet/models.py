@@ -1,17 +1,22 @@
 """The ResNet family, built from a `ModelConfig`, and the 5,000,000-parameter budget.
 
-Reads top-down: conv helper, skip connection, the residual blocks (basic, pre-activation, and airbench's
-conv-pool stage entry with its one-conv block), the whitening stem, the stage builder, the network, then
-`create_model`, the only way the rest of the library builds a model (it checks the budget).
+Reads top-down: the whitening stem, the network (stem, stages of the blocks in `blocks.py`, final norm, pool,
+classifier) and its stage builder, the map sizes, the checks of a design, then the counts: where the parameters
+sit, the layer table, and `create_model`, the only way the rest of the library builds a model (it checks the
+budget).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from .blocks import BLOCKS, BOTTLENECKS, PREACT, BlockDesign, ConvBlock, PoolEntry, conv
 from .config import ConfigError, ModelConfig, check_options
 from .formats import excerpt
 
@@ -24,102 +29,6 @@ _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}  # model.acti
 
 class OverBudgetError(ValueError):
     """A model with more trainable parameters than the budget allows."""
-
-
-def conv(in_channels: int, out_channels: int, *, kernel: int, stride: int = 1) -> nn.Conv2d:
-    """A bias-free 'same' convolution (BatchNorm follows, so a bias would be redundant)."""
-    return nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, bias=False)
-
-
-def skip_connection(in_channels: int, out_channels: int, *, stride: int, kernel: int, norm: bool) -> nn.Module:
-    """S(x): the identity where shapes allow, otherwise a K x K strided projection (with BN if `norm`)."""
-    if stride == 1 and in_channels == out_channels:
-        return nn.Identity()
-    projection = conv(in_channels, out_channels, kernel=kernel, stride=stride)
-    return nn.Sequential(projection, nn.BatchNorm2d(out_channels)) if norm else projection
-
-
-class BasicBlock(nn.Module):
-    """The original block (He et al. 2016): F(x) = BN(conv(act(BN(conv(x))))), out = act(S(x) + F(x))."""
-
-    def __init__(self, in_channels: int, out_channels: int, *, stride: int, kernel: int, skip_kernel: int,
-                 activation: type[nn.Module]) -> None:
-        super().__init__()
-        self.conv1 = conv(in_channels, out_channels, kernel=kernel, stride=stride)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = conv(out_channels, out_channels, kernel=kernel)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.act = activation()
-        self.skip = skip_connection(in_channels, out_channels, stride=stride, kernel=skip_kernel, norm=True)
-
-    def zero_init_residual(self) -> None:
-        """Make F(x) start at zero, so the block starts as its skip connection."""
-        nn.init.zeros_(self.bn2.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.act(self.skip(x) + out)
-
-
-class PreActBlock(nn.Module):
-    """The pre-activation block (He et al. 2016b): out = S(x) + conv(act(BN(conv(act(BN(x))))))."""
-
-    def __init__(self, in_channels: int, out_channels: int, *, stride: int, kernel: int, skip_kernel: int,
-                 activation: type[nn.Module]) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_channels)
-        self.conv1 = conv(in_channels, out_channels, kernel=kernel, stride=stride)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.conv2 = conv(out_channels, out_channels, kernel=kernel)
-        self.act = activation()
-        self.skip = skip_connection(in_channels, out_channels, stride=stride, kernel=skip_kernel, norm=False)
-        self.projects = not isinstance(self.skip, nn.Identity)
-
-    def zero_init_residual(self) -> None:
-        """Make F(x) start at zero. The last conv, not a BN: a zero BN weight feeds ReLU'(0) = 0, no gradient."""
-        nn.init.zeros_(self.conv2.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.act(self.bn1(x))
-        # A projection skip takes the normalised input, as in the paper; the identity takes x itself.
-        shortcut = self.skip(pre) if self.projects else x
-        out = self.conv1(pre)
-        out = self.conv2(self.act(self.bn2(out)))
-        return shortcut + out
-
-
-class PoolEntry(nn.Module):
-    """A "pool" stage's entry (airbench, Jordan 2024): act(BN(max-pool(conv(x)))), the pool's size the stage's
-    stride. Pooling before BN leaves BN and the activation a quarter of the work."""
-
-    def __init__(self, in_channels: int, out_channels: int, *, stride: int, kernel: int,
-                 activation: type[nn.Module]) -> None:
-        super().__init__()
-        self.conv = conv(in_channels, out_channels, kernel=kernel)
-        self.pool = nn.MaxPool2d(stride) if stride > 1 else nn.Identity()
-        self.bn = nn.BatchNorm2d(out_channels)
-        self.act = activation()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.pool(self.conv(x))))
-
-
-class ConvBlock(nn.Module):
-    """A "pool" stage's residual block: out = x + act(BN(conv(x))), one conv around an identity skip."""
-
-    def __init__(self, channels: int, *, kernel: int, activation: type[nn.Module]) -> None:
-        super().__init__()
-        self.conv = conv(channels, channels, kernel=kernel)
-        self.bn = nn.BatchNorm2d(channels)
-        self.act = activation()
-
-    def zero_init_residual(self) -> None:
-        """Make the branch start at act(0) = 0 (relu, gelu and silu all map 0 to 0): the block is the identity."""
-        nn.init.zeros_(self.bn.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.act(self.bn(self.conv(x)))
 
 
 class WhiteningStem(nn.Module):
@@ -155,41 +64,43 @@ class WhiteningStem(nn.Module):
 
 
 class ResNet(nn.Module):
-    """Stem, stages of residual blocks, average pool of size P, linear classifier."""
+    """Stem, stages of residual blocks, (pre-activation: a final BN + act), pool of kernel P, linear classifier."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         validate_model_config(cfg)
         activation = _ACTIVATIONS[cfg.activation]
-        block = {"basic": BasicBlock, "preact": PreActBlock, "pool": ConvBlock}[cfg.block]
-        preact = cfg.block == "preact"
+        design = BlockDesign(activation, shortcut=cfg.shortcut, bias=cfg.conv_bias, se_reduction=cfg.se_reduction,
+                             dropout=cfg.block_dropout)
+        preact = cfg.block in PREACT
 
         if cfg.stem == "whiten":
             self.stem = WhiteningStem(cfg.stem_kernel, activation, padding=cfg.stem_padding)
         else:  # a pre-activation network's stem is a bare conv: the first block normalises and activates
-            stem = [conv(3, cfg.stem_channels, kernel=cfg.stem_kernel)]
+            stem = [conv(3, cfg.stem_channels, kernel=cfg.stem_kernel, bias=cfg.conv_bias)]
             if not preact:
                 stem += [nn.BatchNorm2d(cfg.stem_channels), activation()]
             self.stem = nn.Sequential(*stem)
 
         stages, in_channels = [], cfg.stem_channels
-        for out_channels, blocks, stride, kernel, skip_kernel in zip(cfg.channels, cfg.blocks, cfg.strides,
-                                                                     cfg.kernels, cfg.skip_kernels):
-            stages.append(self._make_stage(block, in_channels, out_channels, blocks=blocks, stride=stride,
-                                           kernel=kernel, skip_kernel=skip_kernel, activation=activation))
+        for width, out_channels, blocks, stride, kernel, skip_kernel in zip(
+                cfg.channels, stage_outputs(cfg), cfg.blocks, cfg.strides, cfg.kernels, cfg.skip_kernels):
+            stages.append(self._make_stage(cfg.block, in_channels, out_channels, width=width, blocks=blocks,
+                                           stride=stride, kernel=kernel, skip_kernel=skip_kernel, design=design))
             in_channels = out_channels
         self.stages = nn.Sequential(*stages)
 
-        # Pre-activation blocks end un-normalised: one BN + activation before pooling.
-        self.final_norm = nn.Sequential(nn.BatchNorm2d(in_channels), activation()) if preact else nn.Identity()
-        side = final_feature_size(cfg)
+        # Pre-activation blocks end un-normalised: one BN + activation before pooling (unless final_norm is off).
+        final_norm = preact and cfg.final_norm
+        self.final_norm = nn.Sequential(nn.BatchNorm2d(in_channels), activation()) if final_norm else nn.Identity()
+        self.pool_dropout = cfg.pool_dropout
+        kernel, stride = cfg.pool, cfg.pool_stride or cfg.pool  # a window that does not fit is left out, as torch floors
         if cfg.pool_type == "max":
-            self.pool = nn.AdaptiveMaxPool2d(1) if cfg.pool == 0 else nn.MaxPool2d(cfg.pool)
+            self.pool = nn.AdaptiveMaxPool2d(1) if cfg.pool == 0 else nn.MaxPool2d(kernel, stride)
         else:
-            self.pool = nn.AdaptiveAvgPool2d(1) if cfg.pool == 0 else nn.AvgPool2d(cfg.pool)
-        pooled = 1 if cfg.pool == 0 else side // cfg.pool
+            self.pool = nn.AdaptiveAvgPool2d(1) if cfg.pool == 0 else nn.AvgPool2d(kernel, stride)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.fc = nn.Linear(in_channels * pooled * pooled, cfg.num_classes, bias=cfg.head_bias)
+        self.fc = nn.Linear(in_channels * pooled_side(cfg) ** 2, cfg.num_classes, bias=cfg.head_bias)
         self.head_scale = cfg.head_scale
         for m in self.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -208,7 +119,7 @@ class ResNet(nn.Module):
         if self.zero_init:
             # Each block starts as its skip connection: +0.2-0.3% for ResNets (Goyal et al. 2017, sec. 5.1).
             for m in self.modules():
-                if isinstance(m, (BasicBlock, PreActBlock, ConvBlock)):
+                if isinstance(m, tuple(BLOCKS.values())):
                     m.zero_init_residual()
 
     @torch.no_grad()
@@ -229,24 +140,34 @@ class ResNet(nn.Module):
             self.stem.init_whitening(images)
 
     @staticmethod
-    def _make_stage(block: type[nn.Module], in_channels: int, out_channels: int, *, blocks: int, stride: int,
-                    kernel: int, skip_kernel: int, activation: type[nn.Module]) -> nn.Sequential:
-        if block is ConvBlock:  # a "pool" stage: its entry changes width and size, B one-conv blocks follow
-            layers = [PoolEntry(in_channels, out_channels, stride=stride, kernel=kernel, activation=activation)]
-            return nn.Sequential(*layers, *[block(out_channels, kernel=kernel, activation=activation)
+    def _make_stage(block: str, in_channels: int, out_channels: int, *, width: int, blocks: int, stride: int,
+                    kernel: int, skip_kernel: int, design: BlockDesign) -> nn.Sequential:
+        if block == "pool":  # a "pool" stage: its entry changes width and size, B one-conv blocks follow
+            layers = [PoolEntry(in_channels, out_channels, stride=stride, kernel=kernel, design=design)]
+            return nn.Sequential(*layers, *[ConvBlock(out_channels, kernel=kernel, design=design)
                                             for _ in range(blocks)])
-        same = {"kernel": kernel, "skip_kernel": skip_kernel, "activation": activation}
-        layers = [block(in_channels, out_channels, stride=stride, **same)]
-        layers += [block(out_channels, out_channels, stride=1, **same) for _ in range(blocks - 1)]
+        same = {"kernel": kernel, "skip_kernel": skip_kernel, "design": design}
+        if block in BOTTLENECKS:
+            same["width"] = width
+        cls = BLOCKS[block]
+        layers = [cls(in_channels, out_channels, stride=stride, **same)]
+        layers += [cls(out_channels, out_channels, stride=1, **same) for _ in range(blocks - 1)]
         return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         x = self.stages(x)
         x = self.final_norm(x)
+        if self.pool_dropout:
+            x = F.dropout(x, self.pool_dropout, self.training)
         x = self.pool(x).flatten(1)
         logits = self.fc(self.dropout(x))
         return logits * self.head_scale if self.head_scale != 1 else logits
+
+
+def stage_outputs(cfg: ModelConfig) -> list[int]:
+    """Channels each stage outputs: C_i, or expansion x C_i for bottleneck blocks (C_i is their inner width)."""
+    return [c * cfg.expansion for c in cfg.channels] if cfg.block in BOTTLENECKS else list(cfg.channels)
 
 
 def final_feature_size(cfg: ModelConfig) -> int:
@@ -255,6 +176,20 @@ def final_feature_size(cfg: ModelConfig) -> int:
     for stride in cfg.strides:
         side //= stride
     return side
+
+
+def pooled_side(cfg: ModelConfig) -> int:
+    """Side of the map the classifier sees: 1 for global pooling, else what PyTorch's pool of kernel P and
+    stride `pool_stride` (0: P) leaves, floored: P = 5 on an 8x8 map leaves 1x1 (its last 3 rows and columns unused)."""
+    if cfg.pool == 0:
+        return 1
+    return (final_feature_size(cfg) - cfg.pool) // (cfg.pool_stride or cfg.pool) + 1
+
+
+# Options that only some block types use, the value meaning "unused", and those blocks.
+_WITH_SKIPS = tuple(b for b in BLOCKS if b != "pool")  # a "pool" stage's blocks have one conv and an identity skip
+_BLOCK_OPTIONS = {"expansion": (4, BOTTLENECKS), "final_norm": (True, PREACT), "shortcut": ("projection", _WITH_SKIPS),
+                  "block_dropout": (0.0, _WITH_SKIPS)}
 
 
 def validate_model_config(cfg: ModelConfig) -> None:
@@ -271,6 +206,16 @@ def validate_model_config(cfg: ModelConfig) -> None:
     for key in ("channels", "blocks", "strides"):
         if any(v < 1 for v in getattr(cfg, key)):
             raise ConfigError(f"model.{key}: every entry must be at least 1, got {getattr(cfg, key)}")
+    for key, (unused, blocks) in _BLOCK_OPTIONS.items():
+        if getattr(cfg, key) != unused and cfg.block not in blocks:
+            raise ConfigError(f"model.{key}: {excerpt(getattr(cfg, key))} applies to {', '.join(blocks)} blocks only, "
+                              f"not {cfg.block}; leave it out (or {unused!r})")
+    if cfg.shortcut != "projection":
+        widths = [cfg.stem_channels, *stage_outputs(cfg)]
+        for i, (before, after) in enumerate(zip(widths, widths[1:])):
+            if after < before:
+                raise ConfigError(f"model.shortcut: {cfg.shortcut} only adds channels, but stage {i + 1} narrows "
+                                  f"{before} to {after}; use projection, or widen it")
     if cfg.stem == "whiten" and cfg.stem_channels != 6 * cfg.stem_kernel ** 2:
         raise ConfigError(f"model.stem_channels: a whitening stem of kernel {cfg.stem_kernel} has "
                           f"{6 * cfg.stem_kernel ** 2} channels (each of the {3 * cfg.stem_kernel ** 2} patch directions "
@@ -285,7 +230,7 @@ def validate_model_config(cfg: ModelConfig) -> None:
     if cfg.stem_padding == "valid" and (cfg.stem != "whiten" or cfg.block != "pool"):
         raise ConfigError("model.stem_padding: valid is for a whitening stem before pool blocks (whose max-pools "
                           f"floor odd sides), got stem {cfg.stem} and block {cfg.block}; set stem_padding: same")
-    if cfg.norm_frozen_weight and cfg.zero_init_residual and cfg.block != "preact":
+    if cfg.norm_frozen_weight and cfg.zero_init_residual and cfg.block not in PREACT:
         raise ConfigError(f"model.zero_init_residual: a {cfg.block} block zeroes its last BatchNorm weight, which "
                           "norm_frozen_weight would keep at 0 for good; set zero_init_residual: false")
     if cfg.stem_padding == "same" and INPUT_SIZE % math.prod(cfg.strides):
@@ -293,9 +238,12 @@ def validate_model_config(cfg: ModelConfig) -> None:
     if final_feature_size(cfg) < 1:
         raise ConfigError(f"model.strides: {excerpt(cfg.strides)} shrink the images to nothing; use fewer stages")
     side = final_feature_size(cfg)
-    if cfg.pool < 0 or (cfg.pool and side % cfg.pool):
-        raise ConfigError(f"model.pool: P={cfg.pool} must divide the final {side}x{side} feature map "
-                          "(or be 0 for global average pooling)")
+    if not 0 <= cfg.pool <= side:
+        raise ConfigError(f"model.pool: P={cfg.pool} must lie in 1..{side}, the final {side}x{side} feature map "
+                          "(or be 0 for global pooling)")
+    if cfg.pool_stride and not cfg.pool:
+        raise ConfigError(f"model.pool_stride: {cfg.pool_stride} needs a pool kernel model.pool (global pooling has "
+                          "no stride); set pool, or leave pool_stride out")
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -306,7 +254,7 @@ def count_parameters(model: nn.Module) -> int:
 # The largest design values a configuration may give: the parameters are counted by building the network (on
 # the meta device), which values far beyond any network under the budget would overflow or take minutes over.
 MAX_DESIGN = {"channels": 65_536, "stem_channels": 65_536, "blocks": 64, "kernels": 31, "skip_kernels": 31,
-              "strides": INPUT_SIZE, "stem_kernel": 31, "pool": INPUT_SIZE}
+              "strides": INPUT_SIZE, "stem_kernel": 31, "pool": INPUT_SIZE, "pool_stride": INPUT_SIZE, "expansion": 64}
 MAX_STAGES, MAX_BLOCKS = 8, 128  # stages, and residual blocks in all
 
 
@@ -329,15 +277,57 @@ def check_sizes(cfg: ModelConfig) -> None:
 def parameter_count(cfg: ModelConfig) -> int:
     """Trainable parameters of the network `cfg` describes, over budget or not, counted on the meta device
     (shapes only: nothing is allocated, so an oversized design costs nothing); `ConfigError` if inconsistent."""
+    return count_parameters(_meta_network(cfg))
+
+
+def _meta_network(cfg: ModelConfig) -> ResNet:
     check_sizes(cfg)
     with torch.device("meta"):
-        return count_parameters(ResNet(cfg))
+        return ResNet(cfg)
+
+
+def parameters_by_part(cfg: ModelConfig) -> list[tuple[str, int]]:
+    """Where the trainable parameters of `cfg`'s network sit, counted on the meta device: (part, count) for the
+    stem, each stage ("stage 2: 128 channels, 2 blocks, 16x16 maps") and the head (final norm and classifier)."""
+    model, side = _meta_network(cfg), INPUT_SIZE
+    parts = [("stem", count_parameters(model.stem))]
+    for i, (c, b, stride, stage) in enumerate(zip(cfg.channels, cfg.blocks, cfg.strides, model.stages)):
+        side //= stride
+        parts.append((f"stage {i + 1}: {c} channels, {b} blocks, {side}x{side} maps", count_parameters(stage)))
+    return parts + [("classifier", count_parameters(model.final_norm) + count_parameters(model.fc))]
+
+
+def heaviest_stage(cfg: ModelConfig) -> str:
+    """The stage that holds the most parameters, in words: "stage 3 (256 channels, 2 blocks, 8x8 maps) holds
+    2,099,712 of the 2,777,674 parameters (76%)": where to cut a network over the budget."""
+    parts = parameters_by_part(cfg)
+    name, count = max(parts[1:-1], key=lambda part: part[1])
+    total = sum(n for _, n in parts)
+    return f"{name.replace(': ', ' (', 1)}) holds {count:,} of the {total:,} parameters ({count / max(total, 1):.0%})"
+
+
+def layer_table(cfg: ModelConfig) -> str:
+    """torchsummary's table of `cfg`'s network (each layer's output shape and parameters, then the totals),
+    over budget or not: the network is built and run on the meta device, shapes only, so it costs nothing."""
+    from torchsummary import summary
+
+    model = _meta_network(cfg).eval()
+    model.register_forward_pre_hook(lambda module, inputs: tuple(x.to("meta") for x in inputs))
+    with contextlib.redirect_stdout(io.StringIO()) as table:
+        summary(model, (3, INPUT_SIZE, INPUT_SIZE), device="cpu")  # its input is made on the CPU: the hook moves it
+    return table.getvalue()
+
+
+def check_budget(cfg: ModelConfig, budget: int | None = PARAMETER_BUDGET) -> int:
+    """The trainable parameters of `cfg`'s network; `OverBudgetError` over `budget`, naming the stage to cut."""
+    n = parameter_count(cfg)  # counted without allocating: an oversized config fails instantly
+    if budget is not None and n > budget:
+        raise OverBudgetError(f"the model has {n:,} trainable parameters, over the budget of {budget:,}: reduce "
+                              f"model.channels or model.blocks; {heaviest_stage(cfg)}")
+    return n
 
 
 def create_model(cfg: ModelConfig, budget: int | None = PARAMETER_BUDGET) -> ResNet:
     """Build the network for `cfg`; raise `OverBudgetError` if it exceeds `budget` trainable parameters."""
-    n = parameter_count(cfg)  # counted first without allocating: an oversized config fails instantly
-    if budget is not None and n > budget:
-        raise OverBudgetError(f"the model has {n:,} trainable parameters, over the budget of {budget:,}: "
-                              "reduce model.channels or model.blocks")
+    check_budget(cfg, budget)
     return ResNet(cfg)

@@ -108,11 +108,13 @@ def test_choices_and_ranges_are_declared_for_every_option_that_has_them():
 
 
 def test_the_modules_accept_every_declared_choice():
+    from cifar_resnet.blocks import BLOCKS
     from cifar_resnet.models import _ACTIVATIONS
     from cifar_resnet.data.auto_augment import POLICIES
     from cifar_resnet.runtime import resolve_precision
 
     assert tuple(_ACTIVATIONS) == declared("model.activation")["choices"]
+    assert tuple(BLOCKS) == declared("model.block")["choices"]
     assert ("none",) + POLICIES == declared("data.policy")["choices"]
     for precision in declared("train.precision")["choices"]:
         resolve_precision(precision, torch.device("cpu"))

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cifar_resnet"
 # `__main__` stand outside the order.
 LAYERS = (
     ("config", "run_folder", "formats", "files", "audience", "runtime"),
-    ("models", "data"),
+    ("models", "blocks", "data"),
     ("evaluation",),
     ("training",),
     ("studies",),

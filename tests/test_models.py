@@ -74,8 +74,10 @@ def test_inconsistent_design_variables_are_config_errors():
         create_model(ModelConfig(kernels=[3, 3]))
     with pytest.raises(ConfigError, match="must be odd"):
         create_model(ModelConfig(kernels=[3, 4, 3]))
-    with pytest.raises(ConfigError, match="model.pool"):
-        create_model(ModelConfig(pool=3))
+    with pytest.raises(ConfigError, match=r"model.pool: P=9 must lie in 1..8, the final 8x8 feature map"):
+        create_model(ModelConfig(pool=9))
+    with pytest.raises(ConfigError, match="model.pool_stride: 2 needs a pool kernel"):
+        create_model(ModelConfig(pool_stride=2))
 
 
 def test_summary_command_prints_table_and_count():

@@ -60,6 +60,26 @@ def test_shipped_spaces_sample_valid_configs_that_params_rebuild(name):
         study.tell(trial, 0.0)
 
 
+def test_options_are_drawn_only_where_the_block_uses_them_and_there_is_a_choice(tmp_path):
+    space = load_space(space_file(tmp_path, **{"model.block": ["basic", "bottleneck", "pool"],
+                                               "model.shortcut": ["projection", "zero_pad"], "model.expansion": [2, 4],
+                                               "model.se_reduction": [4], "model.stem_channels": [8]}))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    blocks = set()
+    for _ in range(30):
+        trial = study.ask()
+        cfg = sample_config(trial, space)
+        validate_model_config(cfg.model)
+        m, drawn = cfg.model, set(trial.params)
+        blocks.add(m.block)
+        assert ("shortcut" in drawn) == (m.block != "pool") and ("expansion" in drawn) == (m.block == "bottleneck")
+        assert "se_reduction" not in drawn and m.se_reduction == 4  # one choice: the value, no search variable
+        assert m.block != "pool" or (m.shortcut, m.expansion) == ("projection", 4)
+        assert sample_config(optuna.trial.FixedTrial(trial.params), space) == cfg
+        study.tell(trial, 0.0)
+    assert blocks == {"basic", "bottleneck", "pool"}
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"model.blokcs": [1]}, r"unknown key 'model\.blokcs'"),
     ({"model.stages": {"low": 1, "hihg": 2}}, r"unknown key 'model\.stages\.hihg'"),
@@ -68,7 +88,9 @@ def test_shipped_spaces_sample_valid_configs_that_params_rebuild(name):
     ({"model.stages": {"low": 1, "high": 7}}, r"model\.stages: must lie in 1\.\.6"),
     ({"model.kernels": []}, r"model\.kernels: give at least one choice"),
     ({"model.kernels": [3, 4]}, r"model\.kernels: kernel sizes must be odd"),
-    ({"model.block": ["basic", "bottleneck"]}, r"model\.block: unknown block type 'bottleneck'"),
+    ({"model.shortcut": ["zero"]}, r"model\.shortcut: unknown shortcut 'zero'"),
+    ({"model.expansion": [0]}, r"model\.expansion: must be at least 1"),
+    ({"model.block": ["basic", "resnext"]}, r"model\.block: unknown block type 'resnext'"),
     ({"train.lr": {"low": 0.0, "high": 1.0, "log": True}}, r"train\.lr: a log range needs low > 0"),
     ({"holdout": 0}, r"holdout: must be at least 1"),
     ({"heartbeat": 0}, r"heartbeat: must be at least 1 second"),

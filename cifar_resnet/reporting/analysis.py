@@ -24,7 +24,7 @@ import yaml
 from .. import run_folder
 from ..config import ModelConfig, load_config
 from ..data.cifar10 import CIFAR10Split, CLASSES, MEAN, STD
-from ..models import INPUT_SIZE, ResNet, count_parameters, parameter_count
+from ..models import INPUT_SIZE, parameter_count, parameters_by_part
 
 SEARCH_COMMAND = "cifar-resnet search --space configs/search_space.yaml --study main --trials 30"
 NOT_PRESETS = ("smoke",)  # configs/*.yaml that are no presets (besides search_space*)
@@ -89,17 +89,10 @@ def three_stage(width: int, blocks: int, kernel: int = 3, skip_kernel: int = 1, 
 
 def params_by_part(cfg: ModelConfig) -> pd.DataFrame:
     """Where the parameters of `cfg`'s network sit: stem, each stage, and the head (final norm + classifier)."""
-    with torch.device("meta"):
-        model = ResNet(cfg)
-    parts, side = [("stem", model.stem)], INPUT_SIZE
-    for i, (c, b, stage) in enumerate(zip(cfg.channels, cfg.blocks, model.stages)):
-        side //= cfg.strides[i]
-        parts.append((f"stage {i + 1}: {c} channels, {b} blocks, {side}x{side} maps", stage))
-    parts.append(("classifier", torch.nn.ModuleList([model.final_norm, model.fc])))
-    params = [count_parameters(module) for _, module in parts]
-    total = sum(params)
-    return pd.DataFrame({"part": [name for name, _ in parts], "params": params,
-                         "share": [round(p / total, 4) for p in params]})
+    parts = parameters_by_part(cfg)
+    total = sum(params for _, params in parts)
+    return pd.DataFrame({"part": [name for name, _ in parts], "params": [params for _, params in parts],
+                         "share": [round(params / total, 4) for _, params in parts]})
 
 
 def sweep(name: str, values: Sequence[int], make: Callable[[int], ModelConfig]) -> pd.DataFrame:

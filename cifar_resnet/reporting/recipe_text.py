@@ -44,7 +44,9 @@ def _all_or(noun: str) -> Callable[[Any], str]:
 # dotted key -> (group, label, how the value reads)
 SETTINGS: dict[str, tuple[str, str, Callable[[Any], str]]] = {
     "model.block": ("Model", "block", lambda v: {"preact": "pre-activation", "basic": "basic",
+                                                 "bottleneck": "bottleneck", "preact_bottleneck": "pre-activation bottleneck",
                                                  "pool": "conv, max-pool, one-conv residual"}.get(v, str(v))),
+    "model.expansion": ("Model", "bottleneck expansion", str),
     "model.stem": ("Model", "stem", lambda v: {"whiten": "frozen patch whitening"}.get(v, str(v))),
     "model.stem_channels": ("Model", "stem channels", str),
     "model.stem_kernel": ("Model", "stem kernel", lambda v: f"{v}x{v}"),
@@ -53,10 +55,18 @@ SETTINGS: dict[str, tuple[str, str, Callable[[Any], str]]] = {
     "model.kernels": ("Model", "conv kernels", _kernels),
     "model.skip_kernels": ("Model", "projection kernels", _kernels),
     "model.strides": ("Model", "strides", _stages),
+    "model.shortcut": ("Model", "shortcut", lambda v: {"zero_pad": "zero padding (option A)",
+                                                       "zero_pad_end": "zero padding after the channels"}.get(v, str(v))),
+    "model.se_reduction": ("Model", "squeeze-and-excitation", lambda v: "off" if not v else f"reduction {v}"),
+    "model.conv_bias": ("Model", "conv biases", _on),
+    "model.final_norm": ("Model", "final BN and activation", _on),
     "model.pool": ("Model", "pool", lambda v: "global average" if v == 0 else f"{v}x{v} average"),
+    "model.pool_stride": ("Model", "pool stride", str),
     "model.pool_type": ("Model", "pool type", lambda v: {"avg": "average"}.get(v, str(v))),
     "model.activation": ("Model", "activation", lambda v: str(v).replace("relu", "ReLU").replace("gelu", "GELU")
                          .replace("silu", "SiLU")),
+    "model.block_dropout": ("Model", "dropout in each block", _off()),
+    "model.pool_dropout": ("Model", "dropout before the pool", _off()),
     "model.dropout": ("Model", "dropout", _off()),
     "model.zero_init_residual": ("Model", "last BN of each branch zero-initialised", _on),
     "model.num_classes": ("Model", "classes", str),
@@ -105,7 +115,10 @@ ONLY_WITH = {"train.pct_start": ("train.schedule", {"onecycle"}),
              "train.warmup_epochs": ("train.schedule", {"cosine", "step", "linear"}),
              "train.milestones": ("train.schedule", {"step"}), "train.gamma": ("train.schedule", {"step"}),
              "train.sam_adaptive": ("train.sam_rho", None), "data.policy_group": ("data.policy", None),
-             "data.flip_alternate": ("data.flip", None), "train.ema_warmup_power": ("train.ema_decay", None)}
+             "data.flip_alternate": ("data.flip", None), "train.ema_warmup_power": ("train.ema_decay", None),
+             "model.expansion": ("model.block", {"bottleneck", "preact_bottleneck"}),
+             "model.final_norm": ("model.block", {"preact", "preact_bottleneck"}),
+             "model.pool_stride": ("model.pool_stride", None)}  # 0: the pool's size, said by model.pool
 
 
 def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:

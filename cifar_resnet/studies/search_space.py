@@ -9,9 +9,11 @@ import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import optuna
 
+from ..blocks import BOTTLENECKS
 from ..config import Config, ConfigError, ModelConfig, dataclass_from_dict, load_config, override, read_yaml
 from ..models import PARAMETER_BUDGET, validate_model_config
 
@@ -53,7 +55,12 @@ class ModelSpace:
     blocks: IntRange = field(default_factory=lambda: IntRange(1, 4))  # B_i
     kernels: list[int] = field(default_factory=lambda: [3, 5])  # F_i, odd
     skip_kernels: list[int] = field(default_factory=lambda: [1, 3])  # K_i, odd; used by projection skips only
-    pool: list[int] = field(default_factory=lambda: [0])  # P; a P that does not divide the final map is invalid
+    pool: list[int] = field(default_factory=lambda: [0])  # P; floors as PyTorch's where it does not divide the map
+    # Drawn only where the block uses them (and only where there is more than one choice); the others keep the default.
+    shortcut: list[str] = field(default_factory=lambda: ["projection"])  # zero_pad: no parameters (not "pool" blocks)
+    expansion: list[int] = field(default_factory=lambda: [4])  # bottleneck blocks: output = expansion * C_i
+    se_reduction: list[int] = field(default_factory=lambda: [0])  # squeeze-and-excitation's r; 0 = off
+    block_dropout: list[float] = field(default_factory=lambda: [0.0])  # before each block's last conv (not "pool")
 
 
 @dataclass
@@ -128,7 +135,9 @@ def _check_space(space: SearchSpace) -> None:
                           f"32x32 map), got {m.stages.low}..{m.stages.high}")
     stage = {"channels": [8], "strides": [1], "blocks": [m.blocks.low]}  # widths round up to 8: never below
     for probe in ([{"block": b} for b in m.block] + [{"activation": a} for a in m.activation]
-                  + [{**stage, "kernels": [k], "skip_kernels": [s]} for k in m.kernels for s in m.skip_kernels]):
+                  + [{**stage, "kernels": [k], "skip_kernels": [s]} for k in m.kernels for s in m.skip_kernels]
+                  + [{"shortcut": s} for s in m.shortcut] + [{"block": "bottleneck", "expansion": e} for e in m.expansion]
+                  + [{"se_reduction": r} for r in m.se_reduction] + [{"block_dropout": p} for p in m.block_dropout]):
         validate_model_config(ModelConfig(**probe))  # its messages name the same keys: model.block, ...
     if not 1 <= fid.min_epochs <= fid.max_epochs or fid.reduction_factor < 2:
         raise ConfigError(f"fidelity: need 1 <= min_epochs <= max_epochs and reduction_factor >= 2, "
@@ -151,6 +160,14 @@ def _suggest(trial: optuna.trial.BaseTrial, name: str, r: IntRange | FloatRange)
     return trial.suggest_float(name, r.low, r.high, log=r.log)
 
 
+def _choose(trial: optuna.trial.BaseTrial, name: str, choices: list, *, applies: bool = True) -> Any:
+    """One of `choices`, drawn where there are several and the design uses it; else its one choice, or (where it
+    does not apply) `ModelConfig`'s default. A value that is not drawn is no parameter of the trial."""
+    if not applies:
+        return getattr(ModelConfig(), name)
+    return trial.suggest_categorical(name, choices) if len(choices) > 1 else choices[0]
+
+
 def _round_channels(width: float) -> int:
     return max(CHANNEL_MULTIPLE, round(width / CHANNEL_MULTIPLE) * CHANNEL_MULTIPLE)
 
@@ -167,8 +184,9 @@ def sample_config(trial: optuna.trial.BaseTrial, space: SearchSpace) -> Config:
     multiplier = trial.suggest_categorical("width_multiplier", m.width_multiplier)
     width = _suggest(trial, "base_width", m.base_width)
     growth = trial.suggest_categorical("growth", m.growth)
+    block = trial.suggest_categorical("block", m.block)
     model = {
-        "block": trial.suggest_categorical("block", m.block),
+        "block": block,
         "activation": trial.suggest_categorical("activation", m.activation),
         "stem_channels": _round_channels(trial.suggest_categorical("stem_channels", m.stem_channels) * multiplier),
         "channels": [_round_channels(width * growth**i * multiplier) for i in range(stages)],
@@ -177,6 +195,10 @@ def sample_config(trial: optuna.trial.BaseTrial, space: SearchSpace) -> Config:
         "skip_kernels": [trial.suggest_categorical(f"skip_kernel_{i + 1}", m.skip_kernels) for i in range(stages)],
         "strides": [1] + [2] * (stages - 1),
         "pool": trial.suggest_categorical("pool", m.pool),
+        "shortcut": _choose(trial, "shortcut", m.shortcut, applies=block != "pool"),
+        "expansion": _choose(trial, "expansion", m.expansion, applies=block in BOTTLENECKS),
+        "se_reduction": _choose(trial, "se_reduction", m.se_reduction),
+        "block_dropout": _choose(trial, "block_dropout", m.block_dropout, applies=block != "pool"),
     }
     train = {"lr": _suggest(trial, "lr", t.lr), "weight_decay": _suggest(trial, "weight_decay", t.weight_decay),
              "ema_decay": trial.suggest_categorical("ema_decay", t.ema_decay),
@@ -192,9 +214,11 @@ def dashed(values: list) -> str:
 
 def describe(cfg: Config) -> str:
     """The searched variables of a config on one line."""
-    m, t = cfg.model, cfg.train
+    m, t, default = cfg.model, cfg.train, ModelConfig()
+    extras = "".join(f" {key} {getattr(m, key)}" for key in ("shortcut", "expansion", "se_reduction", "block_dropout")
+                     if getattr(m, key) != getattr(default, key))  # the options a space may draw, where drawn
     return (f"{m.block} stem {m.stem_channels} C {dashed(m.channels)} B {dashed(m.blocks)} F {dashed(m.kernels)} "
-            f"K {dashed(m.skip_kernels)} P {m.pool} lr {t.lr:.3g} wd {t.weight_decay:.2g}")
+            f"K {dashed(m.skip_kernels)} P {m.pool}{extras} lr {t.lr:.3g} wd {t.weight_decay:.2g}")
 
 
 # ---- the study's sampler and pruner ----------------------------------------------------------------
