@@ -143,7 +143,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     out = Path(args.out or user_runs_dir() / "sweeps" / Path(args.plan).stem)
     sweep(args.plan, out, time_limit=args.time_limit, smoke=args.smoke, calibration=args.calibration,
-          dry_run=args.dry_run, write_configs=args.write_configs, overwrite=args.overwrite, seeds=args.seeds,
+          dry_run=args.dry_run, write_configs=args.write_configs, overwrite=args.overwrite, resume=args.resume,
+          seeds=args.seeds,
           data_root=args.data_root, device=args.device)
     return 0
 
@@ -281,8 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="tiny networks and schedules: a CPU check of the pipeline")
     p.add_argument("--calibration", help="folder of throughput JSON files (scripts/gpu_calibrate.sh) for the estimates")
     p.add_argument("--dry-run", action="store_true", help="print the runs and their expected durations only")
-    p.add_argument("--write-configs", metavar="DIR", help="write each run's configuration to DIR and stop")
+    p.add_argument("--write-configs", metavar="DIR", help="write each run's configuration to DIR and stop (files "
+                   "there are replaced only with --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace the runs of an --out that holds a sweep")
+    p.add_argument("--resume", action="store_true", help="continue the sweep stopped in --out: its finished runs "
+                   "kept, a stopped one continued from its checkpoint, the rest trained")
     p.add_argument("--seeds", type=int, nargs="+", help="run every run of the plan with these seeds instead "
                    "(e.g. a record's second seed: --seeds 1)")
     p.add_argument("--data-root", help="folder holding cifar-10-batches-py (default $CIFAR10_ROOT, else ./data)")

@@ -27,6 +27,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ class CheckpointError(RuntimeError):
 
 
 RECORD = (CHECKPOINT, WEIGHTS, HISTORY, METRICS, CONFIG, PREDICTIONS)  # the files a run writes
+_STARTED = time.time()  # when this process began (near enough: at import), to tell an old train.log from ours
 
 
 def user_runs_dir() -> Path:
@@ -108,9 +110,12 @@ def refuse_held_runs(out_dir: Path, names: list[str]) -> None:
 
 
 def clear_record(run_dir: Path) -> None:
-    """Delete a run's record files from `run_dir` (before starting again there); other files stay. A folder
-    under one of their names is refused (`FolderError`), not deleted."""
-    paths = [Path(run_dir) / name for name in RECORD]
+    """Delete a run's record files from `run_dir` (before starting again there), with what was made from them:
+    its robustness.json, and a train.log last written over a minute before this process began (one that `tee`
+    opened for this very run is kept); other files stay. A folder under one of their names is refused (`FolderError`), not deleted."""
+    log = Path(run_dir) / "train.log"
+    stale = [log] if log.is_file() and not log.is_symlink() and log.stat().st_mtime < _STARTED - 60 else []
+    paths = [Path(run_dir) / name for name in (*RECORD, "robustness.json")] + stale
     for path in paths:
         if path.is_dir() and not path.is_symlink():
             raise FolderError(f"{path} is a folder, not a run's file: move it away, or choose another --out")

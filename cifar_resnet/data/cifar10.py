@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..audience import option
+from ..files import atomic_write_bytes
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -186,7 +187,7 @@ def write_synthetic_cifar10(root: str | os.PathLike, *, train_per_class: int = 2
         return np.clip(pixels, 0, 255).astype(np.uint8).reshape(len(labels), -1), labels.tolist()
 
     def dump(obj: dict, name: str) -> None:
-        (folder / name).write_bytes(pickle.dumps(obj, protocol=4))
+        atomic_write_bytes(folder / name, pickle.dumps(obj, protocol=4))
 
     for name in TRAIN_FILES:
         data, labels = images_for(max(1, train_per_class // len(TRAIN_FILES)))

@@ -1,0 +1,129 @@
+"""Nothing overwritten, nothing written through a link, nothing recorded wrongly (issue 37): every file the
+project writes goes through the one atomic writer that refuses links, a command that would replace a result
+refuses without --overwrite, and set-address is checked whole before its first file changes. Each refusal is
+one line and exit status 2, every file that was there is byte-identical after, nothing appears outside the
+folders named, and no temporary file is left behind."""
+
+import os
+import re
+import shutil
+import time
+
+import nbformat
+import pytest
+
+from cifar_resnet import cli, run_folder
+
+from conftest import CONFIGS, ROOT
+from faults import no_temporary_files, one_thread, refused, snapshot, train_argv  # noqa: F401
+
+URL = "https://github.com/someone/cifar_resnet"
+
+
+# ---- the one atomic writer ------------------------------------------------------------------------------------
+PLAIN_WRITES = re.compile(r"\.write_text\(|\.write_bytes\(|open\([^)]*['\"][wax]b?['\"]|nbformat\.write\(|"
+                          r"savefig\((?!buffer)|\.to_csv\((?!buffer|index|lineterminator)|torch\.save\((?!state, buffer)")
+
+
+def test_every_file_the_library_writes_goes_through_the_atomic_writer():
+    """A plain write_text follows a link planted at its path and leaves half a file when stopped: only
+    files.py opens files for writing."""
+    found = [f"{p.relative_to(ROOT)}:{n}: {line.strip()}" for p in sorted((ROOT / "cifar_resnet").rglob("*.py"))
+             if p.name != "files.py" for n, line in enumerate(p.read_text().splitlines(), 1)
+             if PLAIN_WRITES.search(line) and not line.lstrip().startswith("#")]
+    assert found == []
+
+
+# ---- 1: set-address -------------------------------------------------------------------------------------------
+@pytest.fixture
+def clone(tmp_path):
+    """The files set-address writes, copied into tmp_path/clone."""
+    root = tmp_path / "clone"
+    for name in ("pyproject.toml", "README.md", "report/authors.yaml", "report/authors.tex",
+                 *(f"notebooks/{p.name}" for p in sorted((ROOT / "notebooks").glob("0*.ipynb")))):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, root / name)
+    return root
+
+
+def test_set_address_never_writes_through_a_planted_link(clone, tmp_path, capsys):
+    secret = tmp_path / "outside.tex"
+    secret.write_text("mine\n")
+    (clone / "report" / "authors.tex").unlink()
+    (clone / "report" / "authors.tex").symlink_to(secret)
+    assert cli.main(["set-address", URL, "--root", str(clone)]) == 0
+    assert secret.read_text() == "mine\n" and not (clone / "report" / "authors.tex").is_symlink()
+    assert f"\\newcommand\\RepoURL{{{URL}}}" in (clone / "report" / "authors.tex").read_text()
+    assert no_temporary_files(clone)
+
+
+def test_set_address_is_checked_whole_before_the_first_file_changes(clone, tmp_path, capsys):
+    last = sorted((clone / "notebooks").glob("0*.ipynb"))[-1]
+    last.write_text('{"cells": [')  # a notebook cut short: found before pyproject.toml or the README change
+    line = refused(capsys, ["set-address", URL, "--root", str(clone)], tmp_path)
+    assert str(last) in line and "nothing was written" in line
+
+
+@pytest.mark.parametrize("authors, shown", [("[Ada, Alan]", "{Ada, Alan}"), ("Ada Lovelace", "{Ada Lovelace}")])
+def test_a_list_of_authors_is_printed_as_names(clone, authors, shown):
+    """Item 12: `authors: [Ada, Alan]` printed `['Ada', 'Alan']` into the paper."""
+    (clone / "report" / "authors.yaml").write_text(f"authors: {authors}\naffiliations: [One, Two]\n")
+    assert cli.main(["set-address", URL, "--root", str(clone)]) == 0
+    tex = (clone / "report" / "authors.tex").read_text()
+    assert f"\\newcommand\\ReportAuthors{shown}" in tex and "\\newcommand\\ReportAffiliations{One \\\\ Two}" in tex
+
+
+@pytest.mark.parametrize("authors", ["{first: Ada}", "42", "[Ada, [Alan]]", "'a: [b"])
+def test_authors_that_are_not_names_are_refused_in_one_line(clone, tmp_path, capsys, authors):
+    (clone / "report" / "authors.yaml").write_text(f"authors: {authors}\n")
+    line = refused(capsys, ["set-address", URL, "--root", str(clone)], tmp_path)
+    assert "authors.yaml" in line
+
+
+def test_the_report_numbers_replace_a_planted_link(tmp_path):
+    from cifar_resnet.reporting.paper import write_numbers
+
+    secret = tmp_path / "outside.tex"
+    secret.write_text("mine\n")
+    out = tmp_path / "generated" / "numbers.tex"
+    out.parent.mkdir()
+    for name in ("numbers.tex", "results_table.tex"):
+        (out.parent / name).symlink_to(secret)
+    (tmp_path / "results" / "runs").mkdir(parents=True)
+    write_numbers(tmp_path / "results", out)
+    assert secret.read_text() == "mine\n" and not out.is_symlink() and "\\newcommand" in out.read_text()
+    assert no_temporary_files(tmp_path)
+
+
+# ---- 3: sweep --write-configs ---------------------------------------------------------------------------------
+def test_write_configs_keeps_a_users_files_unless_overwrite(tmp_path, capsys):
+    plan = str(CONFIGS / "plans" / "ablation.yaml")
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    assert cli.main(["sweep", plan, "--write-configs", str(folder), "--device", "cpu"]) == 0
+    mine, *others = sorted(folder.iterdir())
+    for path in others:  # only the user's own file of one of those names is there
+        path.unlink()
+    mine.write_text("mine: true\n")
+    line = refused(capsys, ["sweep", plan, "--write-configs", str(folder), "--device", "cpu"], tmp_path)
+    assert f"{mine} exists" in line and "--overwrite" in line
+    assert cli.main(["sweep", plan, "--write-configs", str(folder), "--device", "cpu", "--overwrite"]) == 0
+    assert mine.read_text() != "mine: true\n" and no_temporary_files(tmp_path)
+
+
+# ---- 6: train --overwrite ---------------------------------------------------------------------------------------
+def test_train_overwrite_removes_what_was_made_from_the_old_run(run_copy, synthetic_root, tmp_path, capsys):
+    (run_copy / "robustness.json").write_text("{}\n")
+    (run_copy / "train.log").write_text("the old run's log\n")
+    old = time.time() - 3600
+    os.utime(run_copy / "train.log", (old, old))
+    (run_copy / "notes.txt").write_text("mine\n")
+    assert cli.main(train_argv(synthetic_root, run_copy, "--epochs", "1", "--overwrite")) == 0
+    assert not (run_copy / "robustness.json").exists() and not (run_copy / "train.log").exists()
+    assert (run_copy / "notes.txt").read_text() == "mine\n" and (run_copy / run_folder.WEIGHTS).is_file()
+
+
+def test_train_overwrite_keeps_the_log_tee_is_writing(run_copy, synthetic_root, capsys):
+    (run_copy / "train.log").write_text("this run's first lines\n")  # just opened by `... | tee train.log`
+    assert cli.main(train_argv(synthetic_root, run_copy, "--epochs", "1", "--overwrite")) == 0
+    assert (run_copy / "train.log").read_text() == "this run's first lines\n"
