@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from filelock import FileLock, Timeout
 
+from . import fingerprint
 from .audience import RUNS_ENV, advise, option  # noqa: F401 (RUNS_ENV: the run folder's variable)
 from .files import (FolderError, atomic_write_bytes, atomic_write_text, check_own_files, copy_run_folder,  # noqa: F401
                     folder_error, folder_name, make_folder, present, read_run_file, writable_folder)
@@ -112,7 +113,7 @@ def refuse_held_runs(out_dir: Path, names: list[str]) -> None:
 def clear_record(run_dir: Path) -> None:
     """Delete a run's record files from `run_dir` (before starting again there), with what was made from them:
     its robustness.json, and a train.log last written over a minute before this process began (one that `tee`
-    opened for this very run is kept); other files stay. A folder under one of their names is refused (`FolderError`), not deleted."""
+    opened for this very run is kept); other files stay. A folder under one of those names is refused."""
     log = Path(run_dir) / "train.log"
     stale = [log] if log.is_file() and not log.is_symlink() and log.stat().st_mtime < _STARTED - 60 else []
     paths = [Path(run_dir) / name for name in (*RECORD, "robustness.json")] + stale
@@ -215,7 +216,9 @@ def save_weights(state_dict: dict[str, torch.Tensor], path: Path, metadata: dict
 
     tensors = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu()).contiguous()
                for k, v in state_dict.items()}
-    metadata = {**(metadata or {}), "tensors_sha256": tensors_sha256(tensors)}
+    config = fingerprint.config_sha256(Path(path).parent / CONFIG)  # the configuration beside them, if any
+    metadata = {**(metadata or {}), **({fingerprint.KEY: config} if config else {}),
+                "tensors_sha256": tensors_sha256(tensors)}
     atomic_write_bytes(path, _canonical_safetensors(save_safetensors(tensors, metadata=metadata)))
 
 

@@ -149,7 +149,8 @@ def test_record_copies_a_finished_run_into_the_results_and_refuses_to_replace_on
     assert cli.main(["record", str(finished_run), "--name", "mine", "--results", str(results)]) == 0
     copied = results / "runs" / "mine"
     assert capsys.readouterr().out.strip() == str(copied)
-    recorded = json.loads((copied / run_folder.METRICS).read_text())  # all but the machine's data folder
+    recorded = json.loads((copied / run_folder.METRICS).read_text())  # the machine's data folder: the data's name
+    assert recorded.pop("data").startswith("not CIFAR-10's test set: 100 test images")
     assert recorded == {k: v for k, v in run_folder.read_metrics(finished_run).items() if k != "data_root"}
     assert (copied / run_folder.PREDICTIONS).is_file() and not (copied / run_folder.WEIGHTS).exists()
     assert cli.main(["record", str(finished_run), "--name", "mine", "--results", str(results)]) == 2

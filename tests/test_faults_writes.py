@@ -127,3 +127,83 @@ def test_train_overwrite_keeps_the_log_tee_is_writing(run_copy, synthetic_root, 
     (run_copy / "train.log").write_text("this run's first lines\n")  # just opened by `... | tee train.log`
     assert cli.main(train_argv(synthetic_root, run_copy, "--epochs", "1", "--overwrite")) == 0
     assert (run_copy / "train.log").read_text() == "this run's first lines\n"
+
+
+# ---- 4, 13: record records only what evaluate would accept --------------------------------------------------------
+def record_argv(run, results, *extra):
+    return ["record", str(run), "--results", str(results), *extra]
+
+
+@pytest.mark.parametrize("weights", ["with a fingerprint", "saved before fingerprints"])
+def test_record_refuses_weights_that_no_longer_fit_the_configuration(run_copy, tmp_path, capsys, weights):
+    if weights == "saved before fingerprints":  # the same tensors, without the configuration's fingerprint
+        older = tmp_path / "older" / run_folder.WEIGHTS
+        older.parent.mkdir()
+        run_folder.save_weights(run_folder.load_weights(run_copy / run_folder.WEIGHTS), older)
+        shutil.copyfile(older, run_copy / run_folder.WEIGHTS)
+        shutil.rmtree(older.parent)
+        metrics = run_folder.read_metrics(run_copy)
+        run_folder.write_metrics({**metrics, "weights_sha256": run_folder.file_sha256(run_copy / run_folder.WEIGHTS)},
+                                 run_copy / run_folder.METRICS)
+    config = run_copy / run_folder.CONFIG
+    config.write_text(config.read_text().replace("stem_channels: 8\n", "stem_channels: 12\n"))
+    line = refused(capsys, record_argv(run_copy, tmp_path / "results", "--weights"), tmp_path)
+    assert (f"{config} changed after" in line if weights == "with a fingerprint"
+            else "does not fit the configuration" in line)
+
+
+@pytest.mark.parametrize("command", ["record", "evaluate"])
+def test_a_configuration_changed_after_training_is_found_by_its_fingerprint(run_copy, tmp_path, capsys, command):
+    """The same network, another recipe: the weights still load, the record would report the wrong recipe."""
+    config = run_copy / run_folder.CONFIG
+    text = config.read_text()
+    config.write_text(re.sub(r"\n  lr: [^\n]*", "\n  lr: 0.123", text, count=1))
+    assert config.read_text() != text
+    argv = (record_argv(run_copy, tmp_path / "results", "--weights") if command == "record"
+            else ["evaluate", str(run_copy), "--device", "cpu"])
+    line = refused(capsys, argv, tmp_path)
+    assert f"{config} changed after" in line
+
+
+@pytest.mark.parametrize("cut", ["mid-line", "a row short"])
+def test_record_refuses_a_history_cut_short(run_copy, tmp_path, capsys, cut):
+    history = run_copy / run_folder.HISTORY
+    data = history.read_bytes()
+    history.write_bytes(data[:-7] if cut == "mid-line" else data[:data.rstrip(b"\n").rfind(b"\n") + 1])
+    line = refused(capsys, record_argv(run_copy, tmp_path / "results"), tmp_path)
+    assert str(history) in line
+
+
+@pytest.mark.parametrize("key", ["epochs_completed", "eval_split", "test_acc"])
+def test_record_refuses_metrics_without_what_a_finished_run_has(run_copy, tmp_path, capsys, key):
+    metrics = run_folder.read_metrics(run_copy)
+    del metrics[key]
+    run_folder.write_metrics(metrics, run_copy / run_folder.METRICS)
+    line = refused(capsys, record_argv(run_copy, tmp_path / "results"), tmp_path)
+    assert key in line and str(run_copy / run_folder.METRICS) in line
+
+
+def test_a_run_on_other_data_is_recorded_by_that_name_and_never_tabled_as_cifar10(run_copy, tmp_path):
+    from cifar_resnet.reporting import records
+
+    assert cli.main(record_argv(run_copy, tmp_path / "results", "--name", "synthetic")) == 0
+    recorded = tmp_path / "results" / "runs" / "synthetic"
+    data = run_folder.read_metrics(recorded)["data"]
+    assert data.startswith("not CIFAR-10's test set: 100 test images") and "data_root" not in run_folder.read_metrics(recorded)
+    runs = records.load_runs(tmp_path / "results" / "runs")
+    assert records.runs_table(runs)["test_acc"].isna().all()
+    readme = records.write_runs_readme(runs, tmp_path / "README.md").read_text()
+    assert f"measured on {data}: no CIFAR-10 test accuracy" in readme
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_a_finished_run_recorded_without_weights_says_so(run_copy, tmp_path, capsys, command):
+    """Item 13: not "the run has not finished; train it"."""
+    assert cli.main(record_argv(run_copy, tmp_path / "results", "--name", "kept")) == 0
+    recorded = tmp_path / "results" / "runs" / "kept"
+    images = tmp_path / "images.npy"
+    __import__("numpy").save(images, __import__("numpy").zeros((2, 32, 32, 3), "uint8"))
+    argv = (["evaluate", str(recorded), "--device", "cpu"] if command == "evaluate"
+            else ["predict", str(recorded), str(images), "--out", str(tmp_path / "p.csv"), "--device", "cpu"])
+    line = refused(capsys, argv, tmp_path)
+    assert "recorded without its weights" in line and "has not finished" not in line
