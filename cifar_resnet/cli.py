@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a finished run folder, e.g. runs/best")
     p.add_argument("--name", help="folder name under results/runs (default: the run folder's name)")
     p.add_argument("--weights", action="store_true", help="also copy model.safetensors (8.6 MB for best.yaml)")
-    p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.add_argument("--results", help="results folder (default: the results/ of the clone you are in)")
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("robustness", help="accuracy of a run's saved weights under generated CIFAR-10-C-style "

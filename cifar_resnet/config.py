@@ -93,7 +93,7 @@ class DataConfig:
     crop_padding: int = option(4, low=0, high=32)
     flip: bool = True  # random horizontal flip
     flip_alternate: bool = False  # airbench's derandomised flip: random in epoch 1, then each image alternates
-    cutout: int = option(0, low=0)  # side of the square zeroed at a random place in each image; 0 = off
+    cutout: int = option(0, low=0, high=33)  # side of the square zeroed at a random place in each image; 0 = off
     # autoaugment is its CIFAR-10 policy; per image, batched
     policy: str = option("none", choices=("none", "trivialaugment", "randaugment", "autoaugment"), label="policy ")
 
@@ -177,6 +177,8 @@ def _check_type(value: Any, hint: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected {hint.__name__}, got {excerpt(value)}")
         if hint is float and not math.isfinite(value):  # .nan and .inf: no recipe has them, and they diverge
             raise ConfigError(f"{path}: must be a finite number, got {value!r}")
+        if hint is int and not -2**63 <= value < 2**63:  # torch's int64: a larger one overflows at the first batch
+            raise ConfigError(f"{path}: must be below 2^63 (what torch's integers hold), got {excerpt(value)}")
         if hint is str and "\0" in value:  # no name or path may hold one
             raise ConfigError(f"{path}: must not hold a NUL character, got {excerpt(value)}")
         return value
@@ -278,12 +280,39 @@ def check_relations(cfg: Config) -> None:
                           "or a momentum such as 0.9")
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as `safe_load` reads it, but a key given twice in one mapping is an error (not the last one
+    silently winning), and so is an alias: a configuration has no need of one, and nested aliases expand
+    exponentially (a "billion laughs" file)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(key, deep=True) for key, _ in node.value]
+        twice = next((k for i, k in enumerate(keys) if isinstance(k, typing.Hashable) and k in keys[:i]), None)
+        if twice is not None:
+            raise yaml.constructor.ConstructorError(None, None, f"the key {twice!r} appears twice", node.start_mark)
+        return super().construct_mapping(node, deep)
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "an alias (*name): write the value out instead",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
+YAML_MAX_BYTES = 1_000_000  # a configuration, plan or search space is a few kB: a larger file is no such thing
+
+
 def read_yaml(path: Path, missing: str) -> Any:
-    """The YAML data of `path` ({} when empty); `ConfigError` with `missing` if absent, or if not valid YAML."""
+    """The YAML data of `path` ({} when empty); `ConfigError` with `missing` if absent, or if not valid YAML
+    (duplicate keys and aliases included), or larger than `YAML_MAX_BYTES`."""
     if not path.is_file():
         raise ConfigError(missing)
     try:
-        return yaml.safe_load(path.read_bytes().decode()) or {}
+        with open(path, "rb") as f:
+            data = f.read(YAML_MAX_BYTES + 1)
+        if len(data) > YAML_MAX_BYTES:
+            raise ConfigError(f"{path}: over {YAML_MAX_BYTES:,} bytes, so no configuration: give the YAML file itself")
+        return yaml.load(data.decode(), Loader=_StrictLoader) or {}
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (not UTF-8), so not YAML: give a YAML file") from None
     except OSError as err:
@@ -305,7 +334,8 @@ def config_path(name_or_path: str | Path) -> Path:
     (`colab`, `colab.yaml` or `configs/colab.yaml`, so that an installed copy trains without a clone)."""
     path = Path(name_or_path)
     packaged = PRESETS_DIR / f"{path.stem}.yaml"
-    if not path.is_file() and path.suffix in ("", ".yaml") and path.parent.name in ("", "configs") and packaged.is_file():
+    named = path.parent in (Path("."), Path("configs"))  # a name, or configs/NAME: never a path elsewhere
+    if not path.is_file() and path.suffix in ("", ".yaml") and named and packaged.is_file():
         return packaged
     return path
 

@@ -207,3 +207,22 @@ def test_a_finished_run_recorded_without_weights_says_so(run_copy, tmp_path, cap
             else ["predict", str(recorded), str(images), "--out", str(tmp_path / "p.csv"), "--device", "cpu"])
     line = refused(capsys, argv, tmp_path)
     assert "recorded without its weights" in line and "has not finished" not in line
+
+
+# ---- 5: results are found from the clone, not the current folder --------------------------------------------------
+@pytest.mark.parametrize("where", ["results", "results/runs", "notebooks"])
+def test_record_from_inside_the_clone_lands_in_its_results(run_copy, tmp_path, monkeypatch, where):
+    clone = tmp_path / "clone"
+    (clone / "results" / "runs").mkdir(parents=True)
+    (clone / "notebooks").mkdir()
+    (clone / "pyproject.toml").write_text("[project]\n")
+    monkeypatch.chdir(clone / where)
+    assert cli.main(["record", str(run_copy), "--name", "x"]) == 0
+    assert [p.relative_to(clone).as_posix() for p in clone.rglob("x")] == ["results/runs/x"]
+
+
+def test_record_outside_a_clone_asks_for_results(run_copy, tmp_path, capsys, monkeypatch):
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    line = refused(capsys, ["record", str(run_copy)], tmp_path)
+    assert "no clone" in line and "--results" in line

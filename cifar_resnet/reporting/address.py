@@ -112,7 +112,8 @@ def read_authors(root: str | Path) -> dict[str, str]:
     try:
         people = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path} is not valid YAML ({str(err).splitlines()[0]}): fix it, then run the command again") from None
+        raise ConfigError(f"{path} is not valid YAML ({str(err).splitlines()[0]}): fix it, then run the command "
+                          "again") from None
     if not isinstance(people, dict):
         raise ConfigError(f"{path} must map `authors` and `affiliations` to text, not hold a {type(people).__name__}")
     found = {}

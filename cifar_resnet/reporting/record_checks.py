@@ -1,4 +1,4 @@
-"""What `record` checks before it copies a run: that the record holds what `evaluate` and the figures would
+"""Where `record` writes (the clone's results/, wherever in the clone it is run), and what it checks before it copies a run: that the record holds what `evaluate` and the figures would
 accept (a configuration that loads, whole predictions and history, the metrics a finished run has, weights
 that fit the configuration they were trained with), and the name of the data it was measured on, kept in the
 record in place of the machine's data folder."""
@@ -11,7 +11,7 @@ import io
 from pathlib import Path
 
 from .. import run_folder
-from ..config import load_config
+from ..config import ConfigError, load_config
 
 # SHA-256 of the labels of CIFAR-10's 10,000 test images, in order, as uint8 (predictions.safetensors keeps them
 # so): a run whose predictions carry exactly these was measured on CIFAR-10's test set.
@@ -19,6 +19,20 @@ CIFAR10_TEST_LABELS = "cec8a24a1e92aa2ecaa0bbd3dbfa86bf6cd8759fbd209a832824c8cf0
 CIFAR10_TEST = "CIFAR-10 test set (10,000 images)"
 # What a finished run's metrics.json holds, besides the accuracy of the split it was evaluated on.
 REQUIRED_METRICS = ("name", "status", "eval_split", "params", "epochs", "epochs_completed", "device")
+
+
+def results_folder(given: str | Path | None) -> Path:
+    """`given`, else the results/ of the clone the current folder is in (found upwards: its root holds
+    pyproject.toml and results/runs/), so that a record made from inside results/ or notebooks/ still lands in
+    results/runs/; a one-line `ConfigError` outside a clone."""
+    if given is not None:
+        return Path(given)
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "results" / "runs").is_dir():
+            return folder / "results"
+    raise ConfigError(f"{here} is in no clone of the repository (no folder above it holds pyproject.toml and "
+                      "results/runs/): run record inside the clone, or give --results FOLDER")
 
 
 def _damaged(path: Path, what: str) -> run_folder.CheckpointError:

@@ -22,7 +22,7 @@ from ..audience import advise, resume_advice, shown_path
 from ..config import ConfigError, load_config
 from ..formats import Column, duration, mean_std, percent, tex_escape, thousands, to_latex
 from ..training.history import field_name
-from .record_checks import CIFAR10_TEST, check_record as _check_record, data_name
+from .record_checks import CIFAR10_TEST, check_record as _check_record, data_name, results_folder
 
 
 # ==== the recorded runs ==============================================================================
@@ -132,12 +132,13 @@ def newest_run(folder: str | Path, *, gpu_only: bool = False) -> RunRecord | Non
     return max(found, key=lambda r: ((r.path / run_folder.METRICS).stat().st_mtime, r.name), default=None)
 
 
-def record_run(run_dir: str | Path, results_dir: str | Path = "results", *, name: str | None = None,
+def record_run(run_dir: str | Path, results_dir: str | Path | None = None, *, name: str | None = None,
                weights: bool = False) -> Path:
     """Copy a finished run (config, history, metrics, predictions, log; the weights only if asked) into
-    `results_dir/runs/<name>`, where the figures, tables and the report read it; returns the new folder.
-    Every file is checked first, and the folder appears whole or not at all."""
-    src = Path(run_dir)
+    `results_dir/runs/<name>` (default: the results/ of the clone the current folder is in), where the
+    figures, tables and the report read it; returns the new folder. Every file is checked first, and the
+    folder appears whole or not at all."""
+    src, results_dir = Path(run_dir), results_folder(results_dir)
     name = run_folder.folder_name(name or src.resolve().name, "--name" if name else "the run folder's name (give --name)",
                                   Path(results_dir) / "runs")
     metrics = run_folder.read_metrics(src)

@@ -1,0 +1,72 @@
+"""Values and inputs that ended in a traceback or the wrong words (issue 37): every value a configuration can
+hold is checked for what the code downstream takes, every input is bounded before it is read whole, and a
+mistake ends in one line naming it and the fix, exit status 2, nothing changed on disk."""
+
+import pytest
+import yaml
+
+from cifar_resnet import cli
+
+from conftest import CONFIGS
+from faults import no_temporary_files, one_thread, refused, train_argv  # noqa: F401
+
+SMOKE = CONFIGS / "smoke.yaml"
+
+
+def smoke_with(tmp_path, text: str):
+    """configs/smoke.yaml with `text` appended under its own sections (written as YAML text, so that what
+    yaml.safe_dump would never write, a key twice say, can be written)."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(SMOKE.read_text() + text)
+    return path
+
+
+# ---- 7: values beyond what torch takes ------------------------------------------------------------------------
+@pytest.mark.parametrize("key, value", [("data.cutout", 10**21), ("data.cutout", 33), ("train.epochs", 2**63),
+                                        ("train.batch_size", 10**30), ("data.train_subset", -2**64)])
+def test_values_torch_cannot_take_are_refused_before_anything_is_written(synthetic_root, tmp_path, capsys, key,
+                                                                        value):
+    section, name = key.split(".")
+    data = yaml.safe_load(SMOKE.read_text())
+    data[section][name] = value
+    config = tmp_path / "mine.yaml"
+    config.write_text(yaml.safe_dump(data))
+    line = refused(capsys, ["train", "--config", str(config), "--out", str(tmp_path / "run"), "--data-root",
+                            str(synthetic_root), "--device", "cpu"], tmp_path)
+    assert key in line and not (tmp_path / "run").exists()
+
+
+# ---- 11: duplicate keys, aliases, a path that is not the preset -------------------------------------------------
+def test_a_key_given_twice_is_refused(tmp_path, capsys):
+    data = yaml.safe_load(SMOKE.read_text())
+    text = yaml.safe_dump(data).replace("  lr: ", "  lr: 0.05\n  lr: ", 1)
+    config = tmp_path / "mine.yaml"
+    config.write_text(text)
+    line = refused(capsys, ["summary", "--config", str(config)], tmp_path)
+    assert str(config) in line and "'lr' appears twice" in line
+
+
+def test_aliases_are_refused_before_they_expand(tmp_path, capsys):
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
+    config = tmp_path / "laughs.yaml"
+    config.write_text(laughs)
+    line = refused(capsys, ["summary", "--config", str(config)], tmp_path)
+    assert "alias" in line
+
+
+def test_a_file_that_never_ends_is_not_read_whole(tmp_path, capsys):
+    config = tmp_path / "huge.yaml"
+    config.write_text("# " + "x" * 2_000_000 + "\n")
+    line = refused(capsys, ["summary", "--config", str(config)], tmp_path)
+    assert "over 1,000,000 bytes" in line
+
+
+def test_a_missing_path_ending_in_configs_is_not_the_preset(tmp_path, capsys):
+    missing = tmp_path / "missing" / "dir" / "configs" / "smoke.yaml"
+    line = refused(capsys, ["summary", "--config", str(missing)], tmp_path)
+    assert f"configuration file not found: {missing}" in line
+
+
+def test_a_preset_name_and_configs_name_still_mean_the_preset(capsys):
+    assert cli.main(["summary", "--config", "smoke"]) == 0 and cli.main(["summary", "--config", "configs/smoke.yaml"]) == 0
