@@ -217,6 +217,7 @@ def run_plan(plan: Plan, out_dir: str | Path, *, data_root: str | None = None, d
     `train_fn(cfg, run_dir, time_limit) -> metrics` defaults to the engine's `train`, with the data loaded
     once per distinct split and shared between runs."""
     from ..training.engine import TrainingDiverged, TrainingInterrupted
+    from ..training.launch_policy import EpochOverTimeLimit
     from ..evaluation.device import resolve_device
 
     out_dir = Path(out_dir)
@@ -264,6 +265,9 @@ def run_plan(plan: Plan, out_dir: str | Path, *, data_root: str | None = None, d
         except TrainingDiverged as err:
             metrics, status = {}, "diverged"
             log(f"{run.name} diverged: {err}")
+        except EpochOverTimeLimit as err:  # the time left holds no epoch of it here: skipped, as any that won't fit
+            metrics, status = {}, "skipped"
+            log(f"skipping {run.name}: {err}")
         except TrainingInterrupted as err:  # the whole sweep continues where it stopped, not only this run
             raise TrainingInterrupted(f"{err}; or continue the whole sweep (its finished runs kept): "
                                       f"{option('sweep(..., resume=True)', '`cifar-resnet sweep PLAN --out ' + str(out_dir) + ' --resume`')}") from None
