@@ -160,7 +160,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     from .evaluation.corruptions import RESULT, evaluate_robustness
 
     result = evaluate_robustness(args.run_dir, images=args.images, seed=args.seed, device=args.device,
-                                 data_root=args.data_root)
+                                 data_root=args.data_root, overwrite=args.overwrite)
     print(f"wrote {Path(args.run_dir) / RESULT}: clean {result['clean_acc']:.4f}, mean under corruption "
           f"{result['mean_corruption_acc']:.4f} on {result['images']} images in {result['seconds']:.0f} s")
     return 0
@@ -307,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, help="evaluate on the first N test images only (default: all 10,000; "
                                               "a CPU takes minutes per 1,000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the corruptions' random draws (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run's robustness.json (kept otherwise)")
     p.add_argument("--data-root", help="folder holding cifar-10-batches-py (default $CIFAR10_ROOT, else ./data)")
     p.add_argument("--device", help="cuda, cpu (default: cuda if available)")
     p.set_defaults(func=cmd_robustness)

@@ -359,11 +359,12 @@ def config_to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def save_config(cfg: Config, path: str | Path) -> None:
-    """Write the configuration as YAML that `load_config` reads back unchanged (atomically)."""
+def save_config(cfg: Config, path: str | Path, *, new: bool = False) -> None:
+    """Write the configuration as YAML that `load_config` reads back unchanged (atomically; with `new`, never
+    over an existing file, `files.atomic_write_bytes`)."""
     from .run_folder import atomic_write_text  # torch loads with it: reading a configuration needs none
 
-    atomic_write_text(Path(path), config_yaml(cfg))
+    atomic_write_text(Path(path), config_yaml(cfg), new=new)
 
 
 def config_yaml(cfg: Config) -> str:

@@ -122,11 +122,13 @@ def _umask() -> int:
 _UMASK = _umask()  # read once, at import: os.umask can only be read by setting it
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, *, new: bool = False) -> None:
     """Write `data` to `path` whole or not at all. The temporary file beside it is created exclusively under a
     random name (O_EXCL, O_NOFOLLOW: never through a link planted there, never another writer's), flushed to
-    disk, then renamed over `path` (a link at `path` is replaced, not followed). On any error, Ctrl-C and a
-    full disk included, the temporary file is removed; an OS error becomes a one-line `FolderError`."""
+    disk, then renamed over `path` (a link at `path` is replaced, not followed). With `new`, `path` must not
+    exist, also when another writer makes it meanwhile: the file is linked into place (a link to an existing
+    name fails), and the later of two writers gets FileExistsError. On any error, Ctrl-C and a full disk
+    included, the temporary file is removed; an OS error becomes a one-line `FolderError`."""
     path = Path(path)
     try:
         existing = os.lstat(path)
@@ -154,17 +156,39 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        if new:
+            _link_new(tmp, path)
+        else:
+            os.replace(tmp, path)
     except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if new and isinstance(err, FileExistsError):
+            raise FileExistsError(f"{path} exists (written by another process meanwhile): nothing was replaced; "
+                                  "remove it, or choose another name") from None
         if isinstance(err, OSError):
             raise folder_error(err, path) from None
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+def _link_new(tmp: str, path: Path) -> None:
+    """Put the file `tmp` in place as `path`, which must not exist: a hard link, atomic and never over an
+    existing name; on a file system without hard links, a check then a rename (a narrow race, no worse)."""
+    try:
+        os.link(tmp, path)
+    except OSError as err:
+        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def atomic_write_text(path: Path, text: str, *, new: bool = False) -> None:
+    """`atomic_write_bytes` of `text` in UTF-8."""
+    atomic_write_bytes(path, text.encode(), new=new)
 
 
 def _open_own_file(path: Path) -> int:

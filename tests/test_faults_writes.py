@@ -226,3 +226,50 @@ def test_record_outside_a_clone_asks_for_results(run_copy, tmp_path, capsys, mon
     monkeypatch.chdir(tmp_path / "elsewhere")
     line = refused(capsys, ["record", str(run_copy)], tmp_path)
     assert "no clone" in line and "--results" in line
+
+
+# ---- a result is replaced only with --overwrite; of two writers racing, one is refused ----------------------------
+def test_robustness_keeps_an_existing_record_unless_overwrite(run_copy, tmp_path, capsys):
+    (run_copy / "robustness.json").write_text('{"kept": true}\n')
+    line = refused(capsys, ["robustness", str(run_copy), "--images", "2", "--device", "cpu"], tmp_path)
+    assert f"{run_copy / 'robustness.json'} exists" in line and "--overwrite" in line
+    assert cli.main(["robustness", str(run_copy), "--images", "2", "--device", "cpu", "--overwrite"]) == 0
+    assert '"clean_acc"' in (run_copy / "robustness.json").read_text() and no_temporary_files(tmp_path)
+
+
+def test_of_two_writers_of_a_new_file_the_later_is_refused(tmp_path, monkeypatch):
+    """The other writer's file appears between the check and the write: it is kept, this one refused."""
+    from cifar_resnet import files
+
+    target = tmp_path / "p.csv"
+
+    def other_writer_first(*args, **kwargs):
+        target.write_text("theirs\n")
+        return real(*args, **kwargs)
+
+    real = files.tempfile.mkstemp
+    monkeypatch.setattr(files.tempfile, "mkstemp", other_writer_first)
+    with pytest.raises(FileExistsError, match="written by another process meanwhile"):
+        files.atomic_write_text(target, "mine\n", new=True)
+    assert target.read_text() == "theirs\n" and no_temporary_files(tmp_path)
+
+
+def test_two_predicts_of_one_out_at_once_end_one_of_them_in_one_line(run_copy, tmp_path, capsys, monkeypatch):
+    from cifar_resnet.evaluation import predict_images
+
+    images = tmp_path / "images.npy"
+    __import__("numpy").save(images, __import__("numpy").zeros((2, 32, 32, 3), "uint8"))
+    out = tmp_path / "p.csv"
+    real = predict_images.predict_both
+
+    def the_other_one_finishes_meanwhile(*args, **kwargs):
+        monkeypatch.setattr(predict_images, "predict_both", real)
+        assert cli.main(["predict", str(run_copy), str(images), "--out", str(out), "--device", "cpu"]) == 0
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict_images, "predict_both", the_other_one_finishes_meanwhile)
+    capsys.readouterr()
+    assert cli.main(["predict", str(run_copy), str(images), "--out", str(out), "--device", "cpu"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"{out} exists (written by another process meanwhile)" in line
+    assert out.read_text().startswith("ID,Labels") and no_temporary_files(tmp_path)

@@ -36,7 +36,7 @@ def write_configs(plan, folder: str | Path, *, overwrite: bool = False) -> list[
                                      f"{option('overwrite=True', '--overwrite')} to replace them, or choose another folder")
     run_folder.make_folder(folder)
     for path, cfg in planned.values():
-        save_config(cfg, path)
+        save_config(cfg, path, new=not overwrite)
     return [path for path, _ in planned.values()]
 
 
