@@ -273,3 +273,20 @@ def test_two_predicts_of_one_out_at_once_end_one_of_them_in_one_line(run_copy, t
     (line,) = capsys.readouterr().err.splitlines()
     assert f"{out} exists (written by another process meanwhile)" in line
     assert out.read_text().startswith("ID,Labels") and no_temporary_files(tmp_path)
+
+
+# ---- 12: user text in results/README.md -------------------------------------------------------------------------
+def test_names_with_a_bar_or_a_newline_keep_the_runs_table_whole(tmp_path):
+    import json
+
+    from cifar_resnet.reporting import records
+
+    run = tmp_path / "runs" / "a"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"name": "mine | yours\nand more", "params": 10, "epochs": 1,
+                                                  "epochs_completed": 1, "status": "finished", "train_seconds": 1.0,
+                                                  "wall_seconds": 1.0, "device": "cpu|gpu", "test_acc": 0.5,
+                                                  "seed": 0}))
+    text = records.write_runs_readme(records.load_runs(tmp_path / "runs"), tmp_path / "README.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| a |"))
+    assert row.replace("\\|", "").count("|") == 12 and "mine \\| yours and more" in row

@@ -20,7 +20,7 @@ import pandas as pd
 from .. import run_folder
 from ..audience import advise, resume_advice, shown_path
 from ..config import ConfigError, load_config
-from ..formats import Column, duration, mean_std, percent, tex_escape, thousands, to_latex
+from ..formats import Column, duration, markdown_escape, mean_std, percent, tex_escape, thousands, to_latex
 from ..training.history import field_name
 from .record_checks import CIFAR10_TEST, check_record as _check_record, data_name, results_folder
 
@@ -324,9 +324,10 @@ def write_runs_readme(records: Sequence[RunRecord], path: Path) -> Path:
     for row in table.itertuples():
         acc = f"{100 * row.test_acc:.2f}%" if pd.notna(row.test_acc) else "-"
         tta = f"{100 * row.test_acc_tta:.2f}% ({row.tta})" if pd.notna(row.test_acc_tta) else "-"
-        lines.append(f"| {row.run} | {row.model} | {int(row.params):,} | {row.epochs}/{row.epochs_planned} | "
-                     f"{row.status} | {float(row.train_seconds):.1f} s | {float(row.wall_seconds):.1f} s | "
-                     f"{row.device} | {acc} | {tta} | {row.seed} |")
+        md = markdown_escape  # names and devices are the user's text: a `|` or a newline would break the table
+        lines.append(f"| {md(row.run)} | {md(row.model)} | {int(row.params):,} | {row.epochs}/{row.epochs_planned} | "
+                     f"{md(row.status)} | {float(row.train_seconds):.1f} s | {float(row.wall_seconds):.1f} s | "
+                     f"{md(row.device)} | {acc} | {tta} | {row.seed} |")
     if table.empty:
         lines.append("| (none yet: train with `cifar-resnet train`, then `cifar-resnet record RUN_DIR`) |||||||||||")
     lines += ["", "## Over seeds", "",
@@ -335,7 +336,7 @@ def write_runs_readme(records: Sequence[RunRecord], path: Path) -> Path:
               "| model | epochs | seeds | runs | test acc. (%) | with TTA (%) | train time |",
               "| --- | ---: | ---: | --- | ---: | ---: | ---: |"]
     for row in seeds.itertuples():
-        lines.append(f"| {row.model} | {row.epochs} | {row.seeds} | {row.runs} | "
+        lines.append(f"| {markdown_escape(row.model)} | {row.epochs} | {row.seeds} | {markdown_escape(row.runs)} | "
                      f"{mean_std(row.test_acc_mean, row.test_acc_std)} | "
                      f"{mean_std(row.test_acc_tta_mean, row.test_acc_tta_std)} | "
                      f"{mean_std(row.train_seconds_mean, row.train_seconds_std, scale=1, digits=1)} s |")
@@ -359,7 +360,7 @@ def write_runs_readme(records: Sequence[RunRecord], path: Path) -> Path:
                                        else "none"))
         note.append("weights: " + (source.get("weights") if source.get("weights") else
                                    "committed" if (r.path / run_folder.WEIGHTS).is_file() else "not committed"))
-        lines.append(f"- **{r.name}**: " + "; ".join(note) + ".")
+        lines.append(f"- **{markdown_escape(r.name)}**: " + markdown_escape("; ".join(note)) + ".")
     path = Path(path)
     run_folder.atomic_write_text(path, "\n".join(lines) + "\n")
     return path
