@@ -171,20 +171,23 @@ def cmd_figures(args: argparse.Namespace) -> int:
     from .reporting.records import require_clone
 
     require_clone(args.root, "cifar-resnet figures")
-    _check_figures_inputs(Path(args.root))
+    _check_figures_inputs(Path(args.root), args.study)
     for path in rebuild_all(args.root, data_root=args.data_root, study=args.study):
         print(path)
     return 0
 
 
-def _check_figures_inputs(root: Path) -> None:
+def _check_figures_inputs(root: Path, study: str) -> None:
     """Before anything is drawn: every recorded run's metrics.json holds values of the types the engine
-    writes, and the folders written to can be written."""
+    writes, the search's CSVs are the search's, and the folders written to can be written."""
+    from .reporting.analysis import load_importance, load_search
     from .reporting.records import RESULTS_RUNS, recorded_metrics
     from .run_folder import read_metrics, writable_folder
 
     for path in recorded_metrics(root / RESULTS_RUNS):
         read_metrics(path.parent)
+    load_search(root / "results", study)
+    load_importance(root / "results", study)
     for folder in ("figures", "results"):
         writable_folder(root / folder)
 

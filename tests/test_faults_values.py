@@ -70,3 +70,24 @@ def test_a_missing_path_ending_in_configs_is_not_the_preset(tmp_path, capsys):
 
 def test_a_preset_name_and_configs_name_still_mean_the_preset(capsys):
     assert cli.main(["summary", "--config", "smoke"]) == 0 and cli.main(["summary", "--config", "configs/smoke.yaml"]) == 0
+
+
+# ---- 8: the search's CSVs, read by figures ----------------------------------------------------------------------
+@pytest.mark.parametrize("name, content", [
+    ("main_importance.csv", "param,importance\nx,high\n"),      # no numeric column: was StopIteration
+    ("main_importance.csv", "a,b\n1,2\n"),                      # no names
+    ("main_importance.csv", ""),                                # empty
+    ("main_importance.csv", "param,importance\nx,nan\n"),
+    ("main.csv", "number,state\n1,complete\n"),                 # not the trials' columns
+    ("main.csv", b"\xff\xfe\x00garbage".decode("latin-1")),
+])
+def test_figures_refuses_a_search_csv_it_cannot_draw_before_drawing_anything(tmp_path, capsys, name, content):
+    import shutil
+
+    root = tmp_path / "clone"
+    shutil.copytree(CONFIGS, root / "configs")
+    (root / "results" / "runs").mkdir(parents=True)
+    (root / "results" / "search").mkdir()
+    (root / "results" / "search" / name).write_bytes(content.encode("latin-1"))
+    line = refused(capsys, ["figures", "--root", str(root)], tmp_path)
+    assert str(root / "results" / "search" / name) in line
