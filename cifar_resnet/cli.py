@@ -33,7 +33,7 @@ from .audience import use_command_line, use_python
 from .config import ConfigError, load_config, override
 from .data.cifar10 import DataError
 from .models import OverBudgetError, PARAMETER_BUDGET
-from .run_folder import CheckpointError, FolderError, folder_error, holds_run, user_runs_dir
+from .run_folder import CheckpointError, FolderError, folder_error, holds_run, user_runs_dir, writable_folder
 from .training.engine import TrainingDiverged, TrainingInterrupted
 
 for _signal, _handler in _BEFORE_LOADING.items():
@@ -84,6 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not config and not args.resume:  # the main command: best on a GPU, cpu elsewhere
         config, announce = default_preset(resolve_device(args.device))
     out = Path(args.out or user_runs_dir() / (Path(config).stem if config else "run"))
+    writable_folder(out)  # a folder that cannot take the run (a path too long, say) is refused before an epoch
     if args.resume and args.overwrite:
         raise ConfigError("give either --resume (continue the run) or --overwrite (start again), not both")
     if holds_run(out) and not (args.resume or args.overwrite):
@@ -122,7 +123,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .studies.search import export_results, run_search
 
     args.work_dir = args.work_dir or str(user_runs_dir() / "search")
-    from .run_folder import folder_name, writable_folder
+    from .run_folder import folder_name
 
     folder_name(args.study, "--study", args.work_dir)
     writable_folder(Path(args.out))  # the exports come at the end: a folder that cannot take them is refused first
@@ -182,7 +183,7 @@ def _check_figures_inputs(root: Path, study: str) -> None:
     writes, the search's CSVs are the search's, and the folders written to can be written."""
     from .reporting.analysis import load_importance, load_search
     from .reporting.records import RESULTS_RUNS, recorded_metrics
-    from .run_folder import read_metrics, writable_folder
+    from .run_folder import read_metrics
 
     for path in recorded_metrics(root / RESULTS_RUNS):
         read_metrics(path.parent)
@@ -217,8 +218,21 @@ def cmd_set_address(args: argparse.Namespace) -> int:
     return 0
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a mistake on the command line is one line (what is wrong, and where the options are
+    listed), not the usage block and the error after it."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"cifar-resnet: error: {_one_line(message)} (see `{self.prog} --help`)\n")
+
+
+def _one_line(message: object) -> str:
+    """`message` on one line: a newline in a path the user gave is shown as \\n, never as a line break."""
+    return str(message).replace("\r", "\\r").replace("\n", "\\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cifar-resnet", description=__doc__.splitlines()[0])
+    parser = _OneLineParser(prog="cifar-resnet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("summary", help="layer table and exact trainable-parameter count of a configuration")
@@ -347,10 +361,10 @@ def main(argv: list[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, FileNotFoundError) and err.args and err.errno is None else err
         if isinstance(err, OSError) and err.errno is not None:  # the operating system's own: what to do about it
             message = folder_error(err)
-        print(f"cifar-resnet: error: {message}", file=sys.stderr)
+        print(f"cifar-resnet: error: {_one_line(message)}", file=sys.stderr)
         return 2
     except OSError as err:  # a folder or file the user named: missing, a file, read-only, full
-        print(f"cifar-resnet: error: {folder_error(err)}", file=sys.stderr)
+        print(f"cifar-resnet: error: {_one_line(folder_error(err))}", file=sys.stderr)
         return 2
     except TrainingDiverged as err:
         print(f"cifar-resnet: stopped: {err}", file=sys.stderr)

@@ -68,7 +68,7 @@ def folder_error(err: OSError, path: str | Path | None = None) -> FolderError:
     elif code == errno.ELOOP:
         fix = "is a symbolic link: replace it by the file itself (or a copy of it)"
     elif code == errno.ENAMETOOLONG:
-        fix = "a name in this path is too long: choose a shorter one"
+        fix = "the path, or a name in it, is too long for the file system: choose a shorter one"
     elif code == errno.EEXIST:
         fix = "exists already: remove it, or choose another path"
     else:
@@ -93,6 +93,7 @@ def writable_folder(path: str | Path) -> Path:
     written there; else a one-line `FolderError`. A folder that does not exist yet is checked at its nearest
     existing parent, and not created."""
     path = Path(path)
+    check_path_length(path)
     probe = path
     while not probe.exists() and probe != probe.parent:
         if probe.is_symlink():  # a dangling link where the folder would be
@@ -104,6 +105,31 @@ def writable_folder(path: str | Path) -> Path:
         code = errno.EROFS if _read_only_mount(probe) else errno.EACCES
         raise folder_error(OSError(code, os.strerror(code)), probe)
     return path
+
+
+PATH_ROOM = 64  # bytes of the longest name written inside a folder the user names (a temporary file's)
+
+
+def check_path_length(path: str | Path) -> None:
+    """A one-line `FolderError` where the folder `path`, with the names a command writes inside it, would pass
+    the system's limit on a path (PATH_MAX) or a name (NAME_MAX): found before any work, not at its end."""
+    full = os.fsencode(os.path.abspath(path))
+    path_max, name_max = _limit("PC_PATH_MAX", 4096), _limit("PC_NAME_MAX", 255)
+    longest = max(full.split(b"/"), key=len)
+    shown = excerpt(str(path), 70)
+    if len(longest) > name_max:
+        raise FolderError(f"{shown}: a name in it is {len(longest)} bytes long, over the file system's limit of "
+                          f"{name_max}: choose a shorter one")
+    if len(full) + PATH_ROOM > path_max:
+        raise FolderError(f"{shown}: the path is {len(full)} bytes long, and with the names written inside it "
+                          f"passes the system's limit of {path_max} bytes for a path: choose a shorter one")
+
+
+def _limit(name: str, default: int) -> int:
+    try:
+        return os.pathconf("/", name)
+    except (OSError, ValueError, AttributeError):
+        return default
 
 
 def _read_only_mount(path: Path) -> bool:

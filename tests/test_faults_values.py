@@ -91,3 +91,55 @@ def test_figures_refuses_a_search_csv_it_cannot_draw_before_drawing_anything(tmp
     (root / "results" / "search" / name).write_bytes(content.encode("latin-1"))
     line = refused(capsys, ["figures", "--root", str(root)], tmp_path)
     assert str(root / "results" / "search" / name) in line
+
+
+# ---- 10, 14: paths too long or holding a newline, command-line mistakes, a failed download, a LaTeX error ----------
+def test_an_out_too_long_for_the_system_is_refused_before_an_epoch(synthetic_root, tmp_path, capsys):
+    out = tmp_path / "/".join(["d" * 200] * 20)  # each name fits; the whole path passes PATH_MAX (4,096 bytes)
+    line = refused(capsys, train_argv(synthetic_root, out), tmp_path)
+    assert "bytes long" in line and "limit of" in line and "choose a shorter one" in line and len(line) < 400
+
+
+def test_a_name_too_long_is_named_as_such(synthetic_root, tmp_path, capsys):
+    line = refused(capsys, train_argv(synthetic_root, tmp_path / ("n" * 300)), tmp_path)
+    assert "a name in it is 300 bytes long" in line
+
+
+@pytest.mark.parametrize("argv", [["train", "--time-limit", "1h"], ["train", "--epochs", "1.5"], ["train", "--nope"],
+                                  ["trian"], ["sweep"]])
+def test_a_command_line_mistake_is_one_line(tmp_path, capsys, argv):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and err.startswith("cifar-resnet: error: ") and "--help" in err
+
+
+def test_a_data_root_with_a_newline_is_one_line(tmp_path, capsys):
+    line = refused(capsys, train_argv(tmp_path / "two\nlines", tmp_path / "run"), tmp_path)
+    assert "two\\nlines" in line
+
+
+def test_a_failed_download_leaves_none_of_the_folders_it_made(tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets.utils
+
+    from cifar_resnet.data.cifar10 import DataError, load_cifar10
+
+    def offline(*args, download_root, **kwargs):
+        __import__("os").makedirs(download_root, exist_ok=True)
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torchvision.datasets.utils, "download_and_extract_archive", offline)
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(DataError):
+        load_cifar10(tmp_path / "kept" / "a" / "b" / "data")
+    assert [p.name for p in tmp_path.rglob("*")] == ["kept"]
+
+
+def test_a_latex_error_at_the_authors_line_points_at_authors_yaml(tmp_path):
+    from cifar_resnet.reporting.address import authors_hint as _authors_hint
+
+    (tmp_path / "report.tex").write_text("\\documentclass{article}\n\\author{\\ReportAuthors}\n\\begin{document}\n")
+    assert "authors.yaml" in _authors_hint(tmp_path, ["./report.tex:2: Undefined control sequence."])
+    assert _authors_hint(tmp_path, ["./report.tex:3: Undefined control sequence."]) == ""

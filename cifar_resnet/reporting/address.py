@@ -128,6 +128,17 @@ def read_authors(root: str | Path) -> dict[str, str]:
     return found
 
 
+def authors_hint(report_dir: Path, errors: list[str]) -> str:
+    """Where a LaTeX error at report.tex's author or affiliation line comes from: report/authors.yaml."""
+    lines = (report_dir / "report.tex").read_text(errors="replace").splitlines()
+    for match in (re.match(r"\./report\.tex:(\d+):", e) for e in errors):
+        if match and 0 < int(match.group(1)) <= len(lines) and re.search(
+                r"\\(author|affiliations|ReportAuthors|ReportAffiliations)\b", lines[int(match.group(1)) - 1]):
+            return (" at the authors' line, which report/authors.yaml writes (through set-address into "
+                    "report/authors.tex): fix the LaTeX in authors.yaml, then run `cifar-resnet set-address`")
+    return ""
+
+
 def report_placeholders(root: str | Path) -> str | None:
     """One line saying which of the report's author line and repository link are still placeholders and
     where to set them, or None where report/authors.tex names both."""

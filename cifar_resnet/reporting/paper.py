@@ -373,6 +373,8 @@ def build_report(repo_root: Path) -> Path:
     """Regenerate the number macros from `repo_root/results` and build `report/report.pdf` with latexmk."""
     report_dir = Path(repo_root) / "report"
     write_numbers(Path(repo_root) / "results", report_dir / "generated" / "numbers.tex")
+    from .address import authors_hint
+
     latexmk = shutil.which("latexmk")
     if latexmk is None:
         raise RuntimeError(f"latexmk not found: {TEX_INSTALL_HINT} (e.g. with apt-get)")
@@ -384,6 +386,8 @@ def build_report(repo_root: Path) -> Path:
     proc = subprocess.run(cmd, cwd=report_dir, capture_output=True, text=True)
     if proc.returncode != 0:
         errors = [line for line in proc.stdout.splitlines() if line.startswith(("./", "!"))]
-        detail = "\n".join(errors[-5:] or proc.stdout.splitlines()[-15:])
-        raise RuntimeError(f"latexmk failed (exit {proc.returncode}); see {report_dir / 'report.log'}\n{detail}")
+        detail = "; ".join(errors[-3:] or proc.stdout.splitlines()[-3:])
+        raise RuntimeError(f"latexmk failed (exit {proc.returncode}){authors_hint(report_dir, errors)}: {detail} "
+                           f"(see {report_dir / 'report.log'})")
     return report_dir / "report.pdf"
+
