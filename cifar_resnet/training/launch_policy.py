@@ -3,7 +3,7 @@
 On a CPU, `check_duration` times a training step (`step_seconds`) and refuses a run estimated to train longer
 than `SLOW_RUN_SECONDS` with `SlowRunError` (a one-line `ConfigError` giving the estimate and a CPU-sized
 command) unless `allow_slow`, or a time limit up to that bounds it; it announces one over `LONG_RUN_SECONDS`.
-A time limit shorter than one epoch's estimate is refused (`EpochOverTimeLimit`): epochs are never cut short.
+A `--time-limit` shorter than one epoch's estimate is refused (`EpochOverTimeLimit`): epochs are never cut short.
 `default_preset` is what `cifar-resnet train` (and `make train`) trains without `--config`: `best` on a GPU,
 `cpu` elsewhere, announced in one line with its estimate here.
 The command line's `train` (through `launch_policy.train`), its `search` (each trial), its `sweep` (each run) and

@@ -20,7 +20,7 @@ from ..data.cifar10 import load_splits
 from ..evaluation.device import resolve_device
 from ..formats import duration
 from .engine import Trainer
-from .launch_policy import estimate_note, estimate_training, refuse_epoch_over_limit, refuse_slow_run
+from .launch_policy import estimate_note, estimate_training, refuse_slow_run
 
 RERUN = "after a disconnect or a stop, run the notebook again (Runtime > Run all): this cell continues the run"
 
@@ -55,8 +55,6 @@ def train_in_sessions(cfg: Config, out_dir: str | Path, *, session_limit: float 
     options["splits"] = options.get("splits") or load_splits(cfg, options.get("data_root"))
     device = resolve_device(options.get("device"))
     estimate = estimate_training(cfg, options["splits"], device, out_dir=out, resume=resume)
-    if device.type == "cpu":  # a GPU's step is timed before compiling: too slow a guess to refuse on
-        refuse_epoch_over_limit(cfg, estimate, session_limit)
     refuse_slow_run(cfg, estimate, device, time_limit=session_limit, allow_slow=allow_slow, log=log)
     trainer = Trainer(cfg, out, resume=resume, time_limit=session_limit, log=log, **options)
     limit = f"; this session stops before {duration(session_limit, rough=True)}" if session_limit else ""
