@@ -143,3 +143,26 @@ def test_a_latex_error_at_the_authors_line_points_at_authors_yaml(tmp_path):
     (tmp_path / "report.tex").write_text("\\documentclass{article}\n\\author{\\ReportAuthors}\n\\begin{document}\n")
     assert "authors.yaml" in _authors_hint(tmp_path, ["./report.tex:2: Undefined control sequence."])
     assert _authors_hint(tmp_path, ["./report.tex:3: Undefined control sequence."]) == ""
+
+
+# ---- inputs bounded before they are read whole -------------------------------------------------------------------
+def test_an_npz_that_unpacks_past_the_limit_is_refused_before_it_is_read(run_copy, tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    from cifar_resnet.data import user_images
+
+    bomb = tmp_path / "bomb.npz"
+    np.savez_compressed(bomb, data=np.zeros((2000, 32, 32, 3), np.uint8))  # 6 MB of zeros in a few kB
+    monkeypatch.setattr(user_images, "MAX_INPUT_BYTES", 1_000_000)
+    line = refused(capsys, ["predict", str(run_copy), str(bomb), "--out", str(tmp_path / "p.csv"), "--device", "cpu"],
+                   tmp_path)
+    assert str(bomb) in line and "(unpacked), over the 1,000,000" in line
+
+
+def test_a_pipe_as_input_is_refused_not_read(run_copy, tmp_path, capsys):
+    import os
+
+    os.mkfifo(tmp_path / "images.pkl")
+    line = refused(capsys, ["predict", str(run_copy), str(tmp_path / "images.pkl"), "--out", str(tmp_path / "p.csv"),
+                            "--device", "cpu"], tmp_path)
+    assert "not a regular file" in line
