@@ -152,15 +152,16 @@ def test_record_refuses_weights_that_no_longer_fit_the_configuration(run_copy, t
             else "does not fit the configuration" in line)
 
 
-@pytest.mark.parametrize("command", ["record", "evaluate"])
+@pytest.mark.parametrize("command", ["record", "record without weights", "evaluate"])
 def test_a_configuration_changed_after_training_is_found_by_its_fingerprint(run_copy, tmp_path, capsys, command):
     """The same network, another recipe: the weights still load, the record would report the wrong recipe."""
     config = run_copy / run_folder.CONFIG
     text = config.read_text()
     config.write_text(re.sub(r"\n  lr: [^\n]*", "\n  lr: 0.123", text, count=1))
     assert config.read_text() != text
-    argv = (record_argv(run_copy, tmp_path / "results", "--weights") if command == "record"
-            else ["evaluate", str(run_copy), "--device", "cpu"])
+    argv = {"record": record_argv(run_copy, tmp_path / "results", "--weights"),
+            "record without weights": record_argv(run_copy, tmp_path / "results"),
+            "evaluate": ["evaluate", str(run_copy), "--device", "cpu"]}[command]
     line = refused(capsys, argv, tmp_path)
     assert f"{config} changed after" in line
 

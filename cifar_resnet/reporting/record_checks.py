@@ -43,8 +43,9 @@ def _damaged(path: Path, what: str) -> run_folder.CheckpointError:
 def check_record(src: Path, weights: bool) -> None:
     """Refuse a run whose files would not load where the figures read them: its configuration, its predictions
     (complete, one row per label), its metrics (every value a finished run has), its history (whole lines,
-    one per epoch completed) and, with `weights`, its weights (the checks `evaluate` makes, and that they fit
-    the configuration)."""
+    one per epoch completed), the configuration against the fingerprint its weights keep (where it has
+    weights) and, with `weights`, the weights themselves (the checks `evaluate` makes, and that they fit the
+    configuration)."""
     from ..evaluation.evaluate import check_weights, model_from_weights
 
     cfg = load_config(src / run_folder.CONFIG)
@@ -59,10 +60,12 @@ def check_record(src: Path, weights: bool) -> None:
     if missing:
         raise _damaged(src / run_folder.METRICS, f"has no {', '.join(missing)}")
     _check_history(src / run_folder.HISTORY, metrics["epochs_completed"])
-    if weights:
-        if not run_folder.present(src / run_folder.WEIGHTS):
-            raise FileNotFoundError(f"{src} holds no {run_folder.WEIGHTS}: record it without --weights")
+    has_weights = run_folder.present(src / run_folder.WEIGHTS)
+    if weights and not has_weights:
+        raise FileNotFoundError(f"{src} holds no {run_folder.WEIGHTS}: record it without --weights")
+    if has_weights:  # copied or not, they tell whether config.yaml is still the one they were trained with
         check_weights(src)
+    if weights:
         model_from_weights(cfg, src / run_folder.WEIGHTS)  # they fit the configuration: evaluate builds the same
 
 
