@@ -258,14 +258,16 @@ def check_own_files(run_dir: str | Path, names: Sequence[str]) -> None:
             continue
 
 
-def copy_run_folder(src: str | Path, dst: str | Path, names: Sequence[str]) -> list[str]:
+def copy_run_folder(src: str | Path, dst: str | Path, names: Sequence[str],
+                    replaced: dict[str, bytes] | None = None) -> list[str]:
     """Copy the files `names` of the run folder `src` that exist there into the new folder `dst`, which
     appears whole or not at all: the files go to a hidden temporary folder beside it (readers of a runs
     folder pass over names that begin with a dot), each read back and compared with the bytes read from
     `src`, then the folder is renamed to `dst`. Only regular files are copied: a link, a hard-linked file, a
     folder, a pipe or a device under one of the names is refused (`FolderError`). An existing `dst` (made by
     another process meanwhile, too) is refused with FileExistsError; on any error, Ctrl-C included, the
-    temporary folder is removed. Returns the names copied."""
+    temporary folder is removed. A name in `replaced` gets those bytes instead of its copy (a record's
+    metrics.json, say, without the machine's data folder), in the same folder. Returns the names copied."""
     src, dst = Path(src), Path(dst)
     make_folder(dst.parent)
     if os.path.lexists(dst):
@@ -283,6 +285,7 @@ def copy_run_folder(src: str | Path, dst: str | Path, names: Sequence[str]) -> l
                 continue
             with os.fdopen(fd, "rb") as f:
                 data = f.read()
+            data = (replaced or {}).get(name, data)
             atomic_write_bytes(tmp / name, data)
             if hashlib.sha256(read_run_file(tmp / name)).digest() != hashlib.sha256(data).digest():
                 raise FolderError(f"{dst / name}: the copy differs from {src / name} when read back: check the "

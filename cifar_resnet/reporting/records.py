@@ -152,11 +152,9 @@ def record_run(run_dir: str | Path, results_dir: str | Path | None = None, *, na
     names += [run_folder.WEIGHTS] if weights else []
     run_folder.check_own_files(src, names)  # before anything reads them: a link is refused, never followed
     _check_record(src, weights)
-    data = data_name(src, metrics)
-    run_folder.copy_run_folder(src, dst, names)
     # data_root is a folder of this machine (a record is read on others, and is committed): the data's name stays.
-    run_folder.write_metrics({**{k: v for k, v in metrics.items() if k != "data_root"}, "data": data},
-                             dst / run_folder.METRICS)
+    kept = {**{k: v for k, v in metrics.items() if k != "data_root"}, "data": data_name(src, metrics)}
+    run_folder.copy_run_folder(src, dst, names, {run_folder.METRICS: (json.dumps(kept, indent=2) + "\n").encode()})
     return dst
 
 
