@@ -34,7 +34,7 @@ from .audience import use_command_line, use_python
 from .config import ConfigError, ConfigNotice, load_config, override
 from .data.cifar10 import DataError
 from .models import OverBudgetError, PARAMETER_BUDGET
-from .run_folder import CheckpointError, FolderError, folder_error, holds_run, user_runs_dir
+from .run_folder import CheckpointError, FolderError, folder_error, holds_run, user_runs_dir, writable_folder
 from .training.engine import TrainingDiverged, TrainingInterrupted
 
 for _signal, _handler in _BEFORE_LOADING.items():
@@ -103,6 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not config and not args.resume:  # the main command: best on a GPU, cpu elsewhere
         config, announce = default_preset(resolve_device(args.device))
     out = Path(args.out or user_runs_dir() / (Path(config).stem if config else "run"))
+    writable_folder(out)  # a folder that cannot take the run (a path too long, say) is refused before an epoch
     if args.resume and args.overwrite:
         raise ConfigError("give either --resume (continue the run) or --overwrite (start again), not both")
     if holds_run(out) and not (args.resume or args.overwrite):
@@ -141,7 +142,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .studies.search import export_results, run_search
 
     args.work_dir = args.work_dir or str(user_runs_dir() / "search")
-    from .run_folder import folder_name, writable_folder
+    from .run_folder import folder_name
 
     folder_name(args.study, "--study", args.work_dir)
     writable_folder(Path(args.out))  # the exports come at the end: a folder that cannot take them is refused first
@@ -162,7 +163,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     out = Path(args.out or user_runs_dir() / "sweeps" / Path(args.plan).stem)
     sweep(args.plan, out, time_limit=args.time_limit, smoke=args.smoke, calibration=args.calibration,
-          dry_run=args.dry_run, write_configs=args.write_configs, overwrite=args.overwrite, seeds=args.seeds,
+          dry_run=args.dry_run, write_configs=args.write_configs, overwrite=args.overwrite, resume=args.resume,
+          seeds=args.seeds,
           data_root=args.data_root, device=args.device)
     return 0
 
@@ -178,7 +180,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     from .evaluation.corruptions import RESULT, evaluate_robustness
 
     result = evaluate_robustness(args.run_dir, images=args.images, seed=args.seed, device=args.device,
-                                 data_root=args.data_root)
+                                 data_root=args.data_root, overwrite=args.overwrite)
     print(f"wrote {Path(args.run_dir) / RESULT}: clean {result['clean_acc']:.4f}, mean under corruption "
           f"{result['mean_corruption_acc']:.4f} on {result['images']} images in {result['seconds']:.0f} s")
     return 0
@@ -189,20 +191,23 @@ def cmd_figures(args: argparse.Namespace) -> int:
     from .reporting.records import require_clone
 
     require_clone(args.root, "cifar-resnet figures")
-    _check_figures_inputs(Path(args.root))
+    _check_figures_inputs(Path(args.root), args.study)
     for path in rebuild_all(args.root, data_root=args.data_root, study=args.study):
         print(path)
     return 0
 
 
-def _check_figures_inputs(root: Path) -> None:
+def _check_figures_inputs(root: Path, study: str) -> None:
     """Before anything is drawn: every recorded run's metrics.json holds values of the types the engine
-    writes, and the folders written to can be written."""
+    writes, the search's CSVs are the search's, and the folders written to can be written."""
+    from .reporting.analysis import load_importance, load_search
     from .reporting.records import RESULTS_RUNS, recorded_metrics
-    from .run_folder import read_metrics, writable_folder
+    from .run_folder import read_metrics
 
     for path in recorded_metrics(root / RESULTS_RUNS):
         read_metrics(path.parent)
+    load_search(root / "results", study)
+    load_importance(root / "results", study)
     for folder in ("figures", "results"):
         writable_folder(root / folder)
 
@@ -232,8 +237,21 @@ def cmd_set_address(args: argparse.Namespace) -> int:
     return 0
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a mistake on the command line is one line (what is wrong, and where the options are
+    listed), not the usage block and the error after it."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"cifar-resnet: error: {_one_line(message)} (see `{self.prog} --help`)\n")
+
+
+def _one_line(message: object) -> str:
+    """`message` on one line: a newline in a path the user gave is shown as \\n, never as a line break."""
+    return str(message).replace("\r", "\\r").replace("\n", "\\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cifar-resnet", description=__doc__.splitlines()[0])
+    parser = _OneLineParser(prog="cifar-resnet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("summary", help="layer table, the stage holding the most parameters and the exact "
@@ -301,8 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="tiny networks and schedules: a CPU check of the pipeline")
     p.add_argument("--calibration", help="folder of throughput JSON files (scripts/gpu_calibrate.sh) for the estimates")
     p.add_argument("--dry-run", action="store_true", help="print the runs and their expected durations only")
-    p.add_argument("--write-configs", metavar="DIR", help="write each run's configuration to DIR and stop")
+    p.add_argument("--write-configs", metavar="DIR", help="write each run's configuration to DIR and stop (files "
+                   "there are replaced only with --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace the runs of an --out that holds a sweep")
+    p.add_argument("--resume", action="store_true", help="continue the sweep stopped in --out: its finished runs "
+                   "kept, a stopped one continued from its checkpoint, the rest trained")
     p.add_argument("--seeds", type=int, nargs="+", help="run every run of the plan with these seeds instead "
                    "(e.g. a record's second seed: --seeds 1)")
     p.add_argument("--data-root", help="folder holding cifar-10-batches-py (default $CIFAR10_ROOT, else ./data)")
@@ -314,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a finished run folder, e.g. runs/best")
     p.add_argument("--name", help="folder name under results/runs (default: the run folder's name)")
     p.add_argument("--weights", action="store_true", help="also copy model.safetensors (8.6 MB for best.yaml)")
-    p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.add_argument("--results", help="results folder (default: the results/ of the clone you are in)")
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("robustness", help="accuracy of a run's saved weights under generated CIFAR-10-C-style "
@@ -323,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, help="evaluate on the first N test images only (default: all 10,000; "
                                               "a CPU takes minutes per 1,000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the corruptions' random draws (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run's robustness.json (kept otherwise)")
     p.add_argument("--data-root", help="folder holding cifar-10-batches-py (default $CIFAR10_ROOT, else ./data)")
     p.add_argument("--device", help="cuda, cpu (default: cuda if available)")
     p.set_defaults(func=cmd_robustness)
@@ -359,10 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, FileNotFoundError) and err.args and err.errno is None else err
         if isinstance(err, OSError) and err.errno is not None:  # the operating system's own: what to do about it
             message = folder_error(err)
-        print(f"cifar-resnet: error: {message}", file=sys.stderr)
+        print(f"cifar-resnet: error: {_one_line(message)}", file=sys.stderr)
         return 2
     except OSError as err:  # a folder or file the user named: missing, a file, read-only, full
-        print(f"cifar-resnet: error: {folder_error(err)}", file=sys.stderr)
+        print(f"cifar-resnet: error: {_one_line(folder_error(err))}", file=sys.stderr)
         return 2
     except TrainingDiverged as err:
         print(f"cifar-resnet: stopped: {err}", file=sys.stderr)

@@ -68,7 +68,7 @@ def folder_error(err: OSError, path: str | Path | None = None) -> FolderError:
     elif code == errno.ELOOP:
         fix = "is a symbolic link: replace it by the file itself (or a copy of it)"
     elif code == errno.ENAMETOOLONG:
-        fix = "a name in this path is too long: choose a shorter one"
+        fix = "the path, or a name in it, is too long for the file system: choose a shorter one"
     elif code == errno.EEXIST:
         fix = "exists already: remove it, or choose another path"
     else:
@@ -93,6 +93,7 @@ def writable_folder(path: str | Path) -> Path:
     written there; else a one-line `FolderError`. A folder that does not exist yet is checked at its nearest
     existing parent, and not created."""
     path = Path(path)
+    check_path_length(path)
     probe = path
     while not probe.exists() and probe != probe.parent:
         if probe.is_symlink():  # a dangling link where the folder would be
@@ -104,6 +105,31 @@ def writable_folder(path: str | Path) -> Path:
         code = errno.EROFS if _read_only_mount(probe) else errno.EACCES
         raise folder_error(OSError(code, os.strerror(code)), probe)
     return path
+
+
+PATH_ROOM = 64  # bytes of the longest name written inside a folder the user names (a temporary file's)
+
+
+def check_path_length(path: str | Path) -> None:
+    """A one-line `FolderError` where the folder `path`, with the names a command writes inside it, would pass
+    the system's limit on a path (PATH_MAX) or a name (NAME_MAX): found before any work, not at its end."""
+    full = os.fsencode(os.path.abspath(path))
+    path_max, name_max = _limit("PC_PATH_MAX", 4096), _limit("PC_NAME_MAX", 255)
+    longest = max(full.split(b"/"), key=len)
+    shown = excerpt(str(path), 70)
+    if len(longest) > name_max:
+        raise FolderError(f"{shown}: a name in it is {len(longest)} bytes long, over the file system's limit of "
+                          f"{name_max}: choose a shorter one")
+    if len(full) + PATH_ROOM > path_max:
+        raise FolderError(f"{shown}: the path is {len(full)} bytes long, and with the names written inside it "
+                          f"passes the system's limit of {path_max} bytes for a path: choose a shorter one")
+
+
+def _limit(name: str, default: int) -> int:
+    try:
+        return os.pathconf("/", name)
+    except (OSError, ValueError, AttributeError):
+        return default
 
 
 def _read_only_mount(path: Path) -> bool:
@@ -122,11 +148,13 @@ def _umask() -> int:
 _UMASK = _umask()  # read once, at import: os.umask can only be read by setting it
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, *, new: bool = False) -> None:
     """Write `data` to `path` whole or not at all. The temporary file beside it is created exclusively under a
     random name (O_EXCL, O_NOFOLLOW: never through a link planted there, never another writer's), flushed to
-    disk, then renamed over `path` (a link at `path` is replaced, not followed). On any error, Ctrl-C and a
-    full disk included, the temporary file is removed; an OS error becomes a one-line `FolderError`."""
+    disk, then renamed over `path` (a link at `path` is replaced, not followed). With `new`, `path` must not
+    exist, also when another writer makes it meanwhile: the file is linked into place (a link to an existing
+    name fails), and the later of two writers gets FileExistsError. On any error, Ctrl-C and a full disk
+    included, the temporary file is removed; an OS error becomes a one-line `FolderError`."""
     path = Path(path)
     try:
         existing = os.lstat(path)
@@ -154,17 +182,39 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        if new:
+            _link_new(tmp, path)
+        else:
+            os.replace(tmp, path)
     except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if new and isinstance(err, FileExistsError):
+            raise FileExistsError(f"{path} exists (written by another process meanwhile): nothing was replaced; "
+                                  "remove it, or choose another name") from None
         if isinstance(err, OSError):
             raise folder_error(err, path) from None
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+def _link_new(tmp: str, path: Path) -> None:
+    """Put the file `tmp` in place as `path`, which must not exist: a hard link, atomic and never over an
+    existing name; on a file system without hard links, a check then a rename (a narrow race, no worse)."""
+    try:
+        os.link(tmp, path)
+    except OSError as err:
+        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def atomic_write_text(path: Path, text: str, *, new: bool = False) -> None:
+    """`atomic_write_bytes` of `text` in UTF-8."""
+    atomic_write_bytes(path, text.encode(), new=new)
 
 
 def _open_own_file(path: Path) -> int:
@@ -208,14 +258,16 @@ def check_own_files(run_dir: str | Path, names: Sequence[str]) -> None:
             continue
 
 
-def copy_run_folder(src: str | Path, dst: str | Path, names: Sequence[str]) -> list[str]:
+def copy_run_folder(src: str | Path, dst: str | Path, names: Sequence[str],
+                    replaced: dict[str, bytes] | None = None) -> list[str]:
     """Copy the files `names` of the run folder `src` that exist there into the new folder `dst`, which
     appears whole or not at all: the files go to a hidden temporary folder beside it (readers of a runs
     folder pass over names that begin with a dot), each read back and compared with the bytes read from
     `src`, then the folder is renamed to `dst`. Only regular files are copied: a link, a hard-linked file, a
     folder, a pipe or a device under one of the names is refused (`FolderError`). An existing `dst` (made by
     another process meanwhile, too) is refused with FileExistsError; on any error, Ctrl-C included, the
-    temporary folder is removed. Returns the names copied."""
+    temporary folder is removed. A name in `replaced` gets those bytes instead of its copy (a record's
+    metrics.json, say, without the machine's data folder), in the same folder. Returns the names copied."""
     src, dst = Path(src), Path(dst)
     make_folder(dst.parent)
     if os.path.lexists(dst):
@@ -233,6 +285,7 @@ def copy_run_folder(src: str | Path, dst: str | Path, names: Sequence[str]) -> l
                 continue
             with os.fdopen(fd, "rb") as f:
                 data = f.read()
+            data = (replaced or {}).get(name, data)
             atomic_write_bytes(tmp / name, data)
             if hashlib.sha256(read_run_file(tmp / name)).digest() != hashlib.sha256(data).digest():
                 raise FolderError(f"{dst / name}: the copy differs from {src / name} when read back: check the "

@@ -37,6 +37,12 @@ def tex_escape(text: object) -> str:
     return "".join(_TEX_SPECIALS.get(c, c) for c in str(text))
 
 
+def markdown_escape(text: object) -> str:
+    """`text` (as str) safe in a Markdown table cell or list item: on one line, its `|` escaped (the rest of
+    Markdown is left alone: the notes' `code` is meant)."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def percent(fraction: object) -> str:
     """An accuracy in [0, 1] as a percentage with two decimals, without the % sign: 0.9412 -> '94.12'."""
     return f"{100 * float(fraction):.2f}"

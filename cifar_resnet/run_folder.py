@@ -27,12 +27,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from filelock import FileLock, Timeout
 
+from . import fingerprint
 from .audience import RUNS_ENV, advise, option  # noqa: F401 (RUNS_ENV: the run folder's variable)
 from .files import (FolderError, atomic_write_bytes, atomic_write_text, check_own_files, copy_run_folder,  # noqa: F401
                     folder_error, folder_name, make_folder, present, read_run_file, writable_folder)
@@ -53,6 +55,7 @@ class CheckpointError(RuntimeError):
 
 
 RECORD = (CHECKPOINT, WEIGHTS, HISTORY, METRICS, CONFIG, PREDICTIONS)  # the files a run writes
+_STARTED = time.time()  # when this process began (near enough: at import), to tell an old train.log from ours
 
 
 def user_runs_dir() -> Path:
@@ -108,9 +111,12 @@ def refuse_held_runs(out_dir: Path, names: list[str]) -> None:
 
 
 def clear_record(run_dir: Path) -> None:
-    """Delete a run's record files from `run_dir` (before starting again there); other files stay. A folder
-    under one of their names is refused (`FolderError`), not deleted."""
-    paths = [Path(run_dir) / name for name in RECORD]
+    """Delete a run's record files from `run_dir` (before starting again there), with what was made from them:
+    its robustness.json, and a train.log last written over a minute before this process began (one that `tee`
+    opened for this very run is kept); other files stay. A folder under one of those names is refused."""
+    log = Path(run_dir) / "train.log"
+    stale = [log] if log.is_file() and not log.is_symlink() and log.stat().st_mtime < _STARTED - 60 else []
+    paths = [Path(run_dir) / name for name in (*RECORD, "robustness.json")] + stale
     for path in paths:
         if path.is_dir() and not path.is_symlink():
             raise FolderError(f"{path} is a folder, not a run's file: move it away, or choose another --out")
@@ -210,7 +216,9 @@ def save_weights(state_dict: dict[str, torch.Tensor], path: Path, metadata: dict
 
     tensors = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu()).contiguous()
                for k, v in state_dict.items()}
-    metadata = {**(metadata or {}), "tensors_sha256": tensors_sha256(tensors)}
+    config = fingerprint.config_sha256(Path(path).parent / CONFIG)  # the configuration beside them, if any
+    metadata = {**(metadata or {}), **({fingerprint.KEY: config} if config else {}),
+                "tensors_sha256": tensors_sha256(tensors)}
     atomic_write_bytes(path, _canonical_safetensors(save_safetensors(tensors, metadata=metadata)))
 
 

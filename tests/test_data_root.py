@@ -42,7 +42,7 @@ def test_evaluate_without_a_data_flag_finds_the_runs_data(run_elsewhere, no_data
 
 
 def test_robustness_without_a_data_flag_finds_the_runs_data(run_elsewhere, no_data_here, capsys):
-    assert main(["robustness", str(run_elsewhere), "--images", "4", "--device", "cpu"]) == 0
+    assert main(["robustness", str(run_elsewhere), "--images", "4", "--device", "cpu", "--overwrite"]) == 0
     assert json.loads((run_elsewhere / "robustness.json").read_text())["images"] == 4
 
 

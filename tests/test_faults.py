@@ -190,7 +190,7 @@ def test_weights_after_sigkill_and_resume_are_byte_identical(synthetic_root, tmp
     assert run_folder.read_metrics(killed)["weights_sha256"] == run_folder.read_metrics(whole)["weights_sha256"]
     data = (whole / run_folder.WEIGHTS).read_bytes()  # whatever order a process's hash map has: the keys are sorted
     metadata = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]
-    assert list(metadata) == sorted(metadata) == ["name", "tensors_sha256"]
+    assert list(metadata) == sorted(metadata) == ["config_sha256", "name", "tensors_sha256"]
 
 
 # ---- 9: make setup resolves torch and torchvision together, then checks that they work together -------------

@@ -80,7 +80,8 @@ BAD_VALUES = [
     ("train.seed", 2**64, "train.seed: must be below 2^63"),
     ("train.momentum", 0.0, "train.nesterov: Nesterov momentum needs train.momentum above 0"),
     ("model.stem_channels", 0, "model.stem_channels: must be at least 1"),
-    ("model.channels", [10**20, 8], "model.channels: at most"),
+    ("model.channels", [10**20, 8], "model.channels[0]: must be below 2^63"),  # torch's int64 (issue 37)
+    ("model.channels", [10**12, 8], "model.channels: at most"),
     ("model.blocks", [10**7, 1], "model.blocks: at most"),
     ("model.kernels", [10**9 + 1, 3], "model.kernels: at most"),
     ("model.stem_kernel", 10**9 + 1, "model.stem_kernel: at most"),

@@ -86,7 +86,7 @@ def test_a_sweep_does_not_replace_a_finished_run_without_overwrite(finished_run,
     shutil.copytree(finished_run, out / "a-s0")  # a finished run, and no summary.csv
     plan = write_plan(tmp_path, "a", "b")
     line = refused(capsys, ["sweep", str(plan), "--smoke", "--out", str(out), "--device", "cpu"], tmp_path)
-    assert f"{out / 'a-s0'} already holds a run: nothing changed; add --overwrite" in line
+    assert f"{out / 'a-s0'} already holds a run: nothing changed; add --resume to continue them, --overwrite" in line
 
 
 @pytest.mark.parametrize("name", ["../victim", "../../escaped", "/tmp/absolute", "a/b", ".hidden", "-dash", "", "x" * 120,

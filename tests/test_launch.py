@@ -93,3 +93,29 @@ def test_a_search_asks_the_policy_before_each_trial(synthetic_root, tmp_path):
     with pytest.raises(launch_policy.SlowRunError, match="would train for about"):
         run_search(path, "slow", 1, data_root=str(synthetic_root), device="cpu", work_dir=tmp_path, log=lambda s: None)
     assert not (tmp_path / "slow" / "trial_0").exists()
+
+
+def test_a_time_limit_shorter_than_one_epoch_is_refused_before_training(synthetic_root, tmp_path, capsys, monkeypatch):
+    """Issue 37, item 15: `--time-limit 8` with 15-second epochs ran 30 s, the first epoch being never cut short."""
+    from faults import refused, train_argv
+
+    monkeypatch.setattr(launch_policy, "step_seconds", lambda cfg, device: 5.0)  # 3 steps of 5 s an epoch
+    line = refused(capsys, train_argv(synthetic_root, tmp_path / "run", "--time-limit", "8"), tmp_path)
+    assert "--time-limit 8 s is shorter than one epoch of smoke here (about 15 s: 3 steps of ~5.00 s" in line
+    assert "give at least 22 s" in line
+    cfg = smoke(synthetic_root)
+    launch_policy.refuse_epoch_over_limit(cfg, launch_policy.Estimate(2, 12, 5.0), 30.0)  # one epoch fits: trained
+    launch_policy.refuse_epoch_over_limit(cfg, launch_policy.Estimate(2, 12, 5.0), None)
+
+
+def test_a_sweep_skips_a_run_whose_epoch_does_not_fit_the_time_left(tmp_path):
+    from cifar_resnet.studies.sweep import load_plan, run_plan
+    from test_sweep import write_plan
+
+    def train_fn(cfg, run_dir, time_limit):
+        raise launch_policy.EpochOverTimeLimit("--time-limit 3 s is shorter than one epoch of a-s0 here")
+
+    said = []
+    rows = run_plan(load_plan(write_plan(tmp_path, [{"name": "a"}])), tmp_path / "out", train_fn=train_fn,
+                    log=said.append)
+    assert [r["status"] for r in rows] == ["skipped"] and any(m.startswith("skipping a-s0: --time-limit") for m in said)

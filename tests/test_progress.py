@@ -77,9 +77,9 @@ def in_a_terminal(*argv) -> str:
 
 
 def test_robustness_shows_its_bar_on_a_terminal_and_not_with_quiet(run_elsewhere):  # noqa: F811
-    shown = in_a_terminal("robustness", str(run_elsewhere), "--images", "2", "--device", "cpu")
+    shown = in_a_terminal("robustness", str(run_elsewhere), "--images", "2", "--device", "cpu", "--overwrite")
     assert "robustness: 100%" in shown and "92/92" in shown  # 2 images, clean and 45 corrupted views each
-    quiet = in_a_terminal("robustness", str(run_elsewhere), "--images", "2", "--device", "cpu", "--quiet")
+    quiet = in_a_terminal("robustness", str(run_elsewhere), "--images", "2", "--device", "cpu", "--quiet", "--overwrite")
     assert "robustness:" not in quiet and "wrote" in quiet
 
 

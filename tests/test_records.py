@@ -73,6 +73,13 @@ def _record(root, name, config=None, **metrics):
     return run
 
 
+def _finished_record(root, name, **metrics):
+    """A run folder as a finished run leaves it, less its predictions: config, metrics, 5 epochs of history."""
+    run = _record(root, name, load_config(CONFIGS / "smoke.yaml"), eval_split="test", epochs=5, **metrics)
+    run_folder.write_history([{"epoch": e, "test_acc": 0.5} for e in range(1, 6)], run / run_folder.HISTORY)
+    return run
+
+
 def test_best_run_is_best_then_most_accurate_gpu_run_then_the_smoke_run(tmp_path):
     _record(tmp_path, "smoke-cpu", device="cpu", test_acc=0.99)
     runs = records.load_runs(tmp_path / "runs")
@@ -148,15 +155,15 @@ def test_recorded_gpu_runs_keep_their_provenance_and_the_stopped_run_has_no_resu
 
 
 def test_a_finished_run_is_recorded_into_results_runs(tmp_path):
-    run = _record(tmp_path / "mine", "best", load_config(CONFIGS / "smoke.yaml"), device="NVIDIA H100", test_acc=0.9,
-                  status="finished")
+    run = _finished_record(tmp_path / "mine", "best", device="NVIDIA H100", test_acc=0.9, status="finished")
     with pytest.raises(FileNotFoundError, match="no finished run"):
         records.record_run(run, tmp_path / "results")
     write_predictions(run, np.full((2, 10), 0.1, np.float32), [0, 1])
     (run / "model.safetensors").write_bytes(b"weights")
     recorded = records.record_run(run, tmp_path / "results", name="mine-1")
     assert recorded == tmp_path / "results" / "runs" / "mine-1"
-    assert sorted(p.name for p in recorded.iterdir()) == ["config.yaml", "metrics.json", "predictions.safetensors"]
+    assert sorted(p.name for p in recorded.iterdir()) == ["config.yaml", "history.csv", "metrics.json",
+                                                          "predictions.safetensors"]
     with pytest.raises(FileExistsError, match="exists"):
         records.record_run(run, tmp_path / "results", name="mine-1")
     assert records.newest_run(tmp_path / "mine" / "runs").name == "best"
@@ -164,12 +171,13 @@ def test_a_finished_run_is_recorded_into_results_runs(tmp_path):
 
 
 def test_a_record_forgets_the_folder_its_data_was_in_on_the_machine_that_trained_it(tmp_path):
-    run = _record(tmp_path / "mine", "best", load_config(CONFIGS / "smoke.yaml"), device="NVIDIA H100", test_acc=0.9,
-                  status="finished", data_root="/home/someone/data")
+    run = _finished_record(tmp_path / "mine", "best", device="NVIDIA H100", test_acc=0.9, status="finished",
+                           data_root="/home/someone/data")
     write_predictions(run, np.full((2, 10), 0.1, np.float32), [0, 1])
     recorded = records.record_run(run, tmp_path / "results", name="mine-1")
     kept = json.loads((recorded / "metrics.json").read_text())
     assert "data_root" not in kept and kept["test_acc"] == 0.9
+    assert kept["data"].startswith("not CIFAR-10's test set: 2 test images in data")  # what it was measured on
     assert json.loads((run / "metrics.json").read_text())["data_root"] == "/home/someone/data"  # the run keeps it
 
 

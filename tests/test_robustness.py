@@ -88,7 +88,7 @@ def test_robustness_command_writes_the_record(trained, capsys):
 @pytest.mark.parametrize("images", ["0", "101"])
 def test_robustness_refuses_an_image_count_outside_the_test_set(trained, capsys, images):
     before = (trained / RESULT).read_bytes() if (trained / RESULT).exists() else None
-    assert main(["robustness", str(trained), "--images", images, "--device", "cpu"]) == 2
+    assert main(["robustness", str(trained), "--images", images, "--device", "cpu", "--overwrite"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cifar-resnet: error: --images must be between 1 and 100")
     assert ((trained / RESULT).read_bytes() if (trained / RESULT).exists() else None) == before  # untouched

@@ -57,6 +57,40 @@ def test_a_limit_that_fits_two_runs_runs_two_and_skips_the_third(tmp_path):
     assert rows[1]["estimate_s"] == 12.0 and rows[1]["seconds"] == 12.0
 
 
+def test_a_stopped_sweep_continues_with_resume_and_a_later_seed_keeps_the_earlier_rows(tmp_path):
+    """Issue 37, item 2: the finished run is kept, the stopped one continues from its checkpoint, the rest
+    train; then `--seeds 1` with --overwrite adds its rows after the seed-0 ones instead of dropping them."""
+    from cifar_resnet.training.engine import TrainingInterrupted
+
+    path = write_plan(tmp_path, [{"name": "a"}, {"name": "b"}, {"name": "c"}])
+    calls = []
+
+    def train_fn(cfg, run_dir, time_limit, resume=False):
+        calls.append((run_dir.name, resume))
+        run_dir.mkdir(exist_ok=True)
+        run_folder.write_history([{"epoch": 1, "val_acc": 0.5, "seconds": 1.0}], run_dir / run_folder.HISTORY)
+        if run_dir.name == "b-s0" and not resume:
+            (run_dir / run_folder.CONFIG).write_text(run_folder.__name__)  # a run stopped meanwhile: not finished
+            raise TrainingInterrupted("interrupted during epoch 1 of 10: checkpoint kept")
+        run_folder.write_metrics({"status": "finished", "val_acc": 0.6}, run_dir / run_folder.METRICS)
+        return {"status": "finished", "val_acc": 0.6}
+
+    out = tmp_path / "out"
+    with pytest.raises(TrainingInterrupted, match=f"continue the whole sweep .*sweep\\(..., resume=True\\)"):
+        run_plan(load_plan(path), out, train_fn=train_fn, log=lambda m: None)
+    with pytest.raises(ConfigError, match="add resume=True to continue"):
+        sweep(path, out, device="cpu", log=lambda m: None)
+    (out / "b-s0" / run_folder.CONFIG).unlink()
+    from cifar_resnet.config import save_config
+    save_config(load_plan(path).runs[1].cfg, out / "b-s0" / run_folder.CONFIG)
+    calls.clear()
+    rows = run_plan(load_plan(path), out, train_fn=train_fn, log=lambda m: None, resume=True)
+    assert calls == [("b-s0", True), ("c-s0", False)] and [r["run"] for r in rows] == ["a-s0", "b-s0", "c-s0"]
+    run_plan(load_plan(path, seeds=[1]), out, train_fn=train_fn, log=lambda m: None)
+    summary = list(csv.DictReader((out / SUMMARY).open()))
+    assert [r["run"] for r in summary] == ["a-s0", "b-s0", "c-s0", "a-s1", "b-s1", "c-s1"]
+
+
 def test_estimates_learn_from_the_runs_done(tmp_path):
     """The plan says 1 s per epoch, the runs take 2: after the first run the estimates double, so the
     second (which the plan alone would let start) is skipped."""
@@ -139,7 +173,7 @@ def test_tiny_sweep_trains_each_run_into_its_folder(synthetic_root, tmp_path):
         assert metrics["eval_split"] == "val" and row["val_acc"] == metrics["val_acc"] and row["test_acc"] is None
     assert rows[1]["params"] < rows[0]["params"]
     assert (tmp_path / "out" / SUMMARY).read_text().startswith("run,seed,status,params,epochs")
-    with pytest.raises(ConfigError, match="already holds a sweep .*add overwrite=True"):
+    with pytest.raises(ConfigError, match="already holds a sweep .*add resume=True .*overwrite=True"):
         sweep(path, tmp_path / "out", device="cpu", log=messages.append)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..audience import option
+from ..files import atomic_write_bytes
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -96,19 +97,22 @@ DOWNLOAD_TIMEOUT = 30  # seconds without an answer before an (offline) download 
 
 
 def _download(root: Path) -> None:
-    """Fetch and extract the official archive into `root`; on failure, leave no empty folder behind."""
+    """Fetch and extract the official archive into `root`; on failure, leave no folder it made behind (`root`
+    and the parents that did not exist before, where they are still empty)."""
     import socket
 
     from torchvision.datasets.utils import download_and_extract_archive
 
-    created = not root.exists()
+    created = [p for p in (root, *root.parents) if not p.exists()]  # innermost first: removed in that order
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)  # torchvision's urlopen has no timeout of its own
     try:
         download_and_extract_archive(ARCHIVE_URL, download_root=str(root), md5=ARCHIVE_MD5)
     except Exception as err:
-        if created and root.is_dir() and not any(root.iterdir()):
-            root.rmdir()
+        for folder in created:
+            if not (folder.is_dir() and not any(folder.iterdir())):
+                break
+            folder.rmdir()
         reason = str(getattr(err, "reason", "") or err).splitlines()[0][:120] if str(err) else ""
         raise DataError(
             f"CIFAR-10 not found in {root / BATCH_DIR} and the download failed ({type(err).__name__}"
@@ -186,7 +190,7 @@ def write_synthetic_cifar10(root: str | os.PathLike, *, train_per_class: int = 2
         return np.clip(pixels, 0, 255).astype(np.uint8).reshape(len(labels), -1), labels.tolist()
 
     def dump(obj: dict, name: str) -> None:
-        (folder / name).write_bytes(pickle.dumps(obj, protocol=4))
+        atomic_write_bytes(folder / name, pickle.dumps(obj, protocol=4))
 
     for name in TRAIN_FILES:
         data, labels = images_for(max(1, train_per_class // len(TRAIN_FILES)))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from .cifar10 import CLASSES, DataError, _ArraysOnly
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SIZE = 32
+MAX_INPUT_BYTES = 2**31  # a file of images read whole: 700,000 CIFAR images; a larger one is split first
 MAX_PIXELS = 4096 * 4096  # an image file larger than this is refused before it is decoded (Pillow's bombs start at 89M)
 RESIZE_RULE = "cropped to a centred square, then scaled to 32 x 32 with Lanczos filtering"
 _FORMATS = ("give a CIFAR-style pickle (a dict with 'data'), a .npy/.npz of uint8 images, "
@@ -65,7 +67,9 @@ def read_images(path: str | Path) -> Images:
     if path.is_dir():
         return _read_folder(path)
     if not path.is_file():
-        raise InputError(f"{path} not found: {_FORMATS}")
+        what = "is not a regular file (a pipe or a device: it may never end)" if path.exists() else "not found"
+        raise InputError(f"{path} {what}: {_FORMATS}")
+    _check_size(path)
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return _read_image_files([path])
@@ -74,6 +78,21 @@ def read_images(path: str | Path) -> Images:
     if suffix == ".npz":
         return _read_npz(path)
     return _read_pickle(path)  # CIFAR's own batches have no suffix; Kaggle's end in .pkl
+
+
+def _check_size(path: Path) -> None:
+    """`InputError` for a file over `MAX_INPUT_BYTES`, or an .npz whose arrays would unpack to more (a zip
+    bomb): checked from the sizes recorded on disk, before anything is read whole."""
+    sizes = [path.stat().st_size]
+    if path.suffix.lower() == ".npz":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                sizes.append(sum(member.file_size for member in archive.infolist()))
+        except (zipfile.BadZipFile, OSError):
+            pass  # np.load says what is wrong with it
+    if max(sizes) > MAX_INPUT_BYTES:
+        raise InputError(f"{path} holds {max(sizes):,} bytes (unpacked), over the {MAX_INPUT_BYTES:,} that predict reads "
+                         "at once: split the images into several files")
 
 
 def as_images(array, what: str) -> torch.Tensor:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import run_folder
-from ..audience import progress_bar
+from ..audience import option, progress_bar
 from ..config import ConfigError
 from ..data.cifar10 import CIFAR10Split, load_cifar10
 from ..data.gpu_loader import GpuLoader
@@ -186,14 +186,18 @@ def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0) -> to
 
 def evaluate_robustness(run_dir: str | Path, *, images: int | None = None, seed: int = 0,
                         device: str | torch.device | None = None, data_root: str | None = None,
-                        log: Callable[[str], None] | None = print) -> dict:
+                        log: Callable[[str], None] | None = print, overwrite: bool = False) -> dict:
     """Accuracy of a run's saved weights on its first `images` test images (all when None), clean and under
-    every corruption and severity; writes the result to `run_dir/robustness.json` (atomically) and returns it."""
+    every corruption and severity; writes the result to `run_dir/robustness.json` (atomically; one that exists
+    is replaced only with `overwrite`) and returns it."""
     began = time.perf_counter()
     log = log or (lambda message: None)
     run_dir = Path(run_dir)
     if run_dir.is_dir():
         run_folder.writable_folder(run_dir)  # robustness.json goes there: checked before minutes of evaluation
+    if run_folder.present(run_dir / RESULT) and not overwrite:
+        raise FileExistsError(f"{run_dir / RESULT} exists: nothing computed; add {option('overwrite=True', '--overwrite')} "
+                              "to replace it, or keep it")
     device = torch.device(device) if device else default_device()
     environment = run_folder.environment(device)  # the commit as the evaluation starts
     cfg, model = load_run(run_dir, device)
@@ -227,5 +231,5 @@ def evaluate_robustness(run_dir: str | Path, *, images: int | None = None, seed:
               **environment, "seconds": round(time.perf_counter() - began, 1), "generated": True,
               "note": NOTE, "clean_acc": clean, "corruptions": results,
               "mean_corruption_acc": float(np.mean([a for r in results for a in r["accuracy"]]))}
-    run_folder.atomic_write_text(run_dir / RESULT, json.dumps(result, indent=2) + "\n")
+    run_folder.atomic_write_text(run_dir / RESULT, json.dumps(result, indent=2) + "\n", new=not overwrite)
     return result

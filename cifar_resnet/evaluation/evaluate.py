@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import run_folder
+from .. import fingerprint, run_folder
 from ..config import Config, load_config
 from ..data.cifar10 import BATCH_DIR, load_splits
 from ..data.gpu_loader import GpuLoader
@@ -112,8 +112,29 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None) -> t
         raise run_folder.CheckpointError(f"{run_dir} holds no {run_folder.CONFIG}: it is not a run folder written by "
                                          "`cifar-resnet train`, or that file was deleted")
     cfg = load_config(config)
-    run_folder.verify_weights(run_dir)
+    check_weights(run_dir)
     return cfg, model_from_weights(cfg, run_dir / run_folder.WEIGHTS, device or default_device())
+
+
+def check_weights(run_dir: Path) -> None:
+    """`CheckpointError` (one line) for a run without weights (one recorded without them is finished, not
+    waiting to be trained), weights that differ from the SHA-256 metrics.json recorded, or a config.yaml
+    changed since the weights were trained (the fingerprint kept in their metadata)."""
+    weights, config = run_dir / run_folder.WEIGHTS, run_dir / run_folder.CONFIG
+    if not run_folder.present(weights):
+        try:
+            finished = run_folder.read_metrics(run_dir).get("status") == "finished"
+        except (FileNotFoundError, run_folder.CheckpointError):
+            finished = False
+        if finished:
+            raise run_folder.CheckpointError(
+                f"{run_dir} is a finished run recorded without its weights ({run_folder.WEIGHTS}): evaluate the run "
+                "folder it was recorded from, or record it again with --weights")
+    run_folder.verify_weights(run_dir)
+    if fingerprint.config_changed(config, weights):
+        raise run_folder.CheckpointError(f"{config} changed after {weights} was trained (it no longer matches the "
+                                         "fingerprint kept in the weights): put back the configuration it was trained "
+                                         "with, or train it again")
 
 
 def run_data_root(run_dir: str | Path, data_root: str | None = None) -> str | None:

@@ -162,10 +162,10 @@ def predict_file(run: str | Path, source: str | Path, out: str | Path, *, tta: b
     if report_path:
         report = labelled_report(run, source, images.labels, probs, probs_tta, mode)
     out.parent.mkdir(parents=True, exist_ok=True)
-    run_folder.atomic_write_text(out, text)
+    run_folder.atomic_write_text(out, text, new=True)  # a second predict of the same --out meanwhile: refused
     log(f"wrote {out}: {len(images):,} predictions{f' with {mode} TTA' if mode != 'none' else ''}")
     if report:
-        run_folder.atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
+        run_folder.atomic_write_text(report_path, json.dumps(report, indent=2) + "\n", new=True)
         for line in describe_report(report):
             log(line)
         log(f"wrote {report_path}")

@@ -15,6 +15,8 @@ from pathlib import Path
 import yaml
 
 from ..config import ConfigError
+from ..formats import excerpt
+from ..files import FolderError, atomic_write_text, writable_folder
 
 try:
     import tomllib
@@ -93,13 +95,48 @@ def badges(url: str, notebook: str) -> str:
 def authors_tex(root: str | Path, url: str) -> str:
     """report/authors.tex: authors and affiliations from report/authors.yaml, and the address (none while
     it is the placeholder)."""
-    people = yaml.safe_load((Path(root) / "report" / "authors.yaml").read_text()) or {}
+    people = read_authors(root)
     repo = "" if url == PLACEHOLDER else url
     return ("% Written by `cifar-resnet set-address` from report/authors.yaml and pyproject.toml's address: edit those.\n"
-            f"\\newcommand\\ReportAuthors{{{people.get('authors', '')}}}\n"
-            f"\\newcommand\\ReportAffiliations{{{people.get('affiliations', '')}}}\n"
+            f"\\newcommand\\ReportAuthors{{{people['authors']}}}\n"
+            f"\\newcommand\\ReportAffiliations{{{people['affiliations']}}}\n"
             "% The public repository that holds the code, configurations and recorded results; empty: none is named.\n"
             f"\\newcommand\\RepoURL{{{repo}}}\n")
+
+
+def read_authors(root: str | Path) -> dict[str, str]:
+    """report/authors.yaml's `authors` and `affiliations` as the LaTeX the report prints: a string as it is,
+    a list of strings joined (authors by commas, affiliations one a line); anything else is a one-line
+    `ConfigError` naming the file, as is YAML that does not parse."""
+    path = Path(root) / "report" / "authors.yaml"
+    try:
+        people = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid YAML ({str(err).splitlines()[0]}): fix it, then run the command "
+                          "again") from None
+    if not isinstance(people, dict):
+        raise ConfigError(f"{path} must map `authors` and `affiliations` to text, not hold a {type(people).__name__}")
+    found = {}
+    for key, joiner in (("authors", ", "), ("affiliations", " \\\\ ")):
+        value = people.get(key) or ""
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = joiner.join(value)
+        if not isinstance(value, str) or "\n" in value:
+            raise ConfigError(f"{path}: `{key}` must be text on one line or a list of names (LaTeX allowed), not "
+                              f"{type(value).__name__} {excerpt(value)}")
+        found[key] = value
+    return found
+
+
+def authors_hint(report_dir: Path, errors: list[str]) -> str:
+    """Where a LaTeX error at report.tex's author or affiliation line comes from: report/authors.yaml."""
+    lines = (report_dir / "report.tex").read_text(errors="replace").splitlines()
+    for match in (re.match(r"\./report\.tex:(\d+):", e) for e in errors):
+        if match and 0 < int(match.group(1)) <= len(lines) and re.search(
+                r"\\(author|affiliations|ReportAuthors|ReportAffiliations)\b", lines[int(match.group(1)) - 1]):
+            return (" at the authors' line, which report/authors.yaml writes (through set-address into "
+                    "report/authors.tex): fix the LaTeX in authors.yaml, then run `cifar-resnet set-address`")
+    return ""
 
 
 def report_placeholders(root: str | Path) -> str | None:
@@ -129,7 +166,8 @@ def setup_cell(nb) -> object:
 
 def set_address(root: str | Path, url: str | None = None) -> list[Path]:
     """Write `url` (default: the one in pyproject.toml) into every place that shows the address; returns the
-    files written."""
+    files written. Every file is read and its new text made, and every folder checked, before the first is
+    written (each atomically: never through a link planted there), so a mistake changes nothing."""
     import nbformat
 
     root = Path(root)
@@ -139,20 +177,31 @@ def set_address(root: str | Path, url: str | None = None) -> list[Path]:
     old, url = read_address(root), url or read_address(root)
     (old_owner, old_name), (owner, name) = owner_and_name(old), owner_and_name(url)
     pyproject, readme, authors = root / "pyproject.toml", root / "README.md", root / "report" / "authors.tex"
-    pyproject.write_text(_PYPROJECT_LINE.sub(rf'\g<1>"{url}"', pyproject.read_text(), count=1))
-    text = readme.read_text()
+    text = readme.read_text(encoding="utf-8")
     for form in _README_FORMS:
         text = text.replace(form.format(old_owner, old_name), form.format(owner, name))
-    readme.write_text(text)
-    authors.write_text(authors_tex(root, url))
-    written = [pyproject, readme, authors]
+    planned = {pyproject: _PYPROJECT_LINE.sub(rf'\g<1>"{url}"', pyproject.read_text(encoding="utf-8"), count=1),
+               readme: text, authors: authors_tex(root, url)}
     for path in _notebooks(root):
-        nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+        try:
+            nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+            setup_cell(nb)
+        except (ValueError, KeyError, AttributeError, StopIteration, IndexError) as err:  # not JSON, not a notebook
+            raise ConfigError(f"{path} is not one of the project's notebooks ({type(err).__name__}): restore it "
+                              f"(git checkout -- {path.relative_to(root)}), then run set-address again; nothing "
+                              "was written") from None
         nb.cells[0].source = badges(url, path.name)
         cell = setup_cell(nb)
         cell.source = _REPO_URL_LINE.sub(f'REPO_URL = "{url}"', cell.source, count=1)
-        nbformat.write(nb, path)
-        written.append(path)
+        notebook = nbformat.writes(nb)
+        planned[path] = notebook if notebook.endswith("\n") else notebook + "\n"  # as nbformat.write ends it
+    for path in planned:
+        writable_folder(path.parent)
+        if path.is_dir():
+            raise FolderError(f"{path} is a folder where set-address writes a file: move it away, then run it again")
+    for path, new_text in planned.items():
+        atomic_write_text(path, new_text)
+    written = list(planned)
     return written
 
 

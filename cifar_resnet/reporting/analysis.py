@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from .. import run_folder
-from ..config import ModelConfig, load_config
+from ..config import ConfigError, ModelConfig, load_config
 from ..data.cifar10 import CIFAR10Split, CLASSES, MEAN, STD
 from ..models import INPUT_SIZE, parameter_count, parameters_by_part
 
@@ -297,11 +297,21 @@ def load_search(results_dir: Path, study: str = "main") -> pd.DataFrame | None:
     path = Path(results_dir) / "search" / f"{study}.csv"
     if not path.is_file():
         return None
-    trials = pd.read_csv(path).rename(columns={"trainable_params": "params"})
+    trials = _read_search_csv(path).rename(columns={"trainable_params": "params"})
     missing = [c for c in SEARCH_COLUMNS if c not in trials.columns]
     if missing:
-        raise ValueError(f"{path} lacks the column(s) {', '.join(missing)}: was it written by `cifar-resnet search`?")
+        raise ConfigError(f"{path} lacks the column(s) {', '.join(missing)}: was it written by `cifar-resnet search`? "
+                          "Export it again (cifar-resnet search ... with the same --study), or move it away")
     return trials
+
+
+def _read_search_csv(path: Path) -> pd.DataFrame:
+    """A CSV of results/search/, or a one-line `ConfigError` naming it where it is no CSV pandas can read."""
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is no CSV of `cifar-resnet search` ({str(err).splitlines()[0][:80]}): export it "
+                          "again, or move it away") from None
 
 
 def load_importance(results_dir: Path, study: str = "main") -> pd.DataFrame | None:
@@ -309,10 +319,13 @@ def load_importance(results_dir: Path, study: str = "main") -> pd.DataFrame | No
     path = Path(results_dir) / "search" / f"{study}_importance.csv"
     if not path.is_file():
         return None
-    table = pd.read_csv(path)
-    names = next(c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c]))
-    values = next(c for c in table.columns if pd.api.types.is_numeric_dtype(table[c]))
-    return pd.DataFrame({"parameter": table[names], "importance": table[values]})
+    table = _read_search_csv(path)
+    names = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
+    values = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
+    if not names or not values or table[values[0]].isna().any() or not np.isfinite(table[values[0]]).all():
+        raise ConfigError(f"{path} does not hold a column of parameter names and one of their importances (finite "
+                          "numbers), as `cifar-resnet search` exports them: export it again, or move it away")
+    return pd.DataFrame({"parameter": table[names[0]], "importance": table[values[0]]})
 
 
 def pareto_front(trials: pd.DataFrame, x: str = "params", y: str = "val_acc") -> pd.DataFrame:

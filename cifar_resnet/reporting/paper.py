@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import paper_bench, paper_design
+from ..files import atomic_write_text, make_folder
 from ..formats import mean_std, percent, tex_escape, thousands
 from ..models import PARAMETER_BUDGET
 from .paper_macros import Macros, THRESHOLDS
@@ -277,7 +278,7 @@ def results_table(runs: list[RunRecord], stopped: list[StoppedRun]) -> str:
             + "\n".join(rows) + "\n\\bottomrule\n\\end{tabular}\n")
 
 
-def _recipe_and_average(best: RunRecord | None, m: Macros, out_dir: Path) -> None:
+def _recipe_and_average(best: RunRecord | None, m: Macros, tables: dict[str, str]) -> None:
     """The best run's recipe table (its config.yaml's training settings; the text states the network) and how fast its weight average
     forgets the initial weights: the half-life, in epochs, of their share of the average at full decay, and
     the power of its warm-up where it has one."""
@@ -286,7 +287,8 @@ def _recipe_and_average(best: RunRecord | None, m: Macros, out_dir: Path) -> Non
     config = load_config_yaml(best.path) if best is not None else None
     m.flag("HaveRecipe", config is not None)
     paper_design.costs(config, m)
-    (out_dir / RECIPE_FILE).write_text(recipe_latex({g: v for g, v in recipe(config).items() if g != "Model"}, tex_escape) if config else "% No best run.\n")
+    tables[RECIPE_FILE] = (recipe_latex({g: v for g, v in recipe(config).items() if g != "Model"}, tex_escape)
+                           if config else "% No best run.\n")
     train = (config or {}).get("train") or {}
     data = (config or {}).get("data") or {}
     decay, batch = number(train.get("ema_decay")), number(train.get("batch_size"))
@@ -306,13 +308,13 @@ def _recipe_and_average(best: RunRecord | None, m: Macros, out_dir: Path) -> Non
         m.text("BestEMAWarmupPower", f"{power:g}")
 
 
-def _robustness(best: RunRecord | None, m: Macros, out_dir: Path) -> None:
+def _robustness(best: RunRecord | None, m: Macros, tables: dict[str, str]) -> None:
     """The best run's accuracy under generated corruptions, from its robustness.json."""
     from ..evaluation.robustness_record import CIFAR10C_TYPES, corruption_label, load_robustness, mean_accuracy, robustness_latex
 
     record = load_robustness(best.path) if best is not None else None
     m.flag("HaveRobustness", record is not None)
-    (out_dir / ROBUSTNESS_FILE).write_text(robustness_latex(record) if record else "% No robustness.json.\n")
+    tables[ROBUSTNESS_FILE] = robustness_latex(record) if record else "% No robustness.json.\n"
     if record is None:
         return
     m.text("RobustImages", thousands(record["images"]))
@@ -355,12 +357,15 @@ def write_numbers(results_dir: Path, out_path: Path) -> dict[str, str | bool]:
     _per_class(results_dir, best, m)
     table = results_table(runs, stopped)
     m.flag("HaveResultsTable", bool(table))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    _recipe_and_average(best, m, out_path.parent)
-    _robustness(best, m, out_path.parent)
+    tables = {TABLE_FILE: table or "% No GPU result recorded yet.\n"}
+    _recipe_and_average(best, m, tables)
+    _robustness(best, m, tables)
     paper_design.study(results_dir, m)
-    out_path.write_text(m.render())
-    (out_path.parent / TABLE_FILE).write_text(table or "% No GPU result recorded yet.\n")
+    make_folder(out_path.parent)
+    # All made before any is written, each atomically (never through a link): a failure leaves the old set.
+    for name, text in tables.items():
+        atomic_write_text(out_path.parent / name, text)
+    atomic_write_text(out_path, m.render())
     return m.values
 
 
@@ -368,6 +373,8 @@ def build_report(repo_root: Path) -> Path:
     """Regenerate the number macros from `repo_root/results` and build `report/report.pdf` with latexmk."""
     report_dir = Path(repo_root) / "report"
     write_numbers(Path(repo_root) / "results", report_dir / "generated" / "numbers.tex")
+    from .address import authors_hint
+
     latexmk = shutil.which("latexmk")
     if latexmk is None:
         raise RuntimeError(f"latexmk not found: {TEX_INSTALL_HINT} (e.g. with apt-get)")
@@ -379,6 +386,8 @@ def build_report(repo_root: Path) -> Path:
     proc = subprocess.run(cmd, cwd=report_dir, capture_output=True, text=True)
     if proc.returncode != 0:
         errors = [line for line in proc.stdout.splitlines() if line.startswith(("./", "!"))]
-        detail = "\n".join(errors[-5:] or proc.stdout.splitlines()[-15:])
-        raise RuntimeError(f"latexmk failed (exit {proc.returncode}); see {report_dir / 'report.log'}\n{detail}")
+        detail = "; ".join(errors[-3:] or proc.stdout.splitlines()[-3:])
+        raise RuntimeError(f"latexmk failed (exit {proc.returncode}){authors_hint(report_dir, errors)}: {detail} "
+                           f"(see {report_dir / 'report.log'})")
     return report_dir / "report.pdf"
+

@@ -20,8 +20,9 @@ import pandas as pd
 from .. import run_folder
 from ..audience import advise, resume_advice, shown_path
 from ..config import ConfigError, load_config
-from ..formats import Column, duration, mean_std, percent, tex_escape, thousands, to_latex
+from ..formats import Column, duration, markdown_escape, mean_std, percent, tex_escape, thousands, to_latex
 from ..training.history import field_name
+from .record_checks import CIFAR10_TEST, check_record as _check_record, data_name, results_folder
 
 
 # ==== the recorded runs ==============================================================================
@@ -90,12 +91,17 @@ class RunRecord:
         return self.metrics.get("status", "finished") == "finished"
 
     @property
+    def on_cifar10(self) -> bool:
+        """Measured on CIFAR-10's test set, as `record` named its data (records made before it did pass)."""
+        return self.metrics.get("data", CIFAR10_TEST) == CIFAR10_TEST
+
+    @property
     def test_acc(self) -> float | None:
-        return accuracy(self.metrics.get("test_acc"))
+        return accuracy(self.metrics.get("test_acc")) if self.on_cifar10 else None
 
     @property
     def test_acc_tta(self) -> float | None:
-        return accuracy(self.metrics.get("test_acc_tta"))
+        return accuracy(self.metrics.get("test_acc_tta")) if self.on_cifar10 else None
 
     @property
     def label(self) -> str:
@@ -126,29 +132,13 @@ def newest_run(folder: str | Path, *, gpu_only: bool = False) -> RunRecord | Non
     return max(found, key=lambda r: ((r.path / run_folder.METRICS).stat().st_mtime, r.name), default=None)
 
 
-def _check_record(src: Path, weights: bool) -> None:
-    """Refuse a run whose files would not load where the figures read them: its configuration, its predictions
-    (complete, one row per label) and, with `weights`, its weights (the checks `evaluate` makes)."""
-    load_config(src / run_folder.CONFIG)
-    tensors, _ = run_folder.load_predictions(src / run_folder.PREDICTIONS)
-    probs, labels = tensors.get("probs"), tensors.get("labels")
-    if probs is None or labels is None or probs.ndim != 2 or len(probs) != len(labels) or any(
-            t.shape != probs.shape for k, t in tensors.items() if k.startswith("probs")):
-        raise run_folder.CheckpointError(f"{src / run_folder.PREDICTIONS} does not hold one row of probabilities per label; "
-                                         "retrain the run")
-    if weights:
-        if not (src / run_folder.WEIGHTS).is_file():
-            raise FileNotFoundError(f"{src} holds no {run_folder.WEIGHTS}: record it without --weights")
-        run_folder.verify_weights(src)
-        run_folder.load_weights(src / run_folder.WEIGHTS)
-
-
-def record_run(run_dir: str | Path, results_dir: str | Path = "results", *, name: str | None = None,
+def record_run(run_dir: str | Path, results_dir: str | Path | None = None, *, name: str | None = None,
                weights: bool = False) -> Path:
     """Copy a finished run (config, history, metrics, predictions, log; the weights only if asked) into
-    `results_dir/runs/<name>`, where the figures, tables and the report read it; returns the new folder.
-    Every file is checked first, and the folder appears whole or not at all."""
-    src = Path(run_dir)
+    `results_dir/runs/<name>` (default: the results/ of the clone the current folder is in), where the
+    figures, tables and the report read it; returns the new folder. Every file is checked first, and the
+    folder appears whole or not at all."""
+    src, results_dir = Path(run_dir), results_folder(results_dir)
     name = run_folder.folder_name(name or src.resolve().name, "--name" if name else "the run folder's name (give --name)",
                                   Path(results_dir) / "runs")
     metrics = run_folder.read_metrics(src)
@@ -162,9 +152,9 @@ def record_run(run_dir: str | Path, results_dir: str | Path = "results", *, name
     names += [run_folder.WEIGHTS] if weights else []
     run_folder.check_own_files(src, names)  # before anything reads them: a link is refused, never followed
     _check_record(src, weights)
-    run_folder.copy_run_folder(src, dst, names)
-    if "data_root" in metrics:  # a folder of this machine: a record is read on others, and is committed
-        run_folder.write_metrics({k: v for k, v in metrics.items() if k != "data_root"}, dst / run_folder.METRICS)
+    # data_root is a folder of this machine (a record is read on others, and is committed): the data's name stays.
+    kept = {**{k: v for k, v in metrics.items() if k != "data_root"}, "data": data_name(src, metrics)}
+    run_folder.copy_run_folder(src, dst, names, {run_folder.METRICS: (json.dumps(kept, indent=2) + "\n").encode()})
     return dst
 
 
@@ -177,7 +167,7 @@ def runs_table(records: Sequence[RunRecord]) -> pd.DataFrame:
         rows.append({"run": r.name, "model": x.get("name"), "params": x.get("params"), "status": x.get("status"),
                      "epochs": x.get("epochs_completed"), "epochs_planned": x.get("epochs"),
                      "train_seconds": x.get("train_seconds"), "wall_seconds": x.get("wall_seconds"),
-                     "device": x.get("device"), "test_acc": r.test_acc, "test_acc_tta": x.get("test_acc_tta"),
+                     "device": x.get("device"), "test_acc": r.test_acc, "test_acc_tta": r.test_acc_tta,
                      "tta": x.get("tta"), "seed": x.get("seed")})
     table = pd.DataFrame(rows, columns=["run", "model", "params", "status", "epochs", "epochs_planned", "train_seconds",
                                         "wall_seconds", "device", "test_acc", "test_acc_tta", "tta", "seed"])
@@ -332,9 +322,10 @@ def write_runs_readme(records: Sequence[RunRecord], path: Path) -> Path:
     for row in table.itertuples():
         acc = f"{100 * row.test_acc:.2f}%" if pd.notna(row.test_acc) else "-"
         tta = f"{100 * row.test_acc_tta:.2f}% ({row.tta})" if pd.notna(row.test_acc_tta) else "-"
-        lines.append(f"| {row.run} | {row.model} | {int(row.params):,} | {row.epochs}/{row.epochs_planned} | "
-                     f"{row.status} | {float(row.train_seconds):.1f} s | {float(row.wall_seconds):.1f} s | "
-                     f"{row.device} | {acc} | {tta} | {row.seed} |")
+        md = markdown_escape  # names and devices are the user's text: a `|` or a newline would break the table
+        lines.append(f"| {md(row.run)} | {md(row.model)} | {int(row.params):,} | {row.epochs}/{row.epochs_planned} | "
+                     f"{md(row.status)} | {float(row.train_seconds):.1f} s | {float(row.wall_seconds):.1f} s | "
+                     f"{md(row.device)} | {acc} | {tta} | {row.seed} |")
     if table.empty:
         lines.append("| (none yet: train with `cifar-resnet train`, then `cifar-resnet record RUN_DIR`) |||||||||||")
     lines += ["", "## Over seeds", "",
@@ -343,7 +334,7 @@ def write_runs_readme(records: Sequence[RunRecord], path: Path) -> Path:
               "| model | epochs | seeds | runs | test acc. (%) | with TTA (%) | train time |",
               "| --- | ---: | ---: | --- | ---: | ---: | ---: |"]
     for row in seeds.itertuples():
-        lines.append(f"| {row.model} | {row.epochs} | {row.seeds} | {row.runs} | "
+        lines.append(f"| {markdown_escape(row.model)} | {row.epochs} | {row.seeds} | {markdown_escape(row.runs)} | "
                      f"{mean_std(row.test_acc_mean, row.test_acc_std)} | "
                      f"{mean_std(row.test_acc_tta_mean, row.test_acc_tta_std)} | "
                      f"{mean_std(row.train_seconds_mean, row.train_seconds_std, scale=1, digits=1)} s |")
@@ -355,6 +346,8 @@ def write_runs_readme(records: Sequence[RunRecord], path: Path) -> Path:
             seen = f"; its last evaluation (epoch {last[0]}) gave {100 * last[1]:.2f}%" if last else ""
             note.append(f"stopped by its time limit after epoch {x.get('epochs_completed')} of {x.get('epochs')}, "
                         f"before the end of its schedule{seen}: no final result")
+        if not r.on_cifar10:
+            note.append(f"measured on {x.get('data')}: no CIFAR-10 test accuracy")
         source = x.get("provenance", {})
         if source:
             note.append(f"trained with `{source.get('command')}` on {source.get('device')}, torch "
@@ -365,7 +358,7 @@ def write_runs_readme(records: Sequence[RunRecord], path: Path) -> Path:
                                        else "none"))
         note.append("weights: " + (source.get("weights") if source.get("weights") else
                                    "committed" if (r.path / run_folder.WEIGHTS).is_file() else "not committed"))
-        lines.append(f"- **{r.name}**: " + "; ".join(note) + ".")
+        lines.append(f"- **{markdown_escape(r.name)}**: " + markdown_escape("; ".join(note)) + ".")
     path = Path(path)
     run_folder.atomic_write_text(path, "\n".join(lines) + "\n")
     return path

@@ -27,8 +27,6 @@ after every run: run, seed, status, parameters, epochs, seconds, validation and 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import statistics
 import time
@@ -40,19 +38,17 @@ import torch
 
 from .. import run_folder
 from ..audience import option, progress_bar
-from ..config import Config, ConfigError, load_config, override, read_yaml, save_config
+from ..config import Config, ConfigError, load_config, override, read_yaml
 from ..models import OverBudgetError, count_parameters, create_model
-from ..training.history import column
+from .sweep_files import (COLUMNS, SUMMARY, history_rows, read_summary, summary_row,  # noqa: F401 (SUMMARY: its name)
+                          write_configs as write_run_configs, write_summary)
 
-SUMMARY = "summary.csv"
 DEFAULT_HOLDOUT = 5000  # training images held out for tuning when a plan does not say
 SMOKE = {"data.train_subset": 256, "data.test_subset": 100, "train.compile": False, "train.precision": "fp32",
          "train.channels_last": False, "train.eval_every": 1}  # and networks 16 times narrower, 2 epochs at most
 FILL_MARGIN = 0.05  # `fill` plans its epochs 5% slower than estimated: an overrun would cost the whole record
 _PLAN_KEYS = ("base", "time_limit", "seconds_per_epoch", "overhead_s", "compile_s", "overrides", "runs")
 _RUN_KEYS = ("name", "overrides", "seeds", "seconds_per_epoch", "fill")
-_COLUMNS = ("run", "seed", "status", "params", "epochs", "epochs_done", "estimate_s", "seconds", "train_seconds",
-            "val_acc", "val_acc_tta", "test_acc", "test_acc_tta")
 
 
 @dataclass
@@ -177,20 +173,6 @@ def _seconds_per_epoch_from_throughput(result: dict, cfg: Config) -> float | Non
     return train + evaluation / max(cfg.train.eval_every, 1)
 
 
-def _write_configs(plan: Plan, folder: str | Path) -> list[Path]:
-    """Write each run's resolved configuration to `folder`/<run name without seed>.yaml, with downloads off:
-    what scripts/gpu_calibrate.sh hands to benchmarks/throughput.py."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for run in plan.runs:
-        stem = run.name.rsplit("-s", 1)[0]
-        if stem not in paths:  # a measurement copy: it never downloads (benchmarks use random images instead)
-            paths[stem] = folder / f"{stem}.yaml"
-            save_config(override(run.cfg, **{"data.download": False}), paths[stem])
-    return list(paths.values())
-
-
 def describe_plan(plan: Plan, compiles: bool) -> tuple[str, float]:
     """A table of the runs with their estimated durations, and the plan's expected total in seconds."""
     estimator, lines, total = PlanEstimator(plan, compiles), [], 0.0
@@ -213,41 +195,12 @@ def _fill_epochs(estimator: PlanEstimator, run: PlannedRun, seconds_left: float)
     return max(1, min(run.cfg.train.epochs, fitting))
 
 
-def _history(run_dir: Path) -> list[dict]:
-    path = run_dir / run_folder.HISTORY
-    return list(csv.DictReader(io.StringIO(path.read_text()))) if path.is_file() else []
-
-
-def _summary_row(run: PlannedRun, cfg: Config, status: str, estimate: float, seconds: float | None = None,
-                 metrics: dict | None = None, history: list[dict] | None = None) -> dict:
-    metrics, history = metrics or {}, history or []
-    row = {"run": run.name, "seed": run.seed, "status": status, "params": run.params, "epochs": cfg.train.epochs,
-           "epochs_done": len(history), "estimate_s": round(estimate, 1),
-           "seconds": None if seconds is None else round(seconds, 1), "train_seconds": metrics.get("train_seconds")}
-    for split in ("val", "test"):
-        row[f"{split}_acc"], row[f"{split}_acc_tta"] = metrics.get(f"{split}_acc"), metrics.get(f"{split}_acc_tta")
-        evaluated = [r[column("eval_acc", split)] for r in history if r.get(column("eval_acc", split))]
-        if row[f"{split}_acc"] is None and evaluated:  # stopped early: its last evaluation (status says so)
-            row[f"{split}_acc"] = float(evaluated[-1])
-    return row
-
-
-def write_summary(rows: list[dict], out_dir: Path) -> Path:
-    """summary.csv: one row per run, written atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    run_folder.atomic_write_text(out_dir / SUMMARY, buffer.getvalue())
-    return out_dir / SUMMARY
-
-
 def format_summary(rows: list[dict]) -> str:
     """The summary as a fixed-width table for the log: accuracies to 4 digits, '-' where there is none."""
     import pandas as pd
 
     cell = lambda k, v: "-" if v is None else f"{v:.4f}" if "_acc" in k else v
-    return pd.DataFrame([{k: cell(k, row.get(k)) for k in _COLUMNS} for row in rows]).to_string(index=False)
+    return pd.DataFrame([{k: cell(k, row.get(k)) for k in COLUMNS} for row in rows]).to_string(index=False)
 
 
 TrainFn = Callable[[Config, Path, "float | None"], dict]
@@ -255,13 +208,16 @@ TrainFn = Callable[[Config, Path, "float | None"], dict]
 
 def run_plan(plan: Plan, out_dir: str | Path, *, data_root: str | None = None, device: str | None = None,
              log: Callable[[str], None] = print, train_fn: TrainFn | None = None,
-             clock: Callable[[], float] = time.perf_counter) -> list[dict]:
+             clock: Callable[[], float] = time.perf_counter, resume: bool = False) -> list[dict]:
     """Train the plan's runs in order into `out_dir`/<run>/, skipping those that would overrun the plan's
-    time limit; returns the summary rows (also written to `out_dir`/summary.csv after every run).
+    time limit; returns the summary rows (also written to `out_dir`/summary.csv after every run, after the
+    rows an earlier call wrote of runs this plan does not hold). With `resume`, a run already finished there
+    is kept as it is and one that was stopped continues from its checkpoint.
 
     `train_fn(cfg, run_dir, time_limit) -> metrics` defaults to the engine's `train`, with the data loaded
     once per distinct split and shared between runs."""
-    from ..training.engine import TrainingDiverged
+    from ..training.engine import TrainingDiverged, TrainingInterrupted
+    from ..training.launch_policy import EpochOverTimeLimit
     from ..runtime import resolve_device
 
     out_dir = Path(out_dir)
@@ -270,37 +226,56 @@ def run_plan(plan: Plan, out_dir: str | Path, *, data_root: str | None = None, d
     if train_fn is None:
         train_fn = _engine_train(data_root, device, log)
     estimator = PlanEstimator(plan, compiles=device_type == "cuda")
+    earlier = read_summary(out_dir)
+    kept = [r for r in earlier if r["run"] not in {run.name for run in plan.runs}]  # another seed's, say
     start, rows = clock(), []
     bar = progress_bar(total=len(plan.runs), desc="sweep", unit="run")  # by run, with the time left of the limit
     for i, run in enumerate(plan.runs, 1):
         left = None if plan.time_limit is None else plan.time_limit - (clock() - start)
         if left is not None:
             bar.set_postfix_str(f"{max(left, 0):.0f} s of the {plan.time_limit:.0f} s limit left")
-        cfg = run.cfg
-        if run.fill and left is not None:
+        cfg, resumed = run.cfg, resume and run_folder.holds_run(out_dir / run.name)
+        if resumed and _finished(out_dir / run.name):
+            log(f"[{i}/{len(plan.runs)}] {run.name}: finished in an earlier call, kept")
+            rows.append(next((r for r in earlier if r["run"] == run.name), None) or summary_row(
+                run, cfg, "finished", 0.0, None, run_folder.read_metrics(out_dir / run.name),
+                history_rows(out_dir / run.name)))
+            write_summary(rows, out_dir, kept)
+            bar.update()
+            continue
+        if resumed:  # its own configuration: a `fill` run's epochs were those of the time then left
+            cfg = load_config(out_dir / run.name / run_folder.CONFIG)
+        elif run.fill and left is not None:
             cfg = override(cfg, **{"train.epochs": _fill_epochs(estimator, run, left)})
         estimate = estimator.estimate(run, cfg)
         if left is not None and estimate > left:
             log(f"skipping {run.name}: it needs about {estimate:.0f} s and {left:.0f} s of the "
                 f"{plan.time_limit:.0f} s limit are left")
-            rows.append(_summary_row(run, cfg, "skipped", estimate))
-            write_summary(rows, out_dir)
+            rows.append(summary_row(run, cfg, "skipped", estimate))
+            write_summary(rows, out_dir, kept)
             bar.update()
             continue
         log(f"[{i}/{len(plan.runs)}] {run.name}: {cfg.train.epochs} epochs, about {estimate:.0f} s"
             + ("" if left is None else f" of the {left:.0f} s left"))
         began = clock()
         try:
-            metrics = train_fn(cfg, out_dir / run.name, None if left is None else max(left - plan.overhead_s, 1.0))
+            metrics = train_fn(cfg, out_dir / run.name, None if left is None else max(left - plan.overhead_s, 1.0),
+                               **({"resume": True} if resumed else {}))
             status = metrics.get("status", "finished")
         except TrainingDiverged as err:
             metrics, status = {}, "diverged"
             log(f"{run.name} diverged: {err}")
+        except EpochOverTimeLimit as err:  # the time left holds no epoch of it here: skipped, as any that won't fit
+            metrics, status = {}, "skipped"
+            log(f"skipping {run.name}: {err}")
+        except TrainingInterrupted as err:  # the whole sweep continues where it stopped, not only this run
+            raise TrainingInterrupted(f"{err}; or continue the whole sweep (its finished runs kept): "
+                                      f"{option('sweep(..., resume=True)', '`cifar-resnet sweep PLAN --out ' + str(out_dir) + ' --resume`')}") from None
         seconds = clock() - began
-        history = _history(out_dir / run.name)
+        history = history_rows(out_dir / run.name)
         estimator.learn(run, cfg, seconds, [float(r["seconds"]) for r in history])
-        rows.append(_summary_row(run, cfg, status, estimate, seconds, metrics, history))
-        write_summary(rows, out_dir)
+        rows.append(summary_row(run, cfg, status, estimate, seconds, metrics, history))
+        write_summary(rows, out_dir, kept)
         log(f"{run.name}: {status} in {seconds:.0f} s (estimated {estimate:.0f} s)")
         bar.update()
     bar.close()
@@ -315,28 +290,31 @@ def _engine_train(data_root: str | None, device: str | None, log: Callable[[str]
 
     loaded: dict[str, tuple] = {}
 
-    def train_run(cfg: Config, run_dir: Path, time_limit: float | None) -> dict:
+    def train_run(cfg: Config, run_dir: Path, time_limit: float | None, resume: bool = False) -> dict:
         d = cfg.data
         key = json.dumps([d.root, d.holdout, d.train_subset, d.test_subset])
         if key not in loaded:  # runs with the same split share the tensors instead of re-reading the files
             loaded.clear()
             loaded[key] = load_splits(cfg, data_root)
         return train(cfg, run_dir, data_root=data_root, device=device, time_limit=time_limit, log=log,
-                     progress=False, splits=loaded[key])
+                     progress=False, splits=loaded[key], resume=resume)
 
     return train_run
 
 
 def sweep(plan_path: str | Path, out_dir: str | Path, *, time_limit: float | None = None, smoke: bool = False,
           calibration: str | Path | None = None, dry_run: bool = False, write_configs: str | Path | None = None,
-          overwrite: bool = False, seeds: list[int] | None = None, data_root: str | None = None,
-          device: str | None = None, log: Callable[[str], None] = print) -> list[dict]:
+          overwrite: bool = False, resume: bool = False, seeds: list[int] | None = None,
+          data_root: str | None = None, device: str | None = None, log: Callable[[str], None] = print) -> list[dict]:
     """What `cifar-resnet sweep` does: load the plan, print its runs and expected duration, then run it
-    (or only write each run's configuration to `write_configs`, or stop there with `dry_run`)."""
+    (or only write each run's configuration to `write_configs`, or stop there with `dry_run`); `resume`
+    continues a sweep stopped in `out_dir`, `overwrite` trains its runs again."""
     from ..runtime import resolve_device
 
     if time_limit is not None and not time_limit > 0:
         raise ConfigError(f"--time-limit must be above 0 seconds, got {time_limit:g}")
+    if resume and overwrite:
+        raise ConfigError("give either --resume (continue the sweep) or --overwrite (train its runs again), not both")
     plan = load_plan(plan_path, calibration=calibration, seeds=seeds)
     if time_limit is not None:
         plan.time_limit = time_limit
@@ -350,18 +328,33 @@ def sweep(plan_path: str | Path, out_dir: str | Path, *, time_limit: float | Non
         log("smoke run: networks 16 times narrower, at most 2 epochs on small subsets, every run trained (no "
             "time limit); the estimates above, and the runs they would skip, are the GPU's")
     if write_configs:
-        for path in _write_configs(plan, write_configs):
+        for path in write_run_configs(plan, write_configs, overwrite=overwrite):
             log(f"wrote {path}")
         return []
     if dry_run:
         return []
     run_folder.writable_folder(out_dir)
-    if not overwrite and not (Path(out_dir) / SUMMARY).is_file():  # as train: a run is replaced only with --overwrite
-        run_folder.refuse_held_runs(Path(out_dir), [run.name for run in plan.runs])
-    if (Path(out_dir) / SUMMARY).is_file() and not overwrite:
-        raise ConfigError(f"{out_dir} already holds a sweep ({SUMMARY}): add {option('overwrite=True', '--overwrite')} "
-                          f"to run it again (its runs are replaced), or choose another {option('out_dir', '--out')}")
-    return run_plan(plan, out_dir, data_root=data_root, device=device, log=log)
+    read_summary(Path(out_dir))  # a summary.csv that is not a sweep's is refused before anything trains
+    names = [run.name for run in plan.runs]
+    if not (overwrite or resume):  # as train: a run is replaced only with --overwrite
+        if run_folder.present(Path(out_dir) / SUMMARY):
+            raise ConfigError(f"{out_dir} already holds a sweep ({SUMMARY}): add {option('resume=True', '--resume')} "
+                              f"to continue it (its finished runs kept), {option('overwrite=True', '--overwrite')} "
+                              f"to run it again (its runs are replaced), or choose another {option('out_dir', '--out')}")
+        try:
+            run_folder.refuse_held_runs(Path(out_dir), names)
+        except run_folder.FolderError as err:
+            raise run_folder.FolderError(str(err).replace("add --overwrite", "add --resume to continue them, "
+                                                          "--overwrite")) from None
+    return run_plan(plan, out_dir, data_root=data_root, device=device, log=log, resume=resume)
+
+
+def _finished(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a run trained to the end of its schedule (its metrics.json says so)."""
+    try:
+        return run_folder.read_metrics(run_dir).get("status") == "finished"
+    except (FileNotFoundError, run_folder.CheckpointError):
+        return False
 
 
 class PlanEstimator:

@@ -3,6 +3,7 @@
 On a CPU, `check_duration` times a training step (`step_seconds`) and refuses a run estimated to train longer
 than `SLOW_RUN_SECONDS` with `SlowRunError` (a one-line `ConfigError` giving the estimate and a CPU-sized
 command) unless `allow_slow`, or a time limit up to that bounds it; it announces one over `LONG_RUN_SECONDS`.
+A `--time-limit` shorter than one epoch's estimate is refused (`EpochOverTimeLimit`): epochs are never cut short.
 `default_preset` is what `cifar-resnet train` (and `make train`) trains without `--config`: `best` on a GPU,
 `cpu` elsewhere, announced in one line with its estimate here.
 The command line's `train` (through `launch_policy.train`), its `search` (each trial), its `sweep` (each run) and
@@ -163,13 +164,34 @@ def refuse_slow_run(cfg: Config, estimate: Estimate, device: torch.device, *, ti
             f"training ({estimate_note()})")
 
 
+class EpochOverTimeLimit(ConfigError):
+    """A time limit shorter than one epoch of the run here: the engine trains the first epoch whole, so the run
+    would overrun it; the message gives the estimate and a limit that fits."""
+
+
+def refuse_epoch_over_limit(cfg: Config, estimate: Estimate, time_limit: float | None) -> None:
+    """`EpochOverTimeLimit` where the estimate of one epoch is over `time_limit` (decided before training: the
+    engine checks its limit only between epochs, so a first epoch that cannot fit would run anyway)."""
+    if time_limit is None or estimate.epochs == 0:
+        return
+    epoch = estimate.seconds / estimate.epochs
+    if epoch > time_limit:
+        raise EpochOverTimeLimit(
+            f"{option('time_limit', '--time-limit')} {time_limit:g} s is shorter than one epoch of {cfg.name} here "
+            f"(about {epoch:.0f} s: {estimate.steps // estimate.epochs:,} steps of ~{estimate.step_seconds:.2f} s, "
+            f"{estimate_note()}), and an epoch is never cut short: give at least {1.5 * epoch:.0f} s, or a smaller "
+            f"run (`{cpu_sized_run()}`)")
+
+
 def check_duration(cfg: Config, splits: Splits, device: torch.device, *, out_dir: str | Path | None = None,
                    resume: bool = False, time_limit: float | None = None, allow_slow: bool = False,
                    log: Callable[[str], None] | None = print, announce: str | None = None) -> None:
     """The policy before a `Trainer` is built: on a CPU, estimate the run (timed steps) and refuse or announce
-    it (`refuse_slow_run`); elsewhere nothing is timed."""
+    it (`refuse_slow_run`), and refuse a time limit shorter than one epoch (`refuse_epoch_over_limit`);
+    elsewhere nothing is timed."""
     if device.type == "cpu":
         estimate = estimate_training(cfg, splits, device, out_dir=out_dir, resume=resume)
+        refuse_epoch_over_limit(cfg, estimate, time_limit)
         refuse_slow_run(cfg, estimate, device, time_limit=time_limit, allow_slow=allow_slow, log=log,
                         announce=announce)
 
