@@ -91,6 +91,33 @@ def test_with_the_placeholder_address_the_first_cell_stops_in_one_line(runtime):
     assert os.listdir(runtime) == []  # nothing cloned
 
 
+def setup_error(nb, folder: Path) -> str:
+    """Execute `nb` in `folder`, expecting its set-up cell to stop: the one line it shows."""
+    with pytest.raises(CellExecutionError):
+        execute(nb, folder)
+    (error,) = [out for out in setup_cell(nb).outputs if out.output_type == "error"]
+    assert error.ename == "SetupError" and len(error.traceback) == 1
+    return error.traceback[0]
+
+
+def test_an_address_of_another_repository_is_refused_and_leaves_nothing(runtime, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "README.md").write_text("another project\n")
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "other"]):
+        subprocess.run([*git, *args], cwd=other, check=True)
+    line = setup_error(notebook(str(other)), runtime)
+    assert line == f"set-up: {other} is not the cifar_resnet repository: check REPO_URL at the top of this cell"
+    assert os.listdir(runtime) == []  # the wrong clone is removed: the right address then clones afresh
+
+
+def test_a_folder_left_by_a_failed_set_up_is_named(runtime, origin):
+    (runtime / "cifar_resnet").mkdir()
+    line = setup_error(notebook(str(origin)), runtime)
+    assert line.startswith("set-up: cifar_resnet/ exists here and is not a clone of the project") and "delete it" in line
+
+
 # Injected before the training cell: the runtime dies right after the first epoch is saved (checkpoint, history).
 DISCONNECT = """from cifar_resnet import run_folder as _runs
 _write_history = _runs.write_history
