@@ -19,7 +19,7 @@ from torch import nn
 
 from .. import run_folder
 from ..audience import resume_advice, shown_path, shows_progress
-from ..config import Config, ConfigError, config_to_dict, save_config
+from ..config import Config, config_to_dict, save_config
 from ..data.cifar10 import CIFAR10Split, load_splits, resolve_root
 from ..data.gpu_loader import GpuLoader
 from ..data.mixing import make_batch_mix
@@ -30,7 +30,7 @@ from .ema import make_ema
 from .history import EpochStats, column
 from .live_view import hyperparameters, open_event_log
 from .optimizer import Lookahead, make_optimizer, make_scheduler, schedule
-from .time_budget import StepTimer, fitted_epochs
+from .time_budget import StepTimer, check_time_limit, fitted_epochs
 from .sam import frozen_norm_stats, make_sam
 from .resume import (RunFinished, interrupted_after_training, refuse_checkpoint_of_another_run,
                      refuse_resume_without_checkpoint)
@@ -64,8 +64,7 @@ class Trainer:
         self.started = time.perf_counter()
         self.out = Path(out_dir)
         self.device = resolve_device(device)
-        if time_limit is not None and not time_limit > 0:
-            raise ConfigError(f"--time-limit must be above 0 seconds, got {time_limit:g}")
+        check_time_limit(time_limit)
         self.time_limit, self.log = time_limit, log or (lambda message: None)
         self.progress = progress if progress is not None else shows_progress()
         created = not self.out.exists()

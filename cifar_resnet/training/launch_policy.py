@@ -31,7 +31,7 @@ from ..data.gpu_loader import train_steps
 from ..runtime import autocast, resolve_device, resolve_precision
 from ..formats import duration
 from ..models import create_model
-from .time_budget import fitted_epochs
+from .time_budget import check_time_limit, fitted_epochs
 
 SLOW_RUN_SECONDS = 3600.0  # on a CPU, a run estimated to train longer than this is refused unless allowed
 LONG_RUN_SECONDS = 600.0  # ... and one longer than this is announced with its estimate before it starts
@@ -172,6 +172,7 @@ class EpochOverTimeLimit(ConfigError):
 def refuse_epoch_over_limit(cfg: Config, estimate: Estimate, time_limit: float | None) -> None:
     """`EpochOverTimeLimit` where the estimate of one epoch is over `time_limit` (decided before training: the
     engine checks its limit only between epochs, so a first epoch that cannot fit would run anyway)."""
+    check_time_limit(time_limit)
     if time_limit is None or estimate.epochs == 0:
         return
     epoch = estimate.seconds / estimate.epochs

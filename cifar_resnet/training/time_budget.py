@@ -14,7 +14,15 @@ import time
 
 import torch
 
+from ..config import ConfigError
+
 WARMUP_STEPS, TIMED_STEPS = 2, 6  # untimed steps first (kernels built for the shapes), then timed ones
+
+
+def check_time_limit(time_limit: float | None) -> None:
+    """`ConfigError` for a time limit that is no positive number of seconds (None: no limit)."""
+    if time_limit is not None and not time_limit > 0:
+        raise ConfigError(f"--time-limit must be above 0 seconds, got {time_limit:g}")
 
 
 def fitted_epochs(budget: float, epoch_seconds: float, most: int) -> int:
