@@ -40,7 +40,8 @@ from .training.engine import TrainingDiverged, TrainingInterrupted
 for _signal, _handler in _BEFORE_LOADING.items():
     signal.signal(_signal, _handler)
 
-USER_ERRORS = (ConfigError, OverBudgetError, DataError, CheckpointError, FolderError, FileNotFoundError, FileExistsError)
+USER_ERRORS = (ConfigError, OverBudgetError, DataError, CheckpointError, FolderError, FileNotFoundError,
+               FileExistsError)
 
 
 class _one_line_notices:
@@ -102,9 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not config and not args.resume:  # the main command: best on a GPU, cpu elsewhere
         config, announce = default_preset(resolve_device(args.device))
     out = Path(args.out or user_runs_dir() / (Path(config).stem if config else "run"))
-    if out.exists() and not out.is_dir():  # then a folder that cannot take the run is refused before an epoch
-        raise CheckpointError(f"{out} is a file, not a run folder: choose another --out")
-    writable_folder(out)
+    writable_folder(out, what="run folder", other="--out")  # one that cannot take the run: refused before an epoch
     if args.resume and args.overwrite:
         raise ConfigError("give either --resume (continue the run) or --overwrite (start again), not both")
     if holds_run(out) and not (args.resume or args.overwrite):

@@ -88,10 +88,11 @@ def make_folder(path: str | Path) -> Path:
     return path
 
 
-def writable_folder(path: str | Path) -> Path:
+def writable_folder(path: str | Path, *, what: str = "folder", other: str = "path") -> Path:
     """`path` where it is (or can be made) a folder this process may write to, checked before anything is
-    written there; else a one-line `FolderError`. A folder that does not exist yet is checked at its nearest
-    existing parent, and not created."""
+    written there; else a one-line `FolderError` (`what` the folder is, `other` what to choose instead where
+    `path` is a file). A folder that does not exist yet is checked at its nearest existing parent, and not
+    created."""
     path = Path(path)
     check_path_length(path)
     probe = path
@@ -100,7 +101,8 @@ def writable_folder(path: str | Path) -> Path:
             raise FolderError(f"{probe} is a link to a missing place: remove it, or choose another path")
         probe = probe.parent
     if not probe.is_dir():
-        raise FolderError(f"{probe} is a file, not a folder: choose another path")
+        raise FolderError(f"{probe} is a file, not a {what if probe == path else 'folder'}: choose another "
+                          f"{other if probe == path else 'path'}")
     if not os.access(probe, os.W_OK | os.X_OK):
         code = errno.EROFS if _read_only_mount(probe) else errno.EACCES
         raise folder_error(OSError(code, os.strerror(code)), probe)
