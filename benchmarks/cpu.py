@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 
 from cifar_resnet.config import config_to_dict, load_config, override
 from cifar_resnet.run_folder import user_runs_dir
+from cifar_resnet.machine import cpu_model
 from cifar_resnet.training.launch_policy import train
 
 PRESET = "cpu"
@@ -36,15 +36,6 @@ def cpu_seconds() -> float:
     """User and system CPU seconds of this process so far, all threads together."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def cpu_model() -> str:
-    """The CPU's model name, as /proc/cpuinfo gives it (else what `platform` knows)."""
-    info = Path("/proc/cpuinfo")
-    for line in info.read_text().splitlines() if info.exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

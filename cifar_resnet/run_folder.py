@@ -39,15 +39,14 @@ from .audience import RUNS_ENV, advise, option  # noqa: F401 (RUNS_ENV: the run 
 from .files import (FolderError, atomic_write_bytes, atomic_write_text, check_own_files, copy_run_folder,  # noqa: F401
                     folder_error, folder_name, make_folder, present, read_run_file, writable_folder)
 from .formats import excerpt
+from .machine import cpu_model
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.safetensors"
-HISTORY = "history.csv"
-METRICS = "metrics.json"
+HISTORY, METRICS = "history.csv", "metrics.json"
 CONFIG = "config.yaml"
 PREDICTIONS = "predictions.safetensors"
-LOCK = ".lock"
-_MAGIC = b"cifar_resnet-checkpoint-v1\n"
+LOCK, _MAGIC = ".lock", b"cifar_resnet-checkpoint-v1\n"
 
 
 class CheckpointError(RuntimeError):
@@ -395,6 +394,7 @@ def git_commit() -> str:
 
 
 def environment(device: torch.device) -> dict:
-    """Where a result came from: device name, torch version, commit."""
+    """Where a result came from: device name (on a CPU its model and threads too), torch version, commit."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-    return {"device": name, "torch_version": torch.__version__, "git_commit": git_commit()}
+    cpu = {} if device.type == "cuda" else {"cpu": cpu_model(), "threads": torch.get_num_threads()}
+    return {"device": name, **cpu, "torch_version": torch.__version__, "git_commit": git_commit()}
