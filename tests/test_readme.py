@@ -44,3 +44,30 @@ def test_the_results_section_quotes_the_stopped_run_and_the_speed_race():
     assert f"airbench94 {theirs['seconds_mean']:.3f} s at {theirs['acc_mean'] * 100:.2f}%" in section
     missed = all(side["acc_mean"] * 100 < speed["target"] for side in (ours, theirs))
     assert ("neither reached 94% on average" in " ".join(section.split())) == missed  # a race, not a time to 94%
+
+
+def test_a_preset_named_beside_a_recorded_result_says_how_it_differs_from_the_record():
+    """A recorded result is credited to the record's own config.yaml and commit; where the section names the
+    preset of the same name, every setting in which it differs from the record (seed, epochs, data aside) is
+    named there, so that nobody reruns the preset believing they rerun the result."""
+    import yaml
+
+    from cifar_resnet.config import Config, config_to_dict, load_config
+    from cifar_resnet.reporting.recipe_text import recipe_changes
+
+    section = _results_section()
+    checked = 0
+    for config_path in sorted((ROOT / "results" / "runs").glob("*/config.yaml")):
+        recorded = yaml.safe_load(config_path.read_text())
+        preset = ROOT / "configs" / f"{recorded.get('name')}.yaml"
+        if f"`configs/{preset.name}`" not in section or not preset.is_file():
+            continue
+        if f"`results/runs/{config_path.parent.name}/config.yaml`" in section:
+            commit = json.loads((config_path.parent / "metrics.json").read_text())["git_commit"][:7]
+            assert commit in section, f"the record's commit {commit} is not named"
+        changes = recipe_changes(recorded, config_to_dict(load_config(preset)), config_to_dict(Config()))
+        missing = [key for key in changes if f"`{key}`" not in section]
+        assert not missing, f"configs/{preset.name} differs from results/runs/{config_path.parent.name} in {missing}, unsaid"
+        checked += 1
+    assert checked, "no recorded result is named beside its preset"
+    assert "| `configs/" not in section, "a results row credits a preset instead of the record's config.yaml"

@@ -121,11 +121,12 @@ ONLY_WITH = {"train.pct_start": ("train.schedule", {"onecycle"}),
              "model.pool_stride": ("model.pool_stride", None)}  # 0: the pool's size, said by model.pool
 
 
-def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested configuration as {dotted key: value}."""
     flat = {}
     for key, value in config.items():
         if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}.")
+            flat |= flatten(value, f"{prefix}{key}.")
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -145,7 +146,7 @@ def recipe(config: dict) -> dict[str, list[tuple[str, str]]]:
     """The settings of a configuration (as loaded from its YAML), by group: (label, value in words).
 
     A key this module does not know is shown under its own name in the group of its section."""
-    flat = _flatten(config)
+    flat = flatten(config)
     groups: dict[str, list[tuple[str, str]]] = {g: [] for g in GROUPS}
     for key, value in flat.items():
         if not _shown(key, flat):
@@ -201,3 +202,15 @@ def recipe_latex(groups: dict[str, list[tuple[str, str]]], escape: Callable[[str
             rows.append(f"{group} & {'; '.join(_SIZE.sub(TIMES, escape(p)) for p in phrases)} \\\\")
     return ("\\begin{tabular}{@{}l@{\\hspace{4pt}}p{0.78\\columnwidth}@{}}\n\\toprule\n"
             + "\n".join(rows) + "\n\\bottomrule\n\\end{tabular}\n")
+
+
+def recipe_changes(recorded: dict, today: dict, defaults: dict) -> dict[str, tuple[Any, Any]]:
+    """How a preset of today (its resolved configuration, `config_to_dict`) differs from the configuration a
+    recorded run saved, its seed, epochs and data aside: {dotted key: (recorded, today)}. A key the record
+    predates counts only where today's value is not the option's default (`defaults`, the resolved default
+    configuration): the default is what every later option keeps of the old behaviour. A key one side lacks is
+    given as None (a retired key, or one the record predates)."""
+    old, new, default = flatten(recorded), flatten(today), flatten(defaults)
+    aside = NOT_RECIPE | {"train.seed", "train.epochs", "data.holdout", "data.train_subset", "data.test_subset"}
+    return {k: (old.get(k), new.get(k)) for k in sorted((set(old) | set(new)) - aside) if old.get(k) != new.get(k)
+            and not (k not in old and new.get(k) == default.get(k))}
