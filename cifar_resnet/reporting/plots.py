@@ -265,24 +265,25 @@ def _pooled_side(pool: int, side: int) -> int:
 @styled
 def params_vs_kernels(sweep: pd.DataFrame, base: ModelConfig | None = None) -> Figure:
     """Parameters of `base` (default: the trained network) as the conv kernel F, the projection kernel K
-    or the pooled side s_P changes in every stage, the others as in `base`; its own values in orange. Bars
-    above the axis (kernels far over the budget) are cut at its top, their count written inside."""
+    or the pooled side s_P changes in every stage, the others as in `base`; its own values in orange. Each
+    count is written upright inside its bar (above a short one); bars above the axis (kernels far over the
+    budget) are cut at its top. The budget line runs behind the bars."""
     base = base or analysis.trained_network()
     side = INPUT_SIZE // math.prod(base.strides)
     chosen = {"F": base.kernels[0], "K": base.skip_kernels[0], "P": base.pool}
-    titles = {"F": "conv kernel F", "K": "projection K", "P": "pooled to s_P"}
+    titles = {"F": "conv kernel $F$", "K": "projection $K$", "P": "pooled map side"}  # no subscript: under 7 pt
     fig, axes = plt.subplots(1, 3, figsize=(COLUMN, 1.6), sharey=True, width_ratios=(4, 3, 4))
     top = 3 * PARAMETER_BUDGET / 1e6
     for ax, (variable, title) in zip(axes, titles.items()):
         part = sweep[sweep["variable"] == variable]
         labels = [str(_pooled_side(v, side) if variable == "P" else v) for v in part["value"]]
         colours = [PALETTE[1] if v == chosen[variable] else PALETTE[0] for v in part["value"]]
-        bars = ax.bar(labels, part["params"] / 1e6, color=colours, width=0.7)
+        bars = ax.bar(labels, part["params"] / 1e6, color=colours, width=0.7, zorder=3)  # over the budget line
         for bar, params in zip(bars, part["params"] / 1e6):
-            cut = params > top
+            inside = params > top / 8  # upright inside the bar from its top (cut at the axis top), else above it
             ax.annotate(f"{params:.1f}", (bar.get_x() + bar.get_width() / 2, min(params, top)), ha="center",
-                        va="top" if cut else "bottom", xytext=(0, -2 if cut else 1.5), textcoords="offset points",
-                        fontsize=MIN_FONT, color="white" if cut else "black")
+                        va="top" if inside else "bottom", xytext=(0, -2 if inside else 1.5), rotation=90,
+                        textcoords="offset points", fontsize=MIN_FONT, color="white" if inside else "black", zorder=4)
         budget_line(ax)
         ax.set_title(title)
         ax.grid(axis="x", visible=False)
