@@ -287,6 +287,9 @@ def _recipe_and_average(best: RunRecord | None, m: Macros, tables: dict[str, str
     config = load_config_yaml(best.path) if best is not None else None
     m.flag("HaveRecipe", config is not None)
     paper_design.costs(config, m)
+    architecture = paper_design.architecture_tex(config)
+    m.flag("HaveArchTable", architecture is not None)
+    tables[paper_design.ARCHITECTURE_TABLE] = architecture or "% No best run.\n"
     tables[RECIPE_FILE] = (recipe_latex({g: v for g, v in recipe(config).items() if g != "Model"}, tex_escape)
                            if config else "% No best run.\n")
     train = (config or {}).get("train") or {}
@@ -361,6 +364,7 @@ def write_numbers(results_dir: Path, out_path: Path) -> dict[str, str | bool]:
     _recipe_and_average(best, m, tables)
     _robustness(best, m, tables)
     paper_design.study(results_dir, m)
+    paper_design.cpu_study(results_dir, m)
     make_folder(out_path.parent)
     # All made before any is written, each atomically (never through a link): a failure leaves the old set.
     for name, text in tables.items():

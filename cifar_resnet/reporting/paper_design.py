@@ -16,8 +16,9 @@ import warnings
 from pathlib import Path
 
 from ..config import ModelConfig
-from ..formats import percent, tex_escape
+from ..formats import percent, tex_escape, thousands
 from ..models import PARAMETER_BUDGET, final_feature_size, parameter_count
+from . import design_study
 from .paper_macros import DESIGN_VARIABLES, Macros
 from .records import number
 
@@ -99,3 +100,79 @@ def _float(value: object) -> float | None:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+
+
+# run-name prefix of the CPU study -> its macro suffix: \DesignCpu<Suffix> lists that variable's choices
+CPU_VARIABLES = {"depth": "Depth", "width": "Width", "kernel": "Kernel", "skip": "Skip", "pool": "Pool",
+                 "block": "Block", "stem": "Stem", "recipe": "Recipe"}
+
+
+def cpu_study(results_dir: Path, m: Macros) -> None:
+    """The CPU design study's numbers (`\\ifHaveDesignCpu`): the base's accuracy and scale, and per design
+    variable its choices, each `change: mean $\\pm$ std\\% (effect points, resolved or not)`, all read from
+    `design_study.design_table`, the table in results/."""
+    folder = Path(results_dir) / design_study.DESIGN_CPU
+    table = design_study.design_table(folder)
+    m.flag("HaveDesignCpu", not table.empty)
+    if table.empty:
+        return
+    record, runs = design_study.read_record(folder), design_study.load_study(folder)
+    base = table[table["choice"] == design_study.BASE].iloc[0]
+    m.text("DesignCpuBaseAcc", percent(base["acc_mean"]))
+    m.text("DesignCpuBaseStd", f"{100 * base['acc_std']:.2f}")
+    m.text("DesignCpuBaseSeeds", str(base["seeds"]))
+    m.text("DesignCpuOtherSeeds", str(table[table["choice"] != design_study.BASE]["seeds"].min()))
+    m.text("DesignCpuBaseParams", thousands(base["params"]))
+    m.text("DesignCpuBaseChannels", ", ".join(map(str, record.get("channels", []))))
+    m.text("DesignCpuTrainImages", thousands(record.get("train_images", 0)))
+    m.text("DesignCpuDevice", tex_escape(f"{record['cpu']} ({record.get('threads', '?')} threads)")
+           if record.get("cpu") else "a CPU")
+    m.text("DesignCpuEpochs", str(record.get("epochs", "?")))
+    m.text("DesignCpuHoldout", thousands(record.get("holdout", 0)))
+    m.text("DesignCpuRuns", str(len(runs)))
+    m.text("DesignCpuHours", f"{runs['seconds'].sum() / 3600:.1f}")
+    m.text("DesignCpuTorch", tex_escape(record.get("torch_version", "?")))
+    m.text("DesignCpuCommit", tex_escape(str(record.get("git_commit", "?"))[:7]))
+    for prefix, suffix in CPU_VARIABLES.items():
+        rows = table[table["choice"].str.startswith(prefix + "-")]
+        m.text(f"DesignCpu{suffix}", "; ".join(_choice_text(r) for _, r in rows.iterrows()) or "not run")
+    resolved = table[table["resolved"]].sort_values("effect")
+    m.text("DesignCpuResolved", str(len(resolved)))
+    m.text("DesignCpuCompared", str(len(table) - 1))
+    for name, part in (("Gains", resolved[resolved["effect"] > 0].iloc[::-1][:3]), ("Losses", resolved[resolved["effect"] < 0][:3])):
+        m.text(f"DesignCpu{name}", ", ".join(_choice_text(r, verdict=False) for _, r in part.iterrows()) or "none")
+
+
+def _choice_text(row, verdict: bool = True) -> str:
+    """'C = 24/48/96: $+$4.90 points, resolved': a choice, its effect against the base and the verdict."""
+    effect = f"{100 * row['effect']:+.2f}".replace("-", "$-$")
+    said = f"{tex_escape(row['change'])}: {effect}"
+    return f"{said} points, {'resolved' if row['resolved'] else 'not resolved'}" if verdict else f"{said}"
+
+
+
+ARCHITECTURE_TABLE = "architecture_table.tex"  # beside numbers.tex
+
+
+def architecture_tex(config: dict | None) -> str | None:
+    """The best run's network stage by stage, from its recorded configuration: channels, blocks, conv kernel,
+    skip kernel, output size and parameters of the stem, each stage and the classifier, then the total (None
+    where the configuration cannot be built)."""
+    cfg = _model(config)
+    if cfg is None:
+        return None
+    from ..models import INPUT_SIZE, parameters_by_part
+
+    parts, side, rows = parameters_by_part(cfg), INPUT_SIZE, []
+    rows.append(["stem", cfg.stem_channels, "--", cfg.stem_kernel, "--", f"{side}$\\times${side}", parts[0][1]])
+    for i, (c, b, f, k, stride) in enumerate(zip(cfg.channels, cfg.blocks, cfg.kernels, cfg.skip_kernels, cfg.strides)):
+        side //= stride
+        rows.append([f"stage {i + 1}", c, b, f, k, f"{side}$\\times${side}", parts[i + 1][1]])
+    pool = "global" if cfg.pool == 0 else f"$P={cfg.pool}$"
+    rows.append([f"pool ({pool}), linear", cfg.num_classes, "--", "--", "--", str(cfg.num_classes), parts[-1][1]])
+    lines = ["\\begin{tabular}{lrrrrrr}", "\\toprule",
+             "Part & $C_i$ & $B_i$ & $F_i$ & $K_i$ & Output & Params \\\\", "\\midrule"]
+    lines += [" & ".join(map(str, row[:-1])) + f" & {thousands(row[-1])} \\\\" for row in rows]
+    lines += ["\\midrule", f"total & & & & & & {thousands(sum(n for _, n in parts))} \\\\", "\\bottomrule",
+              "\\end{tabular}"]
+    return "\n".join(lines) + "\n"

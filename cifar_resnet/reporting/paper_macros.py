@@ -15,7 +15,7 @@ FLAGS = ("HaveBestRun", "HaveBestTTA", "HaveBestThroughput", "BestSelectedOnTest
          "SpeedOursReached", "SpeedAirbenchReached",
          "HaveThroughputBench", "ThroughputOnRandomImages", "HavePerClass", "PerClassWithTTA", "PerClassDiffers",
          "HaveResultsTable", "HaveRecipe", "HaveBestEMA", "BestEMAWarmup", "SpeedSameParams", "HaveRobustness", "RobustTimed",
-         "HaveDesignCosts", "HaveDesignStudy", *(f"HaveDesign{v}" for v in DESIGN_VARIABLES))
+         "HaveDesignCosts", "HaveDesignStudy", "HaveDesignCpu", "HaveArchTable", *(f"HaveDesign{v}" for v in DESIGN_VARIABLES))
 
 
 class Macros:

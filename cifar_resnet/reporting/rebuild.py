@@ -14,7 +14,7 @@ from typing import Callable
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from . import analysis, plots, recipe_text, records, run_plots
+from . import analysis, design_study, plots, recipe_text, records, run_plots
 from ..audience import option, progress_bar
 from ..data.cifar10 import BATCH_DIR, DataError, load_cifar10
 from ..evaluation import robustness_record
@@ -84,6 +84,10 @@ def _rebuild(root: Path, figures: Path, results: Path, written: _Written, data_r
     written += _save_closed(plots.params_vs_kernels(analysis.kernel_sweep()), figures / "params_vs_kernels")
     written += records.write_table(analysis.presets_table(root / "configs"), results / "presets_table",
                                    records.PRESETS_COLUMNS)
+    design = design_study.design_table(results / design_study.DESIGN_CPU)  # the CPU design study
+    if not design.empty:
+        written += design_study.write_design_table(design, results / "design_cpu_table")
+    written += _save_if_drawn(design_study.design_study_plot(design), figures / "design_cpu")
     trials, importance = analysis.load_search(results, study), analysis.load_importance(results, study)
     if trials is not None:
         written += _save_closed(plots.search_pareto(trials), figures / "search_pareto")
