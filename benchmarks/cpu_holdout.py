@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 import torch
-from cpu import cpu_model, cpu_seconds
+from cpu import cpu_seconds
 
 from cifar_resnet.config import load_config, override
+from cifar_resnet.machine import cpu_model
 from cifar_resnet.run_folder import environment
 from cifar_resnet.training.engine import train
 
