@@ -46,7 +46,7 @@ from cifar_resnet.config import config_to_dict, load_config, override
 from cifar_resnet.data.cifar10 import CIFAR10Split, load_cifar10
 from cifar_resnet.models import count_parameters
 from cifar_resnet.run_folder import atomic_write_text, environment
-from cifar_resnet.runtime import cpu_model, resolve_precision
+from cifar_resnet.runtime import resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET, SEED = "cpu", 0
@@ -173,7 +173,7 @@ def race(args: argparse.Namespace, missing: str | None) -> dict:
     if args.smoke:
         train, test = train.subset(slice(0, SMOKE_IMAGES[0])), test.subset(slice(0, SMOKE_IMAGES[1]))
     record = {"race": f"airbench94 vs the {PRESET} preset, the same training time, on one CPU", "status": "running",
-              "smoke": args.smoke, "cpu": cpu_model(), "threads": torch.get_num_threads(), **environment(CPU),
+              "smoke": args.smoke, **environment(CPU),
               "python": platform.python_version(), "precision": precision, "budget": cfg.train.time_budget,
               "train_images": len(train), "test_images": len(test), "seed": SEED,
               "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "timing": __doc__.split("\n\n")[3],

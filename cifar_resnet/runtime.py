@@ -12,8 +12,6 @@ bf16 on a CPU without native support falls back to fp32 with one warning line.
 
 from __future__ import annotations
 
-import platform
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -31,18 +29,6 @@ def native_bf16(device: torch.device) -> bool:
 def native_cpu_bf16() -> bool:
     """Does this CPU compute bf16 natively through oneDNN (AVX512-BF16 or AMX)?"""
     return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def cpu_model() -> str:
-    """This machine's CPU as the kernel names it ('AMD EPYC', say), else platform's guess: a CPU result's record
-    names it, since CPUs here differ twofold in speed."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def resolve_precision(precision: str, device: torch.device, warn: Callable[[str], None] | None = None) -> str:
