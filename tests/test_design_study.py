@@ -123,3 +123,12 @@ def test_the_figure_draws_every_choice(tmp_path):
     left, right = fig.axes
     assert len(right.get_yticklabels()) == len(table) - 1
     assert {t.get_text() for t in left.texts} >= {"base", "width-1.5x"}
+
+
+def test_the_readme_says_how_long_the_recorded_study_took():
+    runs = design_study.load_study(REPO / "results" / design_study.DESIGN_CPU)
+    if runs.empty:
+        pytest.skip("no design study recorded in results/")
+    readme = (REPO / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `configs/plans/design_cpu.yaml`"))
+    assert f"{runs['seconds'].sum() / 3600:.1f} h" in row and "--device cpu" in row

@@ -17,7 +17,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from ..config import ConfigError, config_to_dict, load_config
 from ..formats import Column, percent, tex_escape, thousands, to_latex
@@ -37,7 +37,7 @@ VARIABLES = {"base": "base", "depth": "depth", "width": "width $C_i$", "kernel":
 SYMBOLS = {"model.channels": "C", "model.blocks": "B", "model.kernels": "F", "model.skip_kernels": "K",
            "model.pool": "P", "model.block": "block", "model.stem": "stem", "train.label_smoothing": "smoothing",
            "train.ema_decay": "EMA", "data.cutout": "cutout"}
-UNSAID = {"train.seed", "model.stem_channels", "model.stem_kernel", "train.ema_warmup_power"}  # follow the others
+UNSAID = {"name", "train.seed", "model.stem_channels", "model.stem_kernel", "train.ema_warmup_power"}  # follow the others
 COLUMNS = {"variable": Column("Variable"), "change": Column("Choice"), "params": Column("Params", "r", thousands),
            "seeds": Column("$n$", "r"), "acc": Column("Acc.\\ (\\%)", "r", str),
            "effect": Column("Effect", "r", lambda v: f"{100 * float(v):+.2f}"),
@@ -132,7 +132,7 @@ def design_study_plot(table: pd.DataFrame) -> Figure | None:
     base with its spread, filled where the effect exceeds the spread. None without a table."""
     if table.empty:
         return None
-    fig, (left, right) = plt.subplots(1, 2, figsize=(FULL, 2.2), gridspec_kw={"width_ratios": [1, 1.15]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(FULL, 2.0), gridspec_kw={"width_ratios": [1, 1.15]})
     base = table[table["choice"] == BASE].iloc[0]
     colours = {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(dict.fromkeys(table["variable"]))}
     left.axhspan(100 * (base["acc_mean"] - base["acc_std"]), 100 * (base["acc_mean"] + base["acc_std"]),
@@ -147,9 +147,10 @@ def design_study_plot(table: pd.DataFrame) -> Figure | None:
             left.annotate(row["choice"], (row["params"], 100 * row["acc_mean"]), fontsize=MIN_FONT, xytext=(4, -1),
                           textcoords="offset points", va="top", color=colour)
     left.set_xscale("log")
-    thousands_k = FuncFormatter(lambda v, _: f"{v / 1e3:.0f}k")
-    left.xaxis.set_major_formatter(thousands_k)
-    left.xaxis.set_minor_formatter(thousands_k)
+    low, high = table["params"].min(), table["params"].max()
+    left.set_xticks([t for t in (25e3, 50e3, 100e3, 200e3, 400e3, 800e3, 1.6e6) if low / 1.5 <= t <= high * 1.5])
+    left.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e3:.0f}k"))
+    left.xaxis.set_minor_formatter(NullFormatter())
     left.set(xlabel="trainable parameters", ylabel="held-out accuracy (%)")
     rows = table[table["choice"] != BASE].iloc[::-1]
     for y, (_, row) in enumerate(rows.iterrows()):
