@@ -36,11 +36,11 @@ def test_a_smoke_race_records_both_sides(synthetic_root, tmp_path):
     if AIRBENCH.is_dir():
         assert len(sides) == 2, record["airbench"]
         assert record["airbench"]["version"] == "0.1.8" and record["airbench"]["epochs"] > 0
-        assert record["ratio_acc"] > 0 and record["ratio_seconds"] > 0
+        assert -1 <= record["acc_difference"] <= 1 and record["ratio_seconds"] > 0
     for side in sides:
         assert 0 <= side["acc"] <= 1 and 0 <= side["acc_tta"] <= 1 and side["train_seconds"] > 0, side
     if len(sides) == 1:
-        assert record["airbench"]["skipped"] and record["ratio_acc"] is None
+        assert record["airbench"]["skipped"] and record["acc_difference"] is None
 
 
 def test_a_real_race_without_airbench_says_where_to_get_it(tmp_path):
