@@ -23,7 +23,7 @@ import importlib
 # name -> module (below cifar_resnet) that defines it
 _FACE = {
     "Config": "config", "ConfigError": "config", "DataConfig": "config", "ModelConfig": "config",
-    "TrainConfig": "config", "load_config": "config", "save_config": "config",
+    "TrainConfig": "config", "load_config": "config", "override": "config", "save_config": "config",
     "PARAMETER_BUDGET": "models", "OverBudgetError": "models", "ResNet": "models", "count_parameters": "models",
     "create_model": "models",
     "CLASSES": "data.cifar10", "CIFAR10Split": "data.cifar10", "DataError": "data.cifar10",

@@ -57,10 +57,11 @@ def option(python: str, flag: str) -> str:
 
 
 def resume_advice(out_dir: str | Path) -> str:
-    """How to continue the run in `out_dir` (as `shown_path` writes it: `$CIFAR_RESNET_RUNS/x`, which
-    a shell expands and Python through `os.path.expandvars`) from its checkpoint."""
+    """How to continue the run in `out_dir` (as `shown_path` writes it: `$CIFAR_RESNET_RUNS/x`, which a shell
+    expands, and which a notebook names `RUNS_DIR / "x"`, its set-up cell's folder) from its checkpoint."""
     folder = str(out_dir)
-    python = f'os.path.expandvars("{folder}")' if folder.startswith("$") else f'"{folder}"'
+    prefix = f"${RUNS_ENV}/"
+    python = f'RUNS_DIR / "{folder[len(prefix):]}"' if folder.startswith(prefix) else f'"{folder}"'
     return advise(f"train(cfg, {python}, resume=True)", f"cifar-resnet train --out {folder} --resume")
 
 

@@ -50,9 +50,10 @@ def test_resuming_is_the_call_or_the_flag(reader):
 
 
 def test_resuming_a_folder_under_the_runs_variable_is_advice_that_runs_anywhere(reader):
-    """A folder shown as $CIFAR_RESNET_RUNS/x (issue 31: no machine path in a saved notebook) is expanded."""
+    """A folder shown as $CIFAR_RESNET_RUNS/x (issue 31: no machine path in a saved notebook) is the notebooks'
+    RUNS_DIR / "x" in Python (the set-up cell's folder, which it exports as $CIFAR_RESNET_RUNS)."""
     text = audience.resume_advice("$CIFAR_RESNET_RUNS/smoke")
-    assert text == ('train(cfg, os.path.expandvars("$CIFAR_RESNET_RUNS/smoke"), resume=True)'
+    assert text == ('train(cfg, RUNS_DIR / "smoke", resume=True)'
                     if reader == audience.PYTHON else "cifar-resnet train --out $CIFAR_RESNET_RUNS/smoke --resume")
 
 

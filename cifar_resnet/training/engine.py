@@ -36,6 +36,7 @@ from .resume import (RunFinished, interrupted_after_training, refuse_checkpoint_
                      refuse_resume_without_checkpoint)
 
 ACCURACY_MARKS = (0.93, 0.94, 0.95, 0.96)  # metrics.json records the training time to reach each
+TIME_LIMIT_REACHED = "time limit of"  # how the stop line before an epoch that would overrun begins
 
 
 class TrainingDiverged(RuntimeError):
@@ -262,7 +263,7 @@ class Trainer:
             while self.epoch < self.planned_epochs:
                 last = self.history[-1]["seconds"] if self.history else 0.0
                 if self.time_limit and time.perf_counter() - start + last > self.time_limit:
-                    self.log(f"time limit of {self.time_limit:.0f} s reached after epoch {self.epoch}: "
+                    self.log(f"{TIME_LIMIT_REACHED} {self.time_limit:.3g} s reached after epoch {self.epoch}: "
                              f"checkpoint kept, continue with {resume_advice(shown_path(self.out))}")
                     break
                 stats = self._train_epoch(bar)

@@ -19,7 +19,7 @@ from ..config import Config, load_config
 from ..data.cifar10 import load_splits
 from ..runtime import resolve_device
 from ..formats import duration
-from .engine import Trainer
+from .engine import TIME_LIMIT_REACHED, Trainer
 from .launch_policy import estimate_note, estimate_training, refuse_slow_run
 
 RERUN = "after a disconnect or a stop, run the notebook again (Runtime > Run all): this cell continues the run"
@@ -56,17 +56,20 @@ def train_in_sessions(cfg: Config, out_dir: str | Path, *, session_limit: float 
     device = resolve_device(options.get("device"))
     estimate = estimate_training(cfg, options["splits"], device, out_dir=out, resume=resume)
     refuse_slow_run(cfg, estimate, device, time_limit=session_limit, allow_slow=allow_slow, log=log)
-    trainer = Trainer(cfg, out, resume=resume, time_limit=session_limit, log=log, **options)
+    # The engine's own stop line says how to resume in Python; here the one instruction is to rerun the cell.
+    quiet_stop = lambda line: None if line.startswith(TIME_LIMIT_REACHED) else log(line)  # noqa: E731
+    trainer = Trainer(cfg, out, resume=resume, time_limit=session_limit, log=quiet_stop, **options)
+    before = trainer.epoch
     limit = f"; this session stops before {duration(session_limit, rough=True)}" if session_limit else ""
     log(f"{'continuing' if resume else 'starting'} {cfg.name} in {shown_path(out)}: {estimate.epochs} epochs "
         f"to go, about {duration(estimate.seconds, rough=True)} of training on {run_folder.environment(device)['device']} "
         f"({estimate_note()}){limit}")
     log(RERUN)
     metrics = trainer.run()
-    if metrics["status"] != "finished" and metrics["epochs_completed"]:
-        log(f"stopped before the session limit after epoch {metrics['epochs_completed']} of {cfg.train.epochs}, "
+    if metrics["status"] != "finished" and metrics["epochs_completed"] > before:
+        log(f"stopped before the session limit after epoch {metrics['epochs_completed']} of {trainer.planned_epochs}, "
             f"checkpoint kept: {RERUN}")
-    elif metrics["status"] != "finished":
-        log("stopped before the session limit without training: not one epoch fits in "
-            f"{duration(session_limit, rough=True)}; give the session more time")
+    elif metrics["status"] != "finished":  # rerunning with the same limit would train nothing again
+        log(f"stopped without training: epoch {metrics['epochs_completed'] + 1} does not fit in the session's "
+            f"{duration(session_limit, rough=True)}; give the session more time (notebook 03: SESSION_MINUTES)")
     return metrics
