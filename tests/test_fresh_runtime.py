@@ -42,14 +42,11 @@ def origin(tmp_path_factory) -> Path:
 
 
 def notebook(repo_url: str | None):
-    """Notebook 03, its outputs cleared, with REPO_URL set as a user would set it, training the smoke preset on
-    the CPU (the synthetic data set is too small for the cpu preset's batches)."""
+    """Notebook 03, its outputs cleared, with REPO_URL set as a user would set it."""
     nb = nbformat.read(NOTEBOOK, as_version=nbformat.NO_CONVERT)
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-    choice = next(c for c in nb.cells if 'CPU_PRESET, CPU_EPOCHS = "cpu", 2' in c.source)
-    choice.source = choice.source.replace('CPU_PRESET, CPU_EPOCHS = "cpu", 2', 'CPU_PRESET, CPU_EPOCHS = "smoke", None')
     cell = setup_cell(nb)
     if repo_url:
         cell.source = cell.source.replace('REPO_URL = "https://github.com/USER/cifar_resnet"', f'REPO_URL = "{repo_url}"')
