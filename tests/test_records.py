@@ -17,7 +17,7 @@ from cifar_resnet.reporting import analysis, records
 from conftest import CONFIGS, ROOT, write_predictions
 
 RUNS = ROOT / "results" / "runs"
-TREE_LIMIT = 15 * 2**20  # bytes: the repository must stay easy to clone
+TREE_LIMIT = 26 * 2**20  # bytes: easy to clone, and every call to a lent GPU carries the tracked tree (at most 26 MB)
 
 
 def test_the_committed_weights_are_the_recorded_ones():

@@ -278,14 +278,15 @@ MISSING = "-"  # a value a run does not have (a time-limited run's accuracy), as
 
 def for_display(table: pd.DataFrame) -> pd.DataFrame:
     """A copy of a table for reading in a notebook: accuracies (columns named `*acc*`, `accuracy`, `mean`,
-    `severity *`), confidences and shares as percentages with two decimals, seconds with one, parameters with
-    thousands separators; a missing value is '-' in every column (never NaN or a blank)."""
+    `severity *`), confidences, shares and accuracy differences (`effect`, `spread`) as percentages with two
+    decimals, seconds with one, parameters with thousands separators; a missing value is '-' in every column
+    (never NaN or a blank)."""
     def shown(column: str, formatter=str) -> pd.Series:
         return table[column].map(lambda v: MISSING if pd.isna(v) else formatter(v))
 
     out = table.copy()
     for column in table.columns:
-        if "acc" in column or column in ("confidence", "mean", "share") or column.startswith("severity "):
+        if "acc" in column or column in ("confidence", "mean", "share", "effect", "spread") or column.startswith("severity "):
             out[column] = shown(column, lambda v: f"{100 * float(v):.2f}%")
         elif "seconds" in column:
             out[column] = shown(column, lambda v: f"{float(v):.1f}")
