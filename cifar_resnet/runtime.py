@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from torch import nn
 
 from .config import ConfigError
 
@@ -49,6 +50,19 @@ def resolve_precision(precision: str, device: torch.device, warn: Callable[[str]
         warn(f"warning: train.precision bf16 on {torch.cuda.get_device_name(device)} (compute capability "
              f"{major}.{minor}, no native bf16): torch emulates it, slowly; precision auto would use fp16")
     return precision
+
+
+ONEDNN_NARROW_INPUT = 8  # a strided 1x1 convolution with fewer input channels than this is the case below
+
+
+def channels_last_trains_safely(model: nn.Module, device: torch.device) -> bool:
+    """False on a CPU where `model` has a strided 1x1 convolution with under 8 input channels: oneDNN 3.12
+    (torch 2.14) computes its weight gradient in channels-last memory past the end of a buffer on AVX2 CPUs,
+    and the run then hangs in malloc or crashes. Contiguous (NCHW) memory is unaffected."""
+    if device.type != "cpu":
+        return True
+    return not any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1)
+                   and m.in_channels < ONEDNN_NARROW_INPUT for m in model.modules())
 
 
 def divergence_advice(precision: str, device: torch.device) -> str:

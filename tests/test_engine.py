@@ -46,6 +46,23 @@ def test_training_lowers_the_loss_and_writes_the_record(synthetic_root, tmp_path
     assert load_config(tmp_path / "run" / "config.yaml") == cfg and "fc.weight" in weights
 
 
+def test_narrow_strided_projections_train_in_nchw_on_a_cpu(synthetic_root, tmp_path):
+    """channels [4, 8]: the second stage's 1x1 projection strides over 4 channels, whose channels-last weight
+    gradient oneDNN computes past its buffer on a CPU (a hang in malloc, or a crash): the run trains in NCHW
+    and says so once; at 8 channels channels-last stays on."""
+    from cifar_resnet.models import create_model
+    from cifar_resnet.runtime import channels_last_trains_safely
+
+    narrow = smoke(synthetic_root, **{"model.channels": [4, 8], "train.channels_last": True, "train.epochs": 2})
+    cpu = torch.device("cpu")
+    assert not channels_last_trains_safely(create_model(narrow.model), cpu)
+    assert channels_last_trains_safely(create_model(narrow.model), torch.device("cuda"))
+    assert channels_last_trains_safely(create_model(smoke(synthetic_root).model), cpu)
+    messages = []
+    assert train(narrow, tmp_path / "run", log=messages.append, device="cpu")["status"] == "finished"
+    assert sum("train.channels_last ignored on this CPU" in m for m in messages) == 1
+
+
 def test_evaluate_reproduces_the_recorded_accuracy_exactly(synthetic_root, tmp_path):
     metrics = train(smoke(synthetic_root), tmp_path / "run", log=None)
     again = evaluate_run(tmp_path / "run", tta=True, device="cpu")

@@ -30,6 +30,13 @@ def test_training_batches_keep_shapes_dtypes_and_labels(train):
     assert len(seen) == 384
 
 
+def test_without_channels_last_batches_are_contiguous(train):
+    """The crop's gather leaves a batch channels-last; a network trained in NCHW gets NCHW (oneDNN's
+    channels-last backward of narrow strided 1x1 convolutions corrupts memory on a CPU)."""
+    for x, _ in batches(train, seed=0) + list(GpuLoader(train, batch_size=100, device="cpu", train=False)):
+        assert x.is_contiguous()
+
+
 def test_augmented_labels_follow_their_images(train):
     loader = GpuLoader(train, batch_size=400, device="cpu", train=True, augment=DataConfig(crop_padding=0, flip=False), seed=3)
     x, y = next(iter(loader))

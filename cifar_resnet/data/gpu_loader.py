@@ -79,7 +79,7 @@ class GpuLoader:
     """Shuffled, normalised (and, for training, augmented) batches of one split, kept on `device`.
 
     Images are stored once as uint8 (N, 3, 32, 32); each batch comes out as float32 (B, 3, 32, 32) in
-    channels_last memory format when asked, with int64 labels.
+    channels_last memory format when asked, else contiguous, with int64 labels.
     """
 
     def __init__(self, split: CIFAR10Split, *, batch_size: int, device: torch.device | str, train: bool,
@@ -98,7 +98,8 @@ class GpuLoader:
             self.policy = BatchedPolicy(self.augment.policy)
         # alternating flip: which images are mirrored in the current epoch, by dataset index (None before the first)
         self.flip_state: torch.Tensor | None = None
-        self.channels_last = channels_last
+        # the crop's gather leaves a batch channels-last: contiguous() makes it the format the network uses
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1)
         self.generator = torch.Generator(device=self.device)
@@ -119,9 +120,9 @@ class GpuLoader:
             self.flip_state = None if flips is None else flips.to(self.device)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, H, W) on the device -> normalised float32, channels_last if the loader is."""
+        """uint8 (B, 3, H, W) on the device -> normalised float32, in the loader's memory format."""
         x = (images.float() - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return x.contiguous(memory_format=self.memory_format)
 
     def augment_batch(self, images: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Tensor:
         """Augment a uint8 batch and normalise it (what a training batch goes through); `flip` (B,) bool
@@ -134,7 +135,7 @@ class GpuLoader:
         x = (images.float() - self.mean) / self.std
         if aug.cutout:
             x = cutout(x, aug.cutout, self.generator)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return x.contiguous(memory_format=self.memory_format)
 
     def _epoch_flips(self) -> torch.Tensor:
         """The alternating flip of this epoch, per dataset index: random at first, then each image's opposite.

@@ -23,7 +23,8 @@ from ..config import Config, config_to_dict, save_config
 from ..data.cifar10 import CIFAR10Split, load_splits, resolve_root
 from ..data.gpu_loader import GpuLoader
 from ..data.mixing import make_batch_mix
-from ..runtime import autocast, divergence_advice, resolve_device, resolve_precision
+from ..runtime import (ONEDNN_NARROW_INPUT, autocast, channels_last_trains_safely, divergence_advice, resolve_device,
+                       resolve_precision)
 from ..evaluation.evaluate import evaluate, half_rounded, model_from_weights, record_predictions
 from ..models import WHITEN_IMAGES, count_parameters, create_model
 from .ema import make_ema
@@ -91,20 +92,24 @@ class Trainer:
         torch.manual_seed(t.seed)
         torch.backends.cudnn.benchmark = True
 
-        train, evaluation, self.eval_split = splits or load_splits(cfg, data_root)
-        self.data_root = str(resolve_root(data_root or cfg.data.root or None))  # metrics.json remembers it
-        self.train_loader = GpuLoader(train, batch_size=t.batch_size, device=self.device, train=True,
-                                      augment=cfg.data, seed=t.seed, channels_last=t.channels_last)
-        self.eval_loader = GpuLoader(evaluation, batch_size=1024, device=self.device, train=False,
-                                     channels_last=t.channels_last)
-
         if network is None:
             self.model = create_model(cfg.model).to(self.device)
         else:  # built from cfg.model and trained before (compiled once): drawn afresh, in place
             self.model = network[0]
             self.model.reset_parameters()
+        channels_last = t.channels_last and channels_last_trains_safely(self.model, self.device)
+        if t.channels_last and not channels_last:
+            self.log("train.channels_last ignored on this CPU: a 1x1 convolution that strides over fewer than "
+                     f"{ONEDNN_NARROW_INPUT} channels corrupts oneDNN's memory in channels-last; training in NCHW")
+
+        train, evaluation, self.eval_split = splits or load_splits(cfg, data_root)
+        self.data_root = str(resolve_root(data_root or cfg.data.root or None))  # metrics.json remembers it
+        self.train_loader = GpuLoader(train, batch_size=t.batch_size, device=self.device, train=True,
+                                      augment=cfg.data, seed=t.seed, channels_last=channels_last)
+        self.eval_loader = GpuLoader(evaluation, batch_size=1024, device=self.device, train=False,
+                                     channels_last=channels_last)
         self.model.init_from_images(self.train_loader.normalize(self.train_loader.images[:WHITEN_IMAGES]))
-        if t.channels_last:
+        if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.params = count_parameters(self.model)
         if network is not None:

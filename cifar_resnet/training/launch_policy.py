@@ -28,7 +28,7 @@ from ..audience import advise, option
 from ..config import Config, ConfigError
 from ..data.cifar10 import CIFAR10Split, load_splits
 from ..data.gpu_loader import train_steps
-from ..runtime import autocast, resolve_device, resolve_precision
+from ..runtime import autocast, channels_last_trains_safely, resolve_device, resolve_precision
 from ..formats import duration
 from ..models import create_model
 from .time_budget import check_time_limit, fitted_epochs
@@ -85,12 +85,13 @@ def step_seconds(cfg: Config, device: torch.device, small: int = 16, large: int 
     criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
     with torch.random.fork_rng(devices=[]):
         model = create_model(cfg.model).to(device).train()
-        if t.channels_last:
+        channels_last = t.channels_last and channels_last_trains_safely(model, device)  # as the engine trains it
+        if channels_last:
             model = model.to(memory_format=torch.channels_last)
 
         def timed(n: int) -> float:
             x = torch.randn(n, 3, 32, 32, device=device)  # zeros run slow paths (denormal gradients) on a CPU
-            if t.channels_last:
+            if channels_last:
                 x = x.to(memory_format=torch.channels_last)
             sync = torch.cuda.synchronize if device.type == "cuda" else (lambda device: None)
             sync(device)
