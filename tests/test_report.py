@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cifar_resnet.reporting import paper, recipe_text
 from cifar_resnet.reporting.paper import build_report, write_numbers
@@ -567,6 +568,36 @@ def test_report_from_the_repository_results(tmp_path):
     else:
         assert "No design study is recorded yet" in text
     assert "Race to" not in text and "Corruptions." not in text  # beside the question: the notebooks keep them
+    check_nothing_the_records_contradict(text, REPO / "results")
+    if values["HaveArchTable"]:
+        check_architecture_table(pdf, REPO / "results" / "runs" / "best" / "config.yaml", values["BestParams"])
+
+
+def check_nothing_the_records_contradict(text: str, results: Path) -> None:
+    """The four sentences of issue 39 whose records say otherwise stay out of the PDF."""
+    speed = results / "bench" / "speed94.json"
+    if speed.is_file() and not json.loads(speed.read_text()).get("reached_target"):
+        assert "race to 94" not in text.lower(), "a race to 94% that neither side reached"
+    config = yaml.safe_load((results / "runs" / "best" / "config.yaml").read_text())
+    if config["model"].get("block") == "preact":  # its zero_init_residual zeroes conv2, it has no last batch norm
+        assert "last batch norm of each residual branch" not in text.replace("-", " ").lower()
+    assert "lever that runs out of budget first" not in text  # the report's own counts say otherwise
+    throughput = results / "bench" / "throughput_best.json"
+    if throughput.is_file() and "random" in json.loads(throughput.read_text()).get("data_source", ""):
+        rate = json.loads(throughput.read_text())["train_images_per_second"]
+        assert f"{rate:,.0f}" not in text, "a rate timed on random images given as the training's"
+
+
+def check_architecture_table(pdf: Path, config_path: Path, total: str) -> None:
+    """The architecture table: each stage's C_i, B_i, F_i and K_i in a row of its own, then the total (read
+    with the page's layout kept: plain pdftotext reads a table column by column)."""
+    layout = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    rows = [" ".join(line.split()) for line in layout.splitlines()]
+    model = yaml.safe_load(config_path.read_text())["model"]
+    for i, row in enumerate(zip(model["channels"], model["blocks"], model["kernels"], model["skip_kernels"])):
+        cells = f"stage {i + 1} " + " ".join(map(str, row))
+        assert any(cells in line for line in rows), f"no row '{cells}' in the architecture table"
+    assert any(f"total {plain(total)}" in line for line in rows)
 
 
 def full_fake_results(results: Path) -> None:
