@@ -4,6 +4,7 @@ The library is layered, each layer importing only those before it:
 
     config, run_folder, formats   the configuration reader; what a run folder holds; how numbers are written;
     files                         folders and files the user names: folder names, atomic writes, own files
+    notebook_setup                the notebooks' set-up: install on a fresh runtime, where data and runs are kept
     models, data/                 the ResNet family and the budget; CIFAR-10, the GPU loader, augmentation
     evaluation/                   a network in inference: device, test-time views, a run's weights, corruptions
     training/                     the engine and its parts, whether a run should start, disconnect-proof sessions

@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cifar_resnet"
 # one's. A layer is a subpackage or a module left flat beside them. The package's face (`__init__`, lazy) and
 # `__main__` stand outside the order.
 LAYERS = (
-    ("config", "config_schema", "run_folder", "formats", "files", "audience", "runtime", "fingerprint", "machine"),
+    ("config", "config_schema", "run_folder", "formats", "files", "audience", "runtime", "fingerprint", "machine",
+     "notebook_setup"),
     ("models", "blocks", "data"),
     ("evaluation",),
     ("training",),
