@@ -3,6 +3,7 @@ and the project installed with pip (not editable) into a fresh environment, run 
 
 import importlib.metadata
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,9 @@ def notebook(repo_url: str | None):
     cell = setup_cell(nb)
     if repo_url:
         cell.source = cell.source.replace('REPO_URL = "https://github.com/USER/cifar_resnet"', f'REPO_URL = "{repo_url}"')
+    choice = next(c for c in nb.cells if c.cell_type == "code" and "CPU_PRESET, CPU_EPOCHS = " in c.source)
+    choice.source = re.sub(r"^CPU_PRESET, CPU_EPOCHS = .*$", 'CPU_PRESET, CPU_EPOCHS = "smoke", None', choice.source,
+                           count=1, flags=re.M)  # as a user would: the pipeline in seconds on the synthetic images
     return nb
 
 
