@@ -51,3 +51,19 @@ def test_a_real_race_without_airbench_says_where_to_get_it(tmp_path):
                           cwd=tmp_path)  # a folder with no airbench in it
     assert done.returncode == 2 and "pip download --no-deps --no-binary :all: airbench==0.1.8" in done.stderr
     assert not (tmp_path / "race.json").exists()
+
+
+def test_the_readme_quotes_the_recorded_race():
+    """Each number the README gives of the recorded race is the record's."""
+    path = ROOT / "results" / "bench" / "cpu_race.json"
+    if not path.is_file():
+        pytest.skip("no race recorded in results/bench/")
+    race = json.loads(path.read_text())
+    readme = (ROOT / "README.md").read_text()
+    said = " ".join(readme[readme.index("On a CPU, `python benchmarks/cpu_race.py"):].split("\n\n")[0].split())
+    ours, airbench = race["ours"], race["airbench"]
+    for quoted in (f"{ours['epochs']} epoch", f"{race['budget']:.0f} s budget", f"({ours['train_seconds']:.1f} s",
+                   f"reached {100 * ours['acc_tta']:.2f}%", f"trained {airbench['epochs']:.2f} epochs",
+                   f"({airbench['train_seconds']:.1f} s)", f"to {100 * airbench['acc_tta']:.2f}%",
+                   f"{-100 * race['acc_difference']:.2f} points behind", f"{race['threads']} threads", race["precision"]):
+        assert quoted in said, quoted
