@@ -85,8 +85,8 @@ def test_every_number_the_report_quotes_of_the_study_is_in_its_table(tmp_path):
     assert_quotes_match(values, design_study.design_table(tmp_path / design_study.DESIGN_CPU))
     assert values["DesignCpuDevice"] == "AMD EPYC (2 threads)" and values["DesignCpuCommit"] == "abc1234"
     assert values["DesignCpuBaseAcc"] == "70.20" and values["DesignCpuResolved"] == "3"
-    assert values["DesignCpuWidth"] == "C = 24/48/96: +4.90 points, resolved"
-    assert values["DesignCpuKernel"] == "F = 5/3/3: $-$0.10 points, not resolved"
+    assert values["DesignCpuWidth"] == "C = 24/48/96 gained 4.90 points"
+    assert values["DesignCpuKernel"] == "F = 5/3/3 cost 0.10 points (within the spread)"
     assert values["DesignCpuPool"] == "not run" and values["DesignCpuLosses"] == "EMA = 0.98: $-$1.25, no TTA: $-$1.00"
 
 

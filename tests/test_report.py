@@ -496,6 +496,8 @@ def check_layout(pdf: Path) -> str:
     assert pages <= 4, f"the report has {pages} pages; the limit is 4"
     assert size.startswith("612 x 792"), f"not US letter: {size}"
     assert "??" not in text and "(?)" not in text, "an undefined reference or citation"
+    empty = re.search(r"\b(Section|Table|Figure)~?\s*[),.;:]", text)
+    assert not empty, f"a reference that prints no number (an unnumbered section?): {empty and empty.group(0)!r}"
     log = pdf.with_suffix(".log").read_text(errors="replace")
     assert not re.search(r"(Citation|Reference) .* undefined", log), "an undefined reference or citation"
     overfull = re.findall(r"Overfull \\hbox \((\d+\.\d+)pt too wide\)", log)
@@ -623,7 +625,9 @@ def test_report_with_every_result_still_fits_four_pages(tmp_path):
     assert f"{100 * mean:.2f} ± {100 * std:.2f}%" in text and "n = 3 seeds" in text
     assert "4,870,123" in text and "least accurate on cat (89.00%)" in text
     assert "No GPU run has been recorded yet" not in text
-    assert "The design study" in text and "AMD EPYC (2 threads)" in text and "The final network of run best" in text
+    # (the device's name may end a page, a figure's text between it and its threads)
+    assert "The design study" in text and "AMD EPYC" in text and "(2 threads)" in text
+    assert "The final network of run best" in text
     assert "peak learning rate 0.4" in text and "The recipe of run best" in text
 
 

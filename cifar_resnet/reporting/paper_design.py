@@ -109,7 +109,7 @@ CPU_VARIABLES = {"depth": "Depth", "width": "Width", "kernel": "Kernel", "skip":
 
 def cpu_study(results_dir: Path, m: Macros) -> None:
     """The CPU design study's numbers (`\\ifHaveDesignCpu`): the base's accuracy and scale, and per design
-    variable its choices, each `change: mean $\\pm$ std\\% (effect points, resolved or not)`, all read from
+    variable its choices, each with its effect against the base in points, marked where the spread hides it, read from
     `design_study.design_table`, the table in results/."""
     folder = Path(results_dir) / design_study.DESIGN_CPU
     table = design_study.design_table(folder)
@@ -135,7 +135,8 @@ def cpu_study(results_dir: Path, m: Macros) -> None:
     m.text("DesignCpuCommit", tex_escape(str(record.get("git_commit", "?"))[:7]))
     for prefix, suffix in CPU_VARIABLES.items():
         rows = table[table["choice"].str.startswith(prefix + "-")]
-        m.text(f"DesignCpu{suffix}", "; ".join(_choice_text(r) for _, r in rows.iterrows()) or "not run")
+        phrases = [_choice_text(r, unit=i == 0) for i, (_, r) in enumerate(rows.iterrows())]  # "points" once
+        m.text(f"DesignCpu{suffix}", _and(phrases) or "not run")
     resolved = table[table["resolved"]].sort_values("effect")
     m.text("DesignCpuResolved", str(len(resolved)))
     m.text("DesignCpuCompared", str(len(table) - 1))
@@ -143,12 +144,19 @@ def cpu_study(results_dir: Path, m: Macros) -> None:
         m.text(f"DesignCpu{name}", ", ".join(_choice_text(r, verdict=False) for _, r in part.iterrows()) or "none")
 
 
-def _choice_text(row, verdict: bool = True) -> str:
-    """'C = 24/48/96: $+$4.90 points, resolved': a choice, its effect against the base and the verdict."""
-    effect = f"{100 * row['effect']:+.2f}".replace("-", "$-$")
-    said = f"{tex_escape(row['change'])}: {effect}"
-    return f"{said} points, {'resolved' if row['resolved'] else 'not resolved'}" if verdict else f"{said}"
+def _choice_text(row, verdict: bool = True, unit: bool = True) -> str:
+    """'C = 24/48/96 gained 4.90 points' (a resolved effect), 'F = 5/3/3 cost 0.10 points (within the spread)',
+    without `unit` no 'points'; without the verdict 'C = 24/48/96: $+$4.90'."""
+    change = tex_escape(row["change"])
+    if not verdict:
+        return f"{change}: " + f"{100 * row['effect']:+.2f}".replace("-", "$-$")
+    said = f"{change} {'gained' if row['effect'] >= 0 else 'cost'} {100 * abs(row['effect']):.2f}" + " points" * unit
+    return said if row["resolved"] else f"{said} (within the spread)"
 
+
+def _and(phrases: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return " and ".join([", ".join(phrases[:-1]), phrases[-1]] if len(phrases) > 2 else phrases)
 
 
 ARCHITECTURE_TABLE = "architecture_table.tex"  # beside numbers.tex
