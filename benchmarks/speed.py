@@ -150,7 +150,7 @@ class Ours:
         if cfg.train.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.params = count_parameters(self.net)
-        self.compiled = cfg.train.compile and device.type == "cuda"
+        self.compiled = cfg.train.compile
         # Static shapes: training batches and test batches each keep one shape, so each compiles once.
         self.forward = torch.compile(self.net, dynamic=False) if self.compiled else self.net
 

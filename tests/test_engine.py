@@ -204,10 +204,10 @@ def test_a_time_budget_fits_the_epochs_and_a_resume_keeps_them(synthetic_root, t
     """train.time_budget: the epochs are fitted after the first epoch's early steps, then after the first epoch
     (here the fit is made to say 3, then 2); the schedule spans them, metrics.json says how many ran, and a
     resumed run keeps what its checkpoint planned."""
-    from cifar_resnet.training import engine
+    from cifar_resnet.training import time_budget
 
     fits = iter([3, 2])
-    monkeypatch.setattr(engine, "fitted_epochs", lambda budget, seconds, most: next(fits))
+    monkeypatch.setattr(time_budget, "fitted_epochs", lambda budget, seconds, most: next(fits))
     cfg = smoke(synthetic_root, **{"train.epochs": 5, "train.time_budget": 60.0, "train.batch_size": 32})
     lines = []
     trainer = Trainer(cfg, tmp_path / "run", log=lines.append)
@@ -217,7 +217,7 @@ def test_a_time_budget_fits_the_epochs_and_a_resume_keeps_them(synthetic_root, t
     del trainer
     assert [line.split(" (")[0] for line in lines[:2]] == ["smoke: 3 epochs fit train.time_budget 60 s here",
                                                             "smoke: 2 epochs fit train.time_budget 60 s here"]
-    monkeypatch.setattr(engine, "fitted_epochs", lambda budget, seconds, most: pytest.fail("refitted on resume"))
+    monkeypatch.setattr(time_budget, "fitted_epochs", lambda budget, seconds, most: pytest.fail("refitted on resume"))
     metrics = train(cfg, tmp_path / "run", resume=True, log=None)
     assert metrics["status"] == "finished" and metrics["epochs"] == metrics["epochs_completed"] == 2
     lrs = [float(row.split(",")[1]) for row in (tmp_path / "run" / "history.csv").read_text().splitlines()[1:]]
@@ -227,3 +227,30 @@ def test_a_time_budget_fits_the_epochs_and_a_resume_keeps_them(synthetic_root, t
 def test_a_time_budget_never_plans_more_than_train_epochs(synthetic_root, tmp_path):
     metrics = train(smoke(synthetic_root, **{"train.epochs": 2, "train.time_budget": 1e6}), tmp_path / "run", log=None)
     assert metrics["epochs"] == metrics["epochs_completed"] == 2
+
+
+def test_compilation_is_paid_once_out_of_the_time_budget(monkeypatch):
+    """The warm-up steps' extra time (torch.compile compiling) comes out of the budget once, not out of
+    every epoch: 30 s of compilation, then 1 s a step, 10 steps an epoch, leave 7 epochs of a 100 s budget."""
+    from cifar_resnet.training import time_budget
+
+    clock = iter([0.0, 31.0, 37.0])  # the first step begins; the warm-up steps end; the 6 timed steps end
+    timer = time_budget.StepTimer(10, torch.device("cpu"))
+    monkeypatch.setattr(timer, "_now", lambda: next(clock))
+    timer.start()
+    epoch_seconds = [timer.after_step(step) for step in range(10)]
+    assert epoch_seconds[time_budget.WARMUP_STEPS - 1 + timer.timed] == pytest.approx(10.0)
+    assert timer.overhead == pytest.approx(29.0)
+    assert timer.epochs(100.0, 10.0, 40) == 7 and time_budget.fitted_epochs(100.0, 10.0, 40) == 10
+
+
+def test_train_compile_compiles_the_network_on_a_cpu(synthetic_root, tmp_path):
+    """train.compile on a CPU: the training steps run through torch.compile's graph, and the run finishes."""
+    cfg = smoke(synthetic_root, **{"train.epochs": 1, "train.compile": True, "data.train_subset": 128,
+                                   "train.batch_size": 64})
+    trainer = Trainer(cfg, tmp_path / "run", log=None)
+    assert isinstance(trainer.forward, torch._dynamo.eval_frame.OptimizedModule)
+    for _ in trainer.epochs():
+        pass
+    trainer.close()
+    assert trainer.epoch == 1 and math.isfinite(trainer.history[-1]["train_loss"])

@@ -31,7 +31,7 @@ from .ema import make_ema
 from .history import EpochStats, column
 from .live_view import hyperparameters, open_event_log
 from .optimizer import Lookahead, make_optimizer, make_scheduler, schedule
-from .time_budget import StepTimer, check_time_limit, fitted_epochs
+from .time_budget import StepTimer, check_time_limit
 from .sam import frozen_norm_stats, make_sam
 from .resume import (RunFinished, interrupted_after_training, refuse_checkpoint_of_another_run,
                      refuse_resume_without_checkpoint)
@@ -115,7 +115,7 @@ class Trainer:
         if network is not None:
             self.forward = network[1]
         else:
-            self.forward = torch.compile(self.model) if t.compile and self.device.type == "cuda" else self.model
+            self.forward = torch.compile(self.model) if t.compile else self.model
         self.optimizer = make_optimizer(self.model, t, self.device)
         self.steps_per_epoch = len(self.train_loader)
         self.planned_epochs = t.epochs  # what the schedule spans: train.epochs, or what fits train.time_budget
@@ -203,8 +203,10 @@ class Trainer:
     def _plan(self, epochs: int, fitted_from: str = "", bar=None) -> None:
         """Span the schedule (and lookahead) over `epochs`; `fitted_from` says what a time budget fit it from."""
         if fitted_from and epochs != self.planned_epochs:
+            paid = self.step_timer.overhead if self.step_timer is not None else 0.0
+            once = f"; {paid:.0f} s of compilation paid once" if paid >= 1 else ""
             self.log(f"{self.cfg.name}: {epochs} epochs fit train.time_budget {self.cfg.train.time_budget:g} s here "
-                     f"(timed over {fitted_from})")
+                     f"(timed over {fitted_from}{once})")
         self.planned_epochs = epochs
         self.scheduler.lr_lambdas = schedule(self.optimizer, self.cfg.train, steps_per_epoch=self.steps_per_epoch,
                                              epochs=epochs)
@@ -274,7 +276,8 @@ class Trainer:
                 stats = self._train_epoch(bar)
                 self.epoch += 1
                 if self.step_timer is not None:  # the first epoch's real time: fit the budget again
-                    self._plan(fitted_epochs(t.time_budget, stats.seconds, t.epochs), "the first epoch", bar)
+                    steady = stats.seconds - self.step_timer.overhead
+                    self._plan(self.step_timer.epochs(t.time_budget, steady, t.epochs), "the first epoch", bar)
                     self.step_timer = None
                 # with a weight average, <split>_acc measures it and <split>_acc_raw the trained weights
                 self.history.append(stats.row(self.eval_split, raw=self.ema is not None))
@@ -299,11 +302,13 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         began = time.perf_counter()
+        if self.step_timer is not None:
+            self.step_timer.start()
         for step, (x, y) in enumerate(self.train_loader):
             lrs.append(self.optimizer.param_groups[0]["lr"])
             losses[step], right = self.train_step(x, y)  # kept on the device: no sync per step
             if self.step_timer is not None and (epoch_seconds := self.step_timer.after_step(step)):
-                self._plan(fitted_epochs(t.time_budget, epoch_seconds, t.epochs), f"{self.step_timer.timed} steps", bar)
+                self._plan(self.step_timer.epochs(t.time_budget, epoch_seconds, t.epochs), f"{self.step_timer.timed} steps", bar)
             correct += right
             seen += len(y)
             if bar is not None:

@@ -4,7 +4,9 @@ Machines differ twofold in speed (and a busy moment more), so a preset made for 
 budget rather than its epochs. The `Trainer` plans `train.epochs` (the most), times the first epoch's steps
 after a warm-up and fits the epochs to the budget from them, early enough that the schedule has barely begun;
 after the whole first epoch it fits them again from that epoch's real time, so one slow or fast moment
-cannot wreck the run. A resumed run keeps the epochs its checkpoint planned.
+cannot wreck the run. What the warm-up steps took beyond ordinary steps (torch.compile's compilation, tens of
+seconds on a CPU) is paid once: it comes out of the budget, not out of every epoch. A resumed run keeps the
+epochs its checkpoint planned.
 """
 
 from __future__ import annotations
@@ -32,12 +34,22 @@ def fitted_epochs(budget: float, epoch_seconds: float, most: int) -> int:
 
 class StepTimer:
     """Times steps WARMUP_STEPS .. WARMUP_STEPS + TIMED_STEPS of the first epoch (the device synchronised at
-    both ends, and only there) and gives the epoch's seconds they imply."""
+    both ends, and only there) and gives the epoch's seconds they imply; `overhead` is what the warm-up steps
+    took beyond as many timed ones (compilation), once it is known."""
 
     def __init__(self, steps_per_epoch: int, device: torch.device) -> None:
         self.steps_per_epoch, self.device = steps_per_epoch, device
         self.timed = min(TIMED_STEPS, steps_per_epoch - WARMUP_STEPS - 1)  # leave the epoch's own fit its say
-        self.began = 0.0
+        self.started = self.began = 0.0
+        self.overhead = 0.0
+
+    def start(self) -> None:
+        """Call as the first epoch's first step begins."""
+        self.started = self._now()
+
+    def epochs(self, budget: float, epoch_seconds: float, most: int) -> int:
+        """The epochs that fit `budget` once the overhead is paid, each taking `epoch_seconds` besides it."""
+        return fitted_epochs(budget - self.overhead, epoch_seconds, most)
 
     def _now(self) -> float:
         if self.device.type == "cuda":
@@ -51,5 +63,7 @@ class StepTimer:
         if step == WARMUP_STEPS - 1:
             self.began = self._now()
         elif step == WARMUP_STEPS - 1 + self.timed:
-            return (self._now() - self.began) / self.timed * self.steps_per_epoch
+            step_seconds = (self._now() - self.began) / self.timed
+            self.overhead = max(0.0, self.began - self.started - WARMUP_STEPS * step_seconds)
+            return step_seconds * self.steps_per_epoch
         return None
