@@ -1,11 +1,12 @@
-"""The `cpu` preset's benchmark: train it on the full training set on this machine's CPU and record the result.
+"""A CPU preset's benchmark: train it on the full training set on this machine's CPU and record the result.
 
-    python benchmarks/cpu.py [--out runs/cpu] [--json results/bench/cpu.json] [--threads N] [--data-root DIR]
+    python benchmarks/cpu.py [--preset cpu|cpu_fp32] [--out runs/<preset>] [--json results/bench/<preset>.json]
+                             [--threads N] [--data-root DIR]
     python benchmarks/cpu.py --epochs 1 --train-subset 2000 --test-subset 1000 --json /tmp/cpu_dry.json   # a dry run, a minute
 
-Trains through the same launch policy and `Trainer` as `cifar-resnet train` into an ordinary run folder
-(`--out`, default $CIFAR_RESNET_RUNS/cpu, else runs/cpu), which `cifar-resnet record` then copies into
-results/runs/. Prints and writes the test accuracy with and without the preset's test-time augmentation,
+Trains the preset (`cpu` by default) through the same launch policy and `Trainer` as `cifar-resnet train` into
+an ordinary run folder (`--out`, default $CIFAR_RESNET_RUNS/<preset>, else runs/<preset>), which
+`cifar-resnet record` then copies into results/runs/. Prints and writes the test accuracy with and without the preset's test-time augmentation,
 the training seconds (the epochs' training steps, torch.compile's compilation among them, with an empty
 compile cache as a first run has it: not data loading, per-epoch evaluation or the final TTA pass, which the
 wall time includes), training images per second, the CPU model and the threads, the
@@ -31,7 +32,7 @@ from cifar_resnet.run_folder import user_runs_dir
 from cifar_resnet.machine import cpu_model
 from cifar_resnet.training.launch_policy import train
 
-PRESET = "cpu"
+PRESETS = ("cpu", "cpu_fp32")
 
 
 def cpu_seconds() -> float:
@@ -48,27 +49,29 @@ def cold_compile_cache() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", help="run folder (default $CIFAR_RESNET_RUNS/cpu, else runs/cpu); replaced if it exists")
-    parser.add_argument("--json", default="results/bench/cpu.json", help="where the result goes")
+    parser.add_argument("--preset", default="cpu", choices=PRESETS, help="the preset (default: cpu)")
+    parser.add_argument("--out", help="run folder (default $CIFAR_RESNET_RUNS/<preset>, else runs/<preset>); replaced if it exists")
+    parser.add_argument("--json", help="where the result goes (default: results/bench/<preset>.json)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice, the cores)")
     parser.add_argument("--data-root", help="folder holding cifar-10-batches-py (default $CIFAR10_ROOT, else ./data)")
     parser.add_argument("--epochs", type=int, help="override train.epochs (dry runs)")
     parser.add_argument("--train-subset", type=int, help="override data.train_subset (dry runs)")
     parser.add_argument("--test-subset", type=int, help="override data.test_subset (dry runs)")
     args = parser.parse_args()
+    args.json = args.json or f"results/bench/{args.preset}.json"
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {k: v for k, v in {"train.epochs": args.epochs, "data.train_subset": args.train_subset,
                                    "data.test_subset": args.test_subset}.items()
                  if v is not None}
-    cfg = override(load_config(PRESET), **overrides)
-    out = Path(args.out or user_runs_dir() / PRESET)
+    cfg = override(load_config(args.preset), **overrides)
+    out = Path(args.out or user_runs_dir() / args.preset)
     cold_compile_cache()
     began, cpu, load = time.perf_counter(), cpu_seconds(), round(os.getloadavg()[0], 2)
     metrics = train(cfg, out, data_root=args.data_root, device="cpu", resume=False, allow_slow=True, progress=False)
     wall, cpu = time.perf_counter() - began, cpu_seconds() - cpu
     threads = torch.get_num_threads()
-    result = {"preset": PRESET, "config": config_to_dict(cfg), "run": str(out), "overrides": overrides, "cpu": cpu_model(),
+    result = {"preset": args.preset, "config": config_to_dict(cfg), "run": str(out), "overrides": overrides, "cpu": cpu_model(),
               "threads": threads, "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
               "load_average_at_start": load, "load_average_at_end": round(os.getloadavg()[0], 2),
               "params": metrics["params"], "epochs": metrics["epochs"], "time_budget": cfg.train.time_budget,
@@ -78,7 +81,7 @@ def main() -> None:
               "seed": metrics["seed"], "torch_version": metrics["torch_version"], "git_commit": metrics["git_commit"]}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{PRESET}: test accuracy {result['test_acc_tta']:.4f} with {result['tta']} TTA ({result['test_acc']:.4f} "
+    print(f"{args.preset}: test accuracy {result['test_acc_tta']:.4f} with {result['tta']} TTA ({result['test_acc']:.4f} "
           f"without) after {result['train_seconds']:.0f} s of training ({result['images_per_second']:.0f} images/s, "
           f"{result['precision']}) on {result['cpu']} with {threads} threads; wall {wall:.0f} s, CPU {cpu:.0f} s; "
           f"wrote {args.json}")

@@ -1,6 +1,6 @@
-"""torch.compile on the CPU: the `cpu` preset's training epochs eager and compiled, and what compiling costs.
+"""torch.compile on the CPU: a preset's training epochs eager and compiled, and what compiling costs.
 
-    python benchmarks/cpu_compile.py [--config cpu] [--images 10000] [--threads N] [--data-root DIR]
+    python benchmarks/cpu_compile.py [--config cpu_fp32] [--images 10000] [--threads N] [--data-root DIR]
                                      [--json results/bench/cpu_compile.json]
 
 Each mode trains the preset (`train.compile` off, then on; `train.time_budget` off) for two epochs of the
@@ -44,7 +44,7 @@ def timed_epochs(cfg, data_root: str | None) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="cpu", help="preset or YAML file (default: cpu)")
+    parser.add_argument("--config", default="cpu_fp32", help="preset or YAML file (default: cpu_fp32)")
     parser.add_argument("--images", type=int, default=10_000, help="training images per epoch (default 10000)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice, the cores)")
     parser.add_argument("--data-root", help="folder holding cifar-10-batches-py (default $CIFAR10_ROOT, else ./data)")

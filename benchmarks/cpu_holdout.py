@@ -41,8 +41,11 @@ CANDIDATES = {
         "label smoothing 0.1": {"train.label_smoothing": 0.1},
         "64-256-384": {"model.channels": [64, 256, 384]},
     },
-    # the design study's combined network, compiled: trained eagerly instead (no compilation, fewer epochs
-    # in the same time), and wider (more parameters, fewer epochs)
+    # The recorded comparison (results/bench/cpu_fp32_holdout.json, at its commit) ran these around the preset's
+    # first width, the design study's C = 24/48/96, and chose C = 32/64/128, which the preset has since (so today
+    # "preset" and "C = 32/64/128" are one network). Its eager run came after a compiled one in the same
+    # process and ran faster (460 images/s) than eager in a fresh process (350, results/bench/cpu_compile.json):
+    # perhaps the compiled kernels' fast-math flushing denormals process-wide (not verified).
     "cpu_fp32": {
         "preset": {},
         "eager": {"train.compile": False},

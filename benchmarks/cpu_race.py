@@ -1,17 +1,18 @@
-"""A race on the CPU: airbench94's own code against the `cpu` preset, for the same training time, in one process.
+"""A race on the CPU: airbench94's own code against a CPU preset, for the same training time, in one process.
 
-    python benchmarks/cpu_race.py [--budget S] [--threads N] [--data-root DIR] [--json results/bench/cpu_race.json]
-                                  [--airbench FOLDER]
+    python benchmarks/cpu_race.py [--preset NAME] [--budget S] [--threads N] [--data-root DIR]
+                                  [--json results/bench/cpu_race.json] [--airbench FOLDER]
     python benchmarks/cpu_race.py --smoke [--json FILE]   # a dry run in about a minute (a temporary JSON by default)
 
-Both sides get the same tensors (`cifar_resnet.data.load_cifar10`) and the same torch threads. First the `cpu`
-preset trains through the one training path (`benchmarks/speed.py`'s `Ours`: a `Trainer`), fitting its epochs
-to `train.time_budget` (--budget replaces it) as always. Then airbench94 from the PyPI sdist (`airbench`
-0.1.8, Jordan 2024; not a dependency: install it, put its folder on PYTHONPATH or give it with --airbench)
-trains for the seconds the preset trained: a short calibration of its own steps (two short runs of its
-`train94` after a warm-up one, the difference giving seconds per step, the rest its set-up) fits a fractional
-`epochs` to them. Only the device is moved: airbench's `.cuda()` and `.half()` become no-ops (fp32 weights),
-its CUDA events become a clock, its images are fp32, and both sides compute in the precision the preset
+Both sides get the same tensors (`cifar_resnet.data.load_cifar10`) and the same torch threads. The preset is the
+one `cifar-resnet train` picks on this CPU (`cpu` where it computes bf16 natively, else `cpu_fp32`) unless
+--preset names another. First the preset trains through the one training path (`benchmarks/speed.py`'s `Ours`: a
+`Trainer`), fitting its epochs to `train.time_budget` (--budget replaces it) as always. Then airbench94 from the
+PyPI sdist (`airbench` 0.1.8, Jordan 2024; not a dependency: install it, put its folder on PYTHONPATH or give it
+with --airbench) trains for the seconds the preset trained: a short calibration of its own steps (two short runs
+of its `train94` after a warm-up one, the difference giving seconds per step, the rest its set-up) fits a
+fractional `epochs` to them. Only the device is moved: airbench's `.cuda()` and `.half()` become no-ops (fp32
+weights), its CUDA events become a clock, its images are fp32, and both sides compute in the precision the preset
 resolves to on this CPU (bf16 under autocast where the CPU has it natively, else fp32).
 
 Timed: the preset's training steps (the Trainer's train_seconds: its epochs' steps and batch augmentation, with
@@ -49,9 +50,10 @@ from cifar_resnet.data.cifar10 import CIFAR10Split, load_cifar10
 from cifar_resnet.models import count_parameters
 from cifar_resnet.run_folder import atomic_write_text, environment
 from cifar_resnet.runtime import resolve_precision
+from cifar_resnet.training.launch_policy import default_preset
 
 ROOT = Path(__file__).resolve().parents[1]
-PRESET, SEED = "cpu", 0
+SEED = 0
 CPU = torch.device("cpu")
 CALIBRATION_STEPS = (5, 20)  # airbench94 is timed for these many steps: the difference gives seconds per step
 MISSING = ("airbench is not importable ({err}): pip download --no-deps --no-binary :all: airbench==0.1.8, "
@@ -166,7 +168,8 @@ def describe(side: dict) -> str:
 
 def race(args: argparse.Namespace, missing: str | None) -> dict:
     """Train the preset, then airbench94 for as long; rewrite the record at `args.json` after each."""
-    base = load_config(PRESET)
+    preset = args.preset or default_preset(CPU)[0]
+    base = load_config(preset)
     budget = args.budget or (SMOKE_BUDGET if args.smoke else base.train.time_budget)
     smoke = {**SMOKE_CHANGES, "train.lr": base.train.lr * SMOKE_BATCH / base.train.batch_size}  # as airbench scales it
     cfg = override(base, **(smoke if args.smoke else {}), **{"train.time_budget": budget})
@@ -175,12 +178,12 @@ def race(args: argparse.Namespace, missing: str | None) -> dict:
     test = load_cifar10(args.data_root, "test", download=not args.smoke)
     if args.smoke:
         train, test = train.subset(slice(0, SMOKE_IMAGES[0])), test.subset(slice(0, SMOKE_IMAGES[1]))
-    record = {"race": f"airbench94 vs the {PRESET} preset, the same training time, on one CPU", "status": "running",
+    record = {"race": f"airbench94 vs the {preset} preset, the same training time, on one CPU", "status": "running",
               "smoke": args.smoke, **environment(CPU),
               "python": platform.python_version(), "precision": precision, "budget": cfg.train.time_budget,
               "train_images": len(train), "test_images": len(test), "seed": SEED,
               "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "timing": __doc__.split("\n\n")[3],
-              "ours": {"name": PRESET, "config": config_to_dict(cfg)}, "airbench": {"name": "airbench94"},
+              "ours": {"name": preset, "config": config_to_dict(cfg)}, "airbench": {"name": "airbench94"},
               "acc_difference": None, "ratio_seconds": None, "ours_at_least_airbench": None}
     out = Path(args.json)
     save = lambda: atomic_write_text(out, json.dumps(record, indent=2) + "\n")
@@ -188,7 +191,7 @@ def race(args: argparse.Namespace, missing: str | None) -> dict:
     save()
     cold_compile_cache()  # the preset's compilation is paid inside its training time, as a first run pays it
     with tempfile.TemporaryDirectory() as scratch:
-        ours = Ours(cfg, train, test, CPU, Path(scratch) / PRESET)
+        ours = Ours(cfg, train, test, CPU, Path(scratch) / preset)
         record["ours"].update(params=ours.params, **ours.run(SEED))
         print(describe(record["ours"]), flush=True)
         save()
@@ -217,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      epilog=__doc__.split("\n\n", 2)[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", help="the preset to race (default: the one `train` picks on this CPU)")
     parser.add_argument("--budget", type=float, help="training seconds (default: the preset's train.time_budget)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch, both sides (default: torch's choice)")
     parser.add_argument("--data-root", help="folder holding cifar-10-batches-py (default: $CIFAR10_ROOT, else ./data)")

@@ -100,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                           "process would train the whole run into the same folder. Run it without torchrun, or use "
                           "several GPUs through the search's workers: cifar-resnet search ... --devices 0,1,2,3")
     config, announce = args.config, None
-    if not config and not args.resume:  # the main command: best on a GPU, cpu elsewhere
+    if not config and not args.resume:  # the main command: best on a GPU, a CPU preset elsewhere
         config, announce = default_preset(resolve_device(args.device))
     out = Path(args.out or user_runs_dir() / (Path(config).stem if config else "run"))
     writable_folder(out, what="run folder", other="--out")  # one that cannot take the run: refused before an epoch

@@ -164,12 +164,13 @@ def test_train_without_config_trains_the_cpu_preset_on_a_cpu_and_says_why_in_one
                                                                                      capsys, monkeypatch):
     from cifar_resnet.training import launch_policy
 
-    monkeypatch.setattr(launch_policy, "CPU_PRESET", "smoke")  # the cpu preset's minutes, in seconds
+    monkeypatch.setattr(launch_policy, "CPU_PRESET", "smoke")  # the CPU presets' minutes, in seconds
+    monkeypatch.setattr(launch_policy, "CPU_FP32_PRESET", "smoke")
     monkeypatch.setenv("CIFAR_RESNET_RUNS", str(tmp_path))
     assert cli.main(["train", "--data-root", str(synthetic_root), "--device", "cpu", "--epochs", "1"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if "GPU" in line]
-    assert len(lines) == 1 and lines[0].startswith("no GPU here and `best` needs one (hours on a CPU), so training "
-                                                   "`smoke`: about ") and "of training here" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("no GPU here and `best` needs one (hours on a CPU), ")
+    assert "so training `smoke`: about " in lines[0] and "of training here" in lines[0]
     assert json.loads((tmp_path / "smoke" / run_folder.METRICS).read_text())["status"] == "finished"
 
 
@@ -179,4 +180,15 @@ def test_train_without_config_is_best_on_a_gpu():
     from cifar_resnet.training.launch_policy import default_preset
 
     assert default_preset(torch.device("cuda")) == ("best", None)
-    assert default_preset(torch.device("cpu"))[0] == "cpu"
+
+
+@pytest.mark.parametrize("native_bf16, preset", [(True, "cpu"), (False, "cpu_fp32")])
+def test_train_without_config_on_a_cpu_picks_the_preset_its_arithmetic_suits(native_bf16, preset, monkeypatch):
+    """`cpu`'s wide network trains one epoch in its 15 minutes where the CPU has no native bf16: `cpu_fp32` there."""
+    import torch
+
+    from cifar_resnet.training import launch_policy
+
+    monkeypatch.setattr(launch_policy, "native_cpu_bf16", lambda: native_bf16)
+    name, line = launch_policy.default_preset(torch.device("cpu"))
+    assert name == preset and line.endswith(f"so training `{preset}`") and ("no bf16" in line) != native_bf16

@@ -1,4 +1,4 @@
-"""benchmarks/cpu_race.py: airbench94's own code against the cpu preset on the CPU, here as a smoke race on
+"""benchmarks/cpu_race.py: airbench94's own code against the CPU preset `train` picks here, here as a smoke race on
 the synthetic data; airbench's side where its sdist is unpacked at AIRBENCH_SDIST, else recorded as skipped."""
 
 import json
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cifar_resnet.training.launch_policy import default_preset
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -31,7 +32,7 @@ def test_a_smoke_race_records_both_sides(synthetic_root, tmp_path):
     record = json.loads(out.read_text())
     assert record["status"] == "finished" and record["smoke"] and record["budget"] == 1
     assert record["threads"] == 1 and record["cpu"] and record["torch_version"] == torch.__version__
-    assert record["git_commit"] and record["precision"] in ("fp32", "bf16") and record["ours"]["config"]["name"] == "cpu"
+    assert record["git_commit"] and record["precision"] in ("fp32", "bf16") and record["ours"]["config"]["name"] == default_preset(torch.device("cpu"))[0]
     sides = [record["ours"]] + ([] if "skipped" in record["airbench"] else [record["airbench"]])
     if AIRBENCH.is_dir():
         assert len(sides) == 2, record["airbench"]

@@ -5,7 +5,7 @@ its GPU (the ResNet presets: `results/runs/best`; the speed-run recipes: `result
 times the ratio of training FLOPs per image (forward and backward, counted by torch), times, for another
 GPU, the ratio of the two GPUs' published peak half-precision tensor rates. It leaves out what such ratios
 cannot see (torch.compile or not, clocks that throttle, the loader), so every estimate is labelled one
-until a run on that GPU is recorded. A preset with a CPU benchmark (`results/bench/cpu.json`, written by
+until a run on that GPU is recorded. A preset with a CPU benchmark (`results/bench/<preset>.json`, written by
 `benchmarks/cpu.py`) also gets its measured time and accuracy on that CPU; no CPU time is estimated.
 """
 
@@ -102,13 +102,10 @@ def training_time(results: Path, name: str, gpu: str) -> Timing:
     return Timing(trained_images(name) / rate, False)
 
 
-CPU_BENCH = Path("bench") / "cpu.json"  # under results/: the `cpu` preset's benchmark
-
-
 def cpu_result(results: Path, name: str) -> str:
-    """Preset `name`'s measured training time and test accuracy on a CPU (its benchmark of today's recipe), or
-    "" without one."""
-    path = results / CPU_BENCH
+    """Preset `name`'s measured training time and test accuracy on a CPU (its benchmark of today's recipe,
+    results/bench/<name>.json), or "" without one."""
+    path = results / "bench" / f"{name}.json"
     bench = json.loads(path.read_text()) if path.is_file() else {}
     if bench.get("preset") != name or bench.get("config") != config_to_dict(load_config(PRESETS_DIR / f"{name}.yaml")):
         return ""  # another preset, or an earlier recipe of this one

@@ -5,7 +5,7 @@ than `SLOW_RUN_SECONDS` with `SlowRunError` (a one-line `ConfigError` giving the
 command) unless `allow_slow`, or a time limit up to that bounds it; it announces one over `LONG_RUN_SECONDS`.
 A `--time-limit` shorter than one epoch's estimate is refused (`EpochOverTimeLimit`): epochs are never cut short.
 `default_preset` is what `cifar-resnet train` (and `make train`) trains without `--config`: `best` on a GPU,
-`cpu` elsewhere, announced in one line with its estimate here.
+`cpu` on a CPU that computes bf16 natively, `cpu_fp32` on any other, announced in one line with its estimate here.
 The command line's `train` (through `launch_policy.train`), its `search` (each trial), its `sweep` (each run) and
 notebook 03 (`session.train_in_sessions`) call it before they build a `Trainer`. The sweep's own
 estimates of a plan's run durations are `studies.sweep.PlanEstimator`'s.
@@ -28,7 +28,7 @@ from ..audience import advise, option
 from ..config import Config, ConfigError
 from ..data.cifar10 import CIFAR10Split, load_splits
 from ..data.gpu_loader import train_steps
-from ..runtime import autocast, channels_last_trains_safely, resolve_device, resolve_precision
+from ..runtime import autocast, channels_last_trains_safely, native_cpu_bf16, resolve_device, resolve_precision
 from ..formats import duration
 from ..models import create_model
 from .time_budget import check_time_limit, fitted_epochs
@@ -36,7 +36,8 @@ from .time_budget import check_time_limit, fitted_epochs
 SLOW_RUN_SECONDS = 3600.0  # on a CPU, a run estimated to train longer than this is refused unless allowed
 LONG_RUN_SECONDS = 600.0  # ... and one longer than this is announced with its estimate before it starts
 CPU_SIZED_PRESET = "smoke"  # the preset the refusal of a slow CPU run proposes instead
-GPU_PRESET, CPU_PRESET = "best", "cpu"  # what `train` runs without --config, with a GPU and without one
+# what `train` runs without --config: with a GPU; without one, on a CPU with native bf16, and on any other
+GPU_PRESET, CPU_PRESET, CPU_FP32_PRESET = "best", "cpu", "cpu_fp32"
 
 
 def cpu_sized_run() -> str:
@@ -140,7 +141,11 @@ def default_preset(device: torch.device) -> tuple[str, str | None]:
     """The preset `train` runs without --config on `device`, and the start of the line announcing it (None on a GPU)."""
     if device.type == "cuda":
         return GPU_PRESET, None
-    return CPU_PRESET, f"no GPU here and `{GPU_PRESET}` needs one (hours on a CPU), so training `{CPU_PRESET}`"
+    no_gpu = f"no GPU here and `{GPU_PRESET}` needs one (hours on a CPU)"
+    if native_cpu_bf16():
+        return CPU_PRESET, f"{no_gpu}, so training `{CPU_PRESET}`"
+    return CPU_FP32_PRESET, (f"{no_gpu}, and this CPU computes no bf16 natively for `{CPU_PRESET}`'s wide network, "
+                             f"so training `{CPU_FP32_PRESET}`")
 
 
 def refuse_slow_run(cfg: Config, estimate: Estimate, device: torch.device, *, time_limit: float | None = None,
