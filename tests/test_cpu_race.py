@@ -63,8 +63,9 @@ def test_the_readme_quotes_the_recorded_race():
     readme = (ROOT / "README.md").read_text()
     said = " ".join(readme[readme.index("On a CPU, `python benchmarks/cpu_race.py"):].split("\n\n")[0].split())
     ours, airbench = race["ours"], race["airbench"]
-    for quoted in (f"{ours['epochs']} epoch", f"{race['budget']:.0f} s budget", f"({ours['train_seconds']:.1f} s",
-                   f"reached {100 * ours['acc_tta']:.2f}%", f"trained {airbench['epochs']:.2f} epochs",
-                   f"({airbench['train_seconds']:.1f} s)", f"to {100 * airbench['acc_tta']:.2f}%",
-                   f"{-100 * race['acc_difference']:.2f} points behind", f"{race['threads']} threads", race["precision"]):
+    lead = f"{abs(100 * race['acc_difference']):.2f} points {'ahead' if race['acc_difference'] >= 0 else 'behind'}"
+    for quoted in (f"`{ours['name']}` preset", f"{ours['epochs']} epoch", f"{race['budget']:.0f} s budget",
+                   f"({ours['train_seconds']:.1f} s", f"reached {100 * ours['acc_tta']:.2f}%",
+                   f"trained {airbench['epochs']:.2f} epochs", f"({airbench['train_seconds']:.1f} s)",
+                   f"to {100 * airbench['acc_tta']:.2f}%", lead, f"{race['threads']} threads", race["precision"]):
         assert quoted in said, quoted
