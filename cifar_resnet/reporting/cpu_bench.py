@@ -1,6 +1,7 @@
-"""The `cpu` preset's records: its recorded CPU runs, its benchmark (`results/bench/cpu.json`, written by
-`benchmarks/cpu.py`) and the held-out comparison of candidates around it (`results/bench/cpu_holdout.json`,
-written by `benchmarks/cpu_holdout.py`). Notebook 04 shows them beside the GPU runs.
+"""The CPU presets' records: their recorded CPU runs, their benchmarks (`results/bench/<preset>.json`, written
+by `benchmarks/cpu.py --preset`) and the held-out comparisons of candidates around them
+(`results/bench/<preset>_holdout.json`, written by `benchmarks/cpu_holdout.py --preset`). Notebook 04 shows
+them beside the GPU runs.
 """
 
 from __future__ import annotations
@@ -10,38 +11,50 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..training.launch_policy import CPU_FP32_PRESET, CPU_PRESET
 from .records import RunRecord
 
-CPU_PRESET = "cpu"
-BENCH = Path("bench") / "cpu.json"  # under results/
-HOLDOUT = Path("bench") / "cpu_holdout.json"
+CPU_PRESETS = (CPU_PRESET, CPU_FP32_PRESET)  # bf16 where the CPU computes it natively; fp32 elsewhere
 HOLDOUT_COLUMNS = ["name", "params", "time_budget", "epochs", "val_acc", "val_acc_tta", "train_seconds",
                    "cpu_seconds"]
 
 
+def bench_path(preset: str) -> Path:
+    """Where `benchmarks/cpu.py --preset PRESET` writes its record, under results/."""
+    return Path("bench") / f"{preset}.json"
+
+
+def holdout_path(preset: str) -> Path:
+    """Where `benchmarks/cpu_holdout.py --preset PRESET` writes its record, under results/."""
+    return Path("bench") / f"{preset}_holdout.json"
+
+
 def cpu_preset_runs(records: list[RunRecord]) -> list[RunRecord]:
-    """The finished runs of the `cpu` preset trained on a CPU: results, unlike the CPU smoke runs."""
-    return [r for r in records if r.metrics.get("name") == CPU_PRESET and not r.on_gpu and r.finished]
+    """The finished runs of a CPU preset trained on a CPU: results, unlike the CPU smoke runs."""
+    return [r for r in records if r.metrics.get("name") in CPU_PRESETS and not r.on_gpu and r.finished]
 
 
 def _read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def cpu_bench_summary(results: str | Path) -> str:
-    """One line from the benchmark's record: accuracy, training time, speed, the CPU and its threads."""
-    bench = _read(Path(results) / BENCH)
+def cpu_bench_summary(results: str | Path, preset: str = CPU_PRESET) -> str:
+    """One line from the preset's benchmark record: accuracy, training time, speed, the CPU and its threads."""
+    path = Path(results) / bench_path(preset)
+    bench = _read(path)
     if bench is None:
-        return f"no {Path(results) / BENCH} yet: python benchmarks/cpu.py writes it"
+        return f"{preset}: no {path} yet: python benchmarks/cpu.py --preset {preset} writes it"
     shortened = f" (shortened: {bench['overrides']})" if bench.get("overrides") else ""
-    return (f"benchmark{shortened}: {bench['test_acc_tta']:.2%} with {bench['tta']} TTA after {bench['train_seconds']:.0f} s "
-            f"of training, {bench['images_per_second']:.0f} images/s in {bench['precision']} on {bench['cpu']} with "
-            f"{bench['threads']} threads (torch {bench['torch_version']}, commit {str(bench['git_commit'])[:7]})")
+    return (f"{preset} benchmark{shortened}: {bench['test_acc_tta']:.2%} with {bench['tta']} TTA after "
+            f"{bench['train_seconds']:.0f} s of training, {bench['images_per_second']:.0f} images/s in "
+            f"{bench['precision']} on {bench['cpu']} with {bench['threads']} threads (torch {bench['torch_version']}, "
+            f"commit {str(bench['git_commit'])[:7]})")
 
 
-def cpu_holdout_table(results: str | Path) -> pd.DataFrame:
-    """The candidates the held-out comparison trained, and its accuracies on the held-out images (empty without it)."""
-    record = _read(Path(results) / HOLDOUT)
+def cpu_holdout_table(results: str | Path, preset: str = CPU_PRESET) -> pd.DataFrame:
+    """The candidates the preset's held-out comparison trained, and their accuracies on the held-out images
+    (empty without its record)."""
+    record = _read(Path(results) / holdout_path(preset))
     if record is None:
         return pd.DataFrame(columns=HOLDOUT_COLUMNS)
     return pd.DataFrame(record["candidates"])[HOLDOUT_COLUMNS]
