@@ -41,15 +41,17 @@ CANDIDATES = {
         "label smoothing 0.1": {"train.label_smoothing": 0.1},
         "64-256-384": {"model.channels": [64, 256, 384]},
     },
-    # The recorded comparison (results/bench/cpu_fp32_holdout.json, at its commit) ran these around the preset's
-    # first width, the design study's C = 24/48/96, and chose C = 32/64/128, which the preset has since (so today
-    # "preset" and "C = 32/64/128" are one network). Its eager run came after a compiled one in the same
-    # process and ran faster (460 images/s) than eager in a fresh process (350, results/bench/cpu_compile.json):
+    # Around today's cpu_fp32 (C = 32/64/128): airbench's lookahead, a wider network (fewer epochs in the same
+    # time), and half the batch (twice the steps, the lr halved with it). The first comparison, which chose
+    # the width over the design study's C = 24/48/96 and compiling over eager, is results/bench/
+    # cpu_fp32_holdout_width.json (at its commit). Its eager run came after a compiled one in the same process
+    # and ran faster (460 images/s) than eager in a fresh process (286-350, results/bench/cpu_compile.json):
     # perhaps the compiled kernels' fast-math flushing denormals process-wide (not verified).
     "cpu_fp32": {
         "preset": {},
-        "eager": {"train.compile": False},
-        "C = 32/64/128": {"model.channels": [32, 64, 128]},
+        "lookahead": {"train.lookahead_every": 5},
+        "C = 48/96/192": {"model.channels": [48, 96, 192]},
+        "batch 256": {"train.batch_size": 256, "train.lr": 0.2},
     },
 }
 
