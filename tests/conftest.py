@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny synthetic CIFAR-10 (always) and the real one (where CIFAR10_ROOT points at it)."""
 
+import json
 import os
 import re
 import shutil
@@ -92,3 +93,13 @@ def pdf_font_sizes(data: bytes) -> list[float]:
             continue
         sizes += [float(size) for size in re.findall(rb"([\d.]+) Tf\b", body)]
     return sizes
+
+
+def bench_record_and_readme(name: str, opening: str) -> tuple[dict, str]:
+    """results/bench/NAME (skipping the test where it is not recorded) and the README's paragraph that begins
+    with `opening`, its lines joined by single spaces."""
+    path = ROOT / "results" / "bench" / name
+    if not path.is_file():
+        pytest.skip(f"no {name} recorded in results/bench/")
+    readme = (ROOT / "README.md").read_text()
+    return json.loads(path.read_text()), " ".join(readme[readme.index(opening):].split("\n\n")[0].split())

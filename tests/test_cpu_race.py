@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cifar_resnet.training.launch_policy import default_preset
-from conftest import ROOT
+from conftest import ROOT, bench_record_and_readme
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import cpu_race  # noqa: E402
@@ -56,12 +56,7 @@ def test_a_real_race_without_airbench_says_where_to_get_it(tmp_path):
 
 def test_the_readme_quotes_the_recorded_race():
     """Each number the README gives of the recorded race is the record's."""
-    path = ROOT / "results" / "bench" / "cpu_race.json"
-    if not path.is_file():
-        pytest.skip("no race recorded in results/bench/")
-    race = json.loads(path.read_text())
-    readme = (ROOT / "README.md").read_text()
-    said = " ".join(readme[readme.index("On a CPU, `python benchmarks/cpu_race.py"):].split("\n\n")[0].split())
+    race, said = bench_record_and_readme("cpu_race.json", "On a CPU, `python benchmarks/cpu_race.py")
     ours, airbench = race["ours"], race["airbench"]
     lead = f"{abs(100 * race['acc_difference']):.2f} points {'ahead' if race['acc_difference'] >= 0 else 'behind'}"
     for quoted in (f"`{ours['name']}` preset", f"{ours['epochs']} epoch", f"{race['budget']:.0f} s budget",
