@@ -44,8 +44,9 @@ CANDIDATES = {
         "label smoothing 0.1": {"train.label_smoothing": 0.1},
         "64-256-384": {"model.channels": [64, 256, 384]},
     },
-    # Around today's cpu_fp32 (C = 32/64/128): airbench's lookahead, a wider network (fewer epochs in the same
-    # time), and half the batch (twice the steps, the lr halved with it), recorded with --out
+    # Around cpu_fp32 as it was at commit 4d223d2 (C = 32/64/128, batch 512 at lr 0.4; "batch 256" is today's
+    # preset): airbench's lookahead, a wider network (fewer epochs in the same time), and half the batch (twice
+    # the steps, the lr halved with it), recorded with --out
     # results/bench/cpu_fp32_holdout_levers.json (and the same-cost ones at equal epochs, _epochs.json). The
     # comparison that chose the width, results/bench/cpu_fp32_holdout.json, ran at commit 84b3da7 with the
     # candidates "preset" (then the design study's C = 24/48/96), "eager" and "C = 32/64/128". Its eager run
