@@ -76,6 +76,15 @@ def write_speed(results: Path, ours_acc: float = 0.9403) -> None:
         "ratio": 3.0656}))
 
 
+def write_cpu_race(results: Path, **fields) -> None:
+    """results/bench/cpu_race.json as benchmarks/cpu_race.py writes it (the fields that the report reads)."""
+    (results / "bench").mkdir(parents=True, exist_ok=True)
+    (results / "bench" / "cpu_race.json").write_text(json.dumps({
+        "status": "finished", "smoke": False, "threads": 2,
+        "ours": {"name": "cpu_fp32", "acc_tta": 0.8657, "train_seconds": 815.14},
+        "airbench": {"name": "airbench94", "acc_tta": 0.8325, "train_seconds": 823.79}, **fields}))
+
+
 def write_stopped(results: Path, name: str = "best-e170", accs=(0.9562, 0.9571)) -> None:
     """A run stopped by its time limit: no test_acc in metrics.json, its evaluations in history.csv."""
     write_run(results, name, status="time_limit", epochs=170, epochs_completed=164, train_seconds=233.99,
@@ -385,6 +394,23 @@ def test_speed_target_missed_is_said(tmp_path):
     assert values["SpeedOursReached"] is False and values["SpeedAirbenchReached"] is True
 
 
+def test_cpu_race(tmp_path):
+    results = tmp_path / "results"
+    write_cpu_race(results)
+    values, _ = numbers(results, tmp_path)
+    assert values["HaveCpuRace"] is True and values["CpuRaceThreads"] == "2" and values["CpuRaceOursSeconds"] == "815"
+    assert values["CpuRaceOursAcc"] == "86.57" and values["CpuRaceAirbenchAcc"] == "83.25"
+    assert values["CpuRacePreset"] == "cpu\\_fp32"
+
+
+@pytest.mark.parametrize("fields", [{"smoke": True}, {"status": "running"}, {"airbench": {"name": "airbench94"}}])
+def test_smoke_or_unfinished_cpu_race_is_absent(tmp_path, fields):
+    results = tmp_path / "results"
+    write_cpu_race(results, **fields)
+    values, _ = numbers(results, tmp_path)
+    assert values["HaveCpuRace"] is False
+
+
 def test_incomplete_speed_benchmark_is_absent(tmp_path):
     results = tmp_path / "results"
     (results / "bench").mkdir(parents=True)
@@ -446,6 +472,7 @@ def test_report_uses_only_generated_macros(tmp_path):
         write_run(results, name)
     write_stopped(results)
     write_speed(results)
+    write_cpu_race(results)
     write_throughput(results)
     write_per_class(results, [970, 985, 940, 890, 965, 915, 980, 975, 980, 912])  # 9,512 correct
     write_robustness(results)
@@ -453,12 +480,12 @@ def test_report_uses_only_generated_macros(tmp_path):
     config = results / "runs" / "best" / "config.yaml"
     config.write_text(config.read_text() + "  ema_warmup_power: 0.75\n")
     values, _ = numbers(results, tmp_path)
-    assert values["HavePerClass"] and values["HaveStoppedRun"] and values["HaveThroughputBench"]
+    assert values["HavePerClass"] and values["HaveStoppedRun"] and values["HaveThroughputBench"] and values["HaveCpuRace"]
     assert values["HaveRecipe"] and values["HaveBestEMA"] and values["HaveRobustness"]
     source = (REPO / "report" / "report.tex").read_text()
     flags = set(re.findall(r"\\if([A-Z]\w*)", source))
     assert flags <= set(FLAGS), flags - set(FLAGS)
-    used = set(re.findall(r"\\((?:Best|Seed|Speed|Num|Stopped|Throughput|PerClass|Budget|Robust|DesignCpu)[A-Za-z]+)", source))
+    used = set(re.findall(r"\\((?:Best|Seed|Speed|Num|Stopped|Throughput|PerClass|Budget|Robust|DesignCpu|CpuRace)[A-Za-z]+)", source))
     assert used <= set(values), used - set(values)
 
 
@@ -609,6 +636,7 @@ def full_fake_results(results: Path) -> None:
     write_run(results, "smoke", device="cpu", test_acc=0.31)
     write_stopped(results)
     write_speed(results)
+    write_cpu_race(results)
     write_throughput(results)
     write_per_class(results, [970, 985, 940, 890, 965, 915, 980, 975, 980, 912])
     write_robustness(results)

@@ -357,6 +357,7 @@ def write_numbers(results_dir: Path, out_path: Path) -> dict[str, str | bool]:
     _stopped(stopped, best, runs, m)
     paper_bench.speed(results_dir, m)
     paper_bench.throughput(results_dir, m)
+    paper_bench.cpu_race(results_dir, m)
     _per_class(results_dir, best, m)
     table = results_table(runs, stopped)
     m.flag("HaveResultsTable", bool(table))

@@ -1,6 +1,7 @@
 """The report's numbers from the benchmarks in `results/bench/`: the race to 94% against airbench94
-(`speed94.json`) and the training throughput of the best configuration (`throughput_best.json`). Each
-function sets its flag in `paper_macros.FLAGS` false where its file is missing or incomplete.
+(`speed94.json`), the training throughput of the best configuration (`throughput_best.json`) and the race
+at equal training time against airbench94 on a CPU (`cpu_race.json`). Each function sets its flag in
+`paper_macros.FLAGS` false where its file is missing or incomplete.
 """
 
 from __future__ import annotations
@@ -67,3 +68,22 @@ def throughput(results_dir: Path, m: Macros) -> None:
     m.text("ThroughputDataPercent", f"{100 * shares[0]:.1f}")
     m.text("ThroughputStepPercent", f"{100 * shares[1]:.1f}")
     m.flag("ThroughputOnRandomImages", str(data.get("data_source", "")).startswith("random"))
+
+
+def cpu_race(results_dir: Path, m: Macros) -> None:
+    """The CPU preset against airbench94 for the same training seconds on one CPU, from results/bench/cpu_race.json
+    (benchmarks/cpu_race.py); a smoke run or an unfinished race counts as none."""
+    data = read_json(results_dir / "bench" / "cpu_race.json")
+    sides = [data.get(side) if isinstance(data, dict) else None for side in ("ours", "airbench")]
+    ours, theirs = [number(side.get("acc_tta")) if isinstance(side, dict) else None for side in sides]
+    seconds, threads = number((sides[0] or {}).get("train_seconds")), number((data or {}).get("threads"))
+    ok = (isinstance(data, dict) and data.get("status") == "finished" and not data.get("smoke")
+          and None not in (ours, theirs, seconds, threads))
+    m.flag("HaveCpuRace", ok)
+    if not ok:
+        return
+    m.text("CpuRacePreset", tex_escape(str(sides[0].get("name", "unknown"))))
+    m.text("CpuRaceThreads", str(int(threads)))
+    m.text("CpuRaceOursSeconds", f"{seconds:.0f}")
+    m.text("CpuRaceOursAcc", percent(ours))
+    m.text("CpuRaceAirbenchAcc", percent(theirs))

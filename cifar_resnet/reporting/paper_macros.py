@@ -12,7 +12,7 @@ THRESHOLDS = {"0.93": "NinetyThree", "0.94": "NinetyFour", "0.95": "NinetyFive",
 FLAGS = ("HaveBestRun", "HaveBestTTA", "HaveBestThroughput", "BestSelectedOnTest", "BestPickedOnTest",
          *(f"HaveBestTimeTo{word}" for word in THRESHOLDS.values()), "HaveBestArch",
          "HaveSeedSpread", "HaveSeedSpreadTTA", "HaveStoppedRun", "StoppedAboveSeeds", "HaveSpeedBench",
-         "SpeedOursReached", "SpeedAirbenchReached",
+         "SpeedOursReached", "SpeedAirbenchReached", "HaveCpuRace",
          "HaveThroughputBench", "ThroughputOnRandomImages", "HavePerClass", "PerClassWithTTA", "PerClassDiffers",
          "HaveResultsTable", "HaveRecipe", "HaveBestEMA", "BestEMAWarmup", "SpeedSameParams", "HaveRobustness", "RobustTimed",
          "HaveDesignCosts", "HaveDesignStudy", "HaveDesignCpu", "HaveArchTable", *(f"HaveDesign{v}" for v in DESIGN_VARIABLES))
