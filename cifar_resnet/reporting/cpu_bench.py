@@ -1,7 +1,7 @@
 """The CPU presets' records: their recorded CPU runs, their benchmarks (`results/bench/<preset>.json`, written
 by `benchmarks/cpu.py --preset`) and the held-out comparisons of candidates around them
-(`results/bench/<preset>_holdout.json`, written by `benchmarks/cpu_holdout.py --preset`). Notebook 04 shows
-them beside the GPU runs.
+(`results/bench/<preset>_holdout*.json`, written by `benchmarks/cpu_holdout.py --preset ... --out`). Notebook 04
+shows them beside the GPU runs.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from .records import RunRecord
 
 CPU_PRESETS = (CPU_PRESET, CPU_FP32_PRESET)  # bf16 where the CPU computes it natively; fp32 elsewhere
 HOLDOUT_COLUMNS = ["name", "params", "time_budget", "epochs", "val_acc", "val_acc_tta", "train_seconds",
-                   "cpu_seconds"]
+                   "cpu_seconds", "images_per_second"]
 
 
 def bench_path(preset: str) -> Path:
@@ -51,10 +51,26 @@ def cpu_bench_summary(results: str | Path, preset: str = CPU_PRESET) -> str:
             f"commit {str(bench['git_commit'])[:7]})")
 
 
-def cpu_holdout_table(results: str | Path, preset: str = CPU_PRESET) -> pd.DataFrame:
-    """The candidates the preset's held-out comparison trained, and their accuracies on the held-out images
-    (empty without its record)."""
-    record = _read(Path(results) / holdout_path(preset))
+def holdout_records(results: str | Path, preset: str = CPU_PRESET) -> list[Path]:
+    """Every held-out comparison recorded around the preset: results/bench/<preset>_holdout*.json, by name."""
+    return sorted((Path(results) / "bench").glob(f"{preset}_holdout*.json"))
+
+
+def cpu_holdout_caption(path: Path) -> str:
+    """One line on what a held-out comparison trained: its split, its length, where it ran and its commit."""
+    record = _read(Path(path))
+    length = (f"{record['epochs']} epochs each" if record.get("epochs") else
+              f"{record.get('scale', 1.0):g} of the preset's time budget each")
+    return (f"{Path(path).name}: {len(record['candidates'])} candidates around {record['preset']}, {length}, "
+            f"scored on the {record['split']}; {record['cpu']} with {record['threads']} threads, commit "
+            f"{str(record['git_commit'])[:7]}; most accurate with TTA: {record['chosen']}")
+
+
+def cpu_holdout_table(path: str | Path) -> pd.DataFrame:
+    """The candidates a held-out comparison trained and their accuracies on the held-out images; images per
+    second show where the machine's speed, not the candidate, gave one more epochs (empty without the file)."""
+    record = _read(Path(path))
     if record is None:
         return pd.DataFrame(columns=HOLDOUT_COLUMNS)
-    return pd.DataFrame(record["candidates"])[HOLDOUT_COLUMNS]
+    table = pd.DataFrame(record["candidates"]).reindex(columns=HOLDOUT_COLUMNS)
+    return table.assign(images_per_second=table["images_per_second"].round())
