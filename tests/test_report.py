@@ -411,6 +411,14 @@ def test_smoke_or_unfinished_cpu_race_is_absent(tmp_path, fields):
     assert values["HaveCpuRace"] is False
 
 
+def test_cpu_race_that_is_no_record_is_absent(tmp_path):
+    results = tmp_path / "results"
+    (results / "bench").mkdir(parents=True)
+    (results / "bench" / "cpu_race.json").write_text(json.dumps([{"status": "finished"}]))
+    values, _ = numbers(results, tmp_path)
+    assert values["HaveCpuRace"] is False
+
+
 def test_incomplete_speed_benchmark_is_absent(tmp_path):
     results = tmp_path / "results"
     (results / "bench").mkdir(parents=True)

@@ -68,7 +68,7 @@ def cpu_holdout_caption(path: Path) -> str:
 
 def cpu_holdout_table(path: str | Path) -> pd.DataFrame:
     """The candidates a held-out comparison trained and their accuracies on the held-out images; images per
-    second show where the machine's speed, not the candidate, gave one more epochs (empty without the file)."""
+    second show where the machine's speed, not the candidate, bought an epoch (empty without the file)."""
     record = _read(Path(path))
     if record is None:
         return pd.DataFrame(columns=HOLDOUT_COLUMNS)

@@ -74,11 +74,11 @@ def cpu_race(results_dir: Path, m: Macros) -> None:
     """The CPU preset against airbench94 for the same training seconds on one CPU, from results/bench/cpu_race.json
     (benchmarks/cpu_race.py); a smoke run or an unfinished race counts as none."""
     data = read_json(results_dir / "bench" / "cpu_race.json")
-    sides = [data.get(side) if isinstance(data, dict) else None for side in ("ours", "airbench")]
-    ours, theirs = [number(side.get("acc_tta")) if isinstance(side, dict) else None for side in sides]
-    seconds, threads = number((sides[0] or {}).get("train_seconds")), number((data or {}).get("threads"))
-    ok = (isinstance(data, dict) and data.get("status") == "finished" and not data.get("smoke")
-          and None not in (ours, theirs, seconds, threads))
+    data = data if isinstance(data, dict) else {}
+    sides = [data.get(side) if isinstance(data.get(side), dict) else {} for side in ("ours", "airbench")]
+    ours, theirs = (number(side.get("acc_tta")) for side in sides)
+    seconds, threads = number(sides[0].get("train_seconds")), number(data.get("threads"))
+    ok = data.get("status") == "finished" and not data.get("smoke") and None not in (ours, theirs, seconds, threads)
     m.flag("HaveCpuRace", ok)
     if not ok:
         return
